@@ -1,0 +1,76 @@
+"""Shared config sections. Every task config starts from `base_config()` and fills `model`.
+
+Keys every task shares (tools override them by these names): data.dir, train.steps,
+train.batch_size, train.seed, checkpoint.every_steps, mesh.data, mesh.fsdp, mesh.tensor.
+"""
+
+import ml_collections
+
+from jaxtts.data.pipeline import default_data_config
+
+# Logical axis name -> mesh axis (or None = replicated). Parameters and activations carry the
+# logical names; `jaxtts.train.partitioning` resolves them with these rules.
+DEFAULT_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("time", None),
+    ("channels", None),
+    ("conv_kernel", None),
+    ("conv_in", "fsdp"),
+    ("conv_out", "tensor"),
+    ("mixture", None),
+    ("latent", None),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("vocab", "tensor"),
+)
+
+
+def optimizer_config(**overrides) -> ml_collections.ConfigDict:
+  """One parameter group's optimizer (see `jaxtts.train.optim.make_optimizer`)."""
+  opt = ml_collections.ConfigDict(dict(
+      name="adamw",            # adamw | schedule_free_adamw
+      learning_rate=1e-3,
+      b1=0.9,
+      b2=0.999,
+      weight_decay=0.0,
+      warmup_steps=0,
+      schedule="constant",     # constant | cosine (ignored by schedule_free_adamw)
+      grad_clip_norm=0.0,      # 0 disables clipping
+  ))
+  opt.update(overrides)
+  return opt
+
+
+def base_config() -> ml_collections.ConfigDict:
+  cfg = ml_collections.ConfigDict()
+  cfg.task = ""
+  cfg.data = default_data_config()
+  cfg.model = ml_collections.ConfigDict()
+  cfg.train = ml_collections.ConfigDict(dict(
+      steps=1000,
+      batch_size=16,          # global batch over all processes
+      seed=0,
+      compute_dtype="float32",  # float32 | bfloat16 (params and optimizer stay float32)
+      max_nonfinite_steps=10,   # consecutive rejected (NaN/inf) updates before the run stops
+      eval_every_steps=500,
+      eval_batches=2,
+      log_every_steps=10,
+      sample_every_steps=500,
+      num_samples=2,
+      optimizers=ml_collections.ConfigDict(),  # one optimizer_config() per parameter group
+  ))
+  cfg.mesh = ml_collections.ConfigDict(dict(
+      data=-1, fsdp=1, tensor=1,
+      rules=DEFAULT_RULES,
+  ))
+  cfg.checkpoint = ml_collections.ConfigDict(dict(
+      every_steps=500,
+      max_to_keep=3,
+      async_save=True,
+  ))
+  cfg.logging = ml_collections.ConfigDict(dict(
+      tensorboard=True,
+      progress_bar=True,
+  ))
+  return cfg

@@ -1,0 +1,71 @@
+"""Serialized utterance records: the one on-disk format every corpus builder writes.
+
+A record is a msgpack map with deterministic key order. NumPy arrays are stored as
+``{"__nd__": True, "dtype": str, "shape": [..], "data": bytes}`` so that the same
+example always serializes to the same bytes (corpus determinism depends on it).
+
+Utterance fields (all builders write all of them):
+
+======================  ============  =====================================================
+field                   type          meaning
+======================  ============  =====================================================
+``id``                  str           unique utterance id, ``<speaker>-<index>``
+``text``                str           the normalized sentence
+``phonemes``            int32 [P]     phoneme ids in the manifest's symbol table
+``durations``           int32 [P]     frames per phoneme at the manifest's ``hop_length``;
+                                      ``durations.sum() == len(audio) // hop_length``
+``audio``               int16 [T]     mono PCM at ``sample_rate``; ``T % hop_length == 0``
+``sample_rate``         int           Hz (16000 for every corpus we build)
+``speaker_id``          int           index into the manifest's ``speakers`` list
+``speaker``             str           speaker name
+======================  ============  =====================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import msgpack
+import numpy as np
+
+REQUIRED_FIELDS = (
+    "id", "text", "phonemes", "durations", "audio", "sample_rate", "speaker_id", "speaker",
+)
+
+
+class RecordError(ValueError):
+  """A record that cannot be decoded or lacks a required field."""
+
+
+def _pack(obj: Any) -> Any:
+  if isinstance(obj, np.ndarray):
+    return {"__nd__": True, "dtype": obj.dtype.str, "shape": list(obj.shape),
+            "data": np.ascontiguousarray(obj).tobytes()}
+  if isinstance(obj, np.generic):
+    return obj.item()
+  return obj
+
+
+def _unpack(obj: dict) -> Any:
+  if obj.get("__nd__"):
+    return np.frombuffer(obj["data"], dtype=np.dtype(obj["dtype"])).reshape(obj["shape"])
+  return obj
+
+
+def encode_example(example: Mapping[str, Any]) -> bytes:
+  """Serializes one utterance dict (keys in the given order) to bytes."""
+  return msgpack.packb(dict(example), default=_pack, use_bin_type=True, strict_types=False)
+
+
+def decode_example(data: bytes, *, source: str = "<record>") -> dict:
+  """Inverse of `encode_example`; raises `RecordError` naming ``source`` on bad bytes."""
+  try:
+    example = msgpack.unpackb(data, object_hook=_unpack, raw=False)
+  except Exception as e:  # msgpack raises several unrelated exception types.
+    raise RecordError(f"{source}: cannot decode record ({type(e).__name__}: {e})") from e
+  if not isinstance(example, dict):
+    raise RecordError(f"{source}: record is a {type(example).__name__}, expected a map")
+  missing = [k for k in REQUIRED_FIELDS if k not in example]
+  if missing:
+    raise RecordError(f"{source}: record {example.get('id', '?')!r} lacks fields {missing}")
+  return example

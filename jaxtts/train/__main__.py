@@ -1,0 +1,3 @@
+import sys
+from jaxtts.train.cli import main
+sys.exit(main())

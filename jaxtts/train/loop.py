@@ -1,0 +1,317 @@
+"""The generic training loop: mesh, sharded state, jitted step, checkpoints, logging.
+
+`train(cfg, workdir)` resumes from the latest checkpoint in `workdir/checkpoints` when there is
+one. Per step: the process-local Grain batch becomes a global array sharded over ("data",
+"fsdp"), the task's pure step runs under `jax.jit` with in/out shardings and state donation,
+and the NaN/inf guard rejects bad updates. Every `checkpoint.every_steps` the state and the
+data-iterator state are saved together (async); SIGTERM saves and exits with status 143.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from jaxtts import tasks
+from jaxtts.data import pipeline
+from jaxtts.train import checkpoint as ckpt_lib
+from jaxtts.train import config as config_lib
+from jaxtts.train import mesh as mesh_lib
+from jaxtts.train import optim
+from jaxtts.train import state as state_lib
+from jaxtts.train.metrics import MetricWriter
+
+log = logging.getLogger("jaxtts.train")
+
+
+class NonFiniteLossError(RuntimeError):
+  """Too many consecutive NaN/inf updates; the last good checkpoint is kept."""
+
+
+class Preempted(SystemExit):
+  """SIGTERM: the state was saved; exit status 143 (128 + SIGTERM)."""
+
+  def __init__(self):
+    super().__init__(143)
+
+
+class _SigtermFlag:
+  """Sets a flag on SIGTERM so the loop can save at a step boundary."""
+
+  def __init__(self):
+    self.raised = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread: no handler (the caller owns signals).
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.raised = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+    return False
+
+
+class Trainer:
+  """Holds what is built once per run; `run()` trains, `dry_run()` only writes params.json."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, workdir: str):
+    self.cfg, self.workdir = cfg, workdir
+    self.task = tasks.get_task(cfg)
+    self.mesh = mesh_lib.make_mesh(cfg.mesh)
+    self.rules = mesh_lib.rules_of(cfg.mesh)
+    missing = [g for g in self.task.groups if g not in cfg.train.optimizers]
+    if missing:
+      raise ValueError(f"config.train.optimizers: no optimizer for parameter groups {missing}")
+    self.optimizers = {g: optim.make_optimizer(cfg.train.optimizers[g], cfg.train.steps)
+                       for g in self.task.groups}
+    n_proc = jax.process_count()
+    if cfg.train.batch_size % n_proc or cfg.train.batch_size % self._batch_shards():
+      raise ValueError(f"config.train.batch_size={cfg.train.batch_size} must divide by the "
+                       f"{n_proc} processes and the {self._batch_shards()} batch shards")
+    self.local_batch_size = cfg.train.batch_size // n_proc
+
+    rng = jax.random.PRNGKey(cfg.train.seed)
+    self._init_rng, self._state_rng = jax.random.split(rng)
+    example = self.task.example_batch(cfg.train.batch_size)
+    self._example = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in example.items()}
+    with self._ctx():
+      self.abstract_boxed = jax.eval_shape(self._init_boxed, self._init_rng)
+    self.state_shardings = mesh_lib.logical_to_shardings(self.abstract_boxed, self.mesh,
+                                                         self.rules)
+
+  def _batch_shards(self) -> int:
+    return self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+
+  def _ctx(self):
+    return mesh_lib.mesh_context(self.mesh, self.rules)
+
+  def _init_boxed(self, rng):
+    batch = {k: jnp.zeros(v.shape, v.dtype) for k, v in self._example.items()}
+    params = self.task.init_params(rng, batch)
+    return state_lib.create(params, self.optimizers, self._state_rng)
+
+  # ---------------------------------------------------------------- dry run / params.json
+  def params_report(self) -> dict:
+    """Parameter counts per group and module, and each parameter's logical axes and sharding."""
+    params = self.abstract_boxed.params
+    shardings = self.state_shardings.params
+    report = {"total": 0, "groups": {}}
+    for group in params:
+      flat = jax.tree_util.tree_flatten_with_path(
+          params[group], is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))[0]
+      flat_sh = jax.tree_util.tree_flatten_with_path(shardings[group])[0]
+      entries, modules = {}, {}
+      for (path, leaf), (_, sh) in zip(flat, flat_sh):
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        value = leaf.value if isinstance(leaf, nn.LogicallyPartitioned) else leaf
+        axes = list(leaf.names) if isinstance(leaf, nn.LogicallyPartitioned) else None
+        size = int(np.prod(value.shape))
+        entries[name] = {"shape": list(value.shape), "dtype": str(value.dtype),
+                         "logical_axes": axes, "sharding": str(sh.spec)}
+        top = name.split("/")[0]
+        modules[top] = modules.get(top, 0) + size
+      total = sum(modules.values())
+      report["groups"][group] = {"total": total, "modules": modules, "params": entries}
+      report["total"] += total
+    report["mesh"] = dict(self.mesh.shape)
+    return report
+
+  def write_params_json(self) -> dict:
+    report = self.params_report()
+    if jax.process_index() == 0:
+      os.makedirs(self.workdir, exist_ok=True)
+      with open(os.path.join(self.workdir, "params.json"), "w") as f:
+        json.dump(report, f, indent=1, sort_keys=True)
+    return report
+
+  # ---------------------------------------------------------------- training
+  def _eval_params(self, state):
+    return {g: optim.eval_params(self.cfg.train.optimizers[g], state.opt_state[g],
+                                 state.params[g]) for g in self.task.groups}
+
+  def _batch_shardings(self):
+    return {k: mesh_lib.batch_sharding(self.mesh, len(v.shape))
+            for k, v in self._example.items()}
+
+  def _compile(self):
+    step_fn = state_lib.make_train_step(
+        functools.partial(self.task.train_step, optimizers=self.optimizers))
+    repl = mesh_lib.replicated(self.mesh)
+    self.train_step = jax.jit(step_fn, in_shardings=(self.state_shardings,
+                                                     self._batch_shardings()),
+                              out_shardings=(self.state_shardings, repl), donate_argnums=(0,))
+    self.eval_step = jax.jit(lambda s, b: self.task.eval_step(self._eval_params(s), b),
+                             in_shardings=(self.state_shardings, self._batch_shardings()),
+                             out_shardings=repl)
+    self.sample_step = jax.jit(lambda s, b: self.task.sample_step(self._eval_params(s), b),
+                               in_shardings=(self.state_shardings, self._batch_shardings()))
+
+  def init_state(self):
+    with self._ctx():
+      init = jax.jit(lambda r: nn.meta.unbox(self._init_boxed(r)),
+                     out_shardings=self.state_shardings)
+      return init(self._init_rng)
+
+  def _compiled_step(self, state, batch):
+    """The compiled train step for this batch's shapes (one per length bucket) and its FLOPs.
+
+    Compiling explicitly (`lower().compile()`) gives the FLOP count for TFLOP/s logging from
+    the same executable that runs, with no second compilation.
+    """
+    key = tuple(sorted((k, v.shape) for k, v in batch.items()))
+    if key not in self._executables:
+      with self._ctx():
+        compiled = self.train_step.lower(state, batch).compile()
+      cost = compiled.cost_analysis()
+      cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+      self._executables[key] = (compiled, float((cost or {}).get("flops", 0.0)))
+    return self._executables[key]
+
+  def run(self) -> dict[str, Any]:
+    cfg, workdir = self.cfg, self.workdir
+    is_main = jax.process_index() == 0
+    if is_main:
+      os.makedirs(workdir, exist_ok=True)
+      with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config_lib.to_json(cfg))
+    self.write_params_json()
+    self._compile()
+    self._executables = {}
+    train_iter = pipeline.make_iterator(
+        cfg.data, cfg.data.train_split, global_batch_size=cfg.train.batch_size,
+        seed=cfg.train.seed, train=True)
+    checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                         max_to_keep=cfg.checkpoint.max_to_keep,
+                                         async_save=cfg.checkpoint.async_save)
+    state = self.init_state()
+    latest = checkpointer.latest_step()
+    if latest is not None:
+      abstract = ckpt_lib.abstract_with_shardings(state, self.state_shardings)
+      state = checkpointer.restore(latest, abstract, train_iter)
+      log.info("resumed from %s at step %d", checkpointer.directory, latest)
+    start = int(jax.device_get(state.step))
+    writer = MetricWriter(workdir, tensorboard=cfg.logging.tensorboard)
+    writer.truncate_after(start)
+
+    steps = int(cfg.train.steps)
+    flops = 0.0
+    last = {}
+    progress = None
+    if is_main and cfg.logging.progress_bar:
+      from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+      progress = tqdm(total=steps, initial=start, desc=f"train {cfg.task}", unit="step")
+    try:
+      with _SigtermFlag() as sigterm:
+        acc, acc_n, t0 = None, 0, time.perf_counter()
+        for step in range(start, steps):
+          if sigterm.raised:
+            checkpointer.save(step, state, train_iter, force=True)
+            checkpointer.close()
+            log.warning("SIGTERM: saved step %d to %s; exiting", step, checkpointer.directory)
+            raise Preempted()
+          batch = mesh_lib.global_batch(next(train_iter), self.mesh)
+          tc = time.perf_counter()
+          compiled, flops = self._compiled_step(state, batch)
+          t0 += time.perf_counter() - tc  # compilation is not training time
+          with self._ctx():
+            state, metrics = compiled(state, batch)
+          acc = metrics if acc is None else jax.tree.map(jnp.add, acc, metrics)
+          acc_n += 1
+          done = step + 1
+          if progress is not None:
+            progress.update(1)
+          if done % cfg.train.log_every_steps == 0 or done == steps:
+            values = {k: float(v) / acc_n for k, v in jax.device_get(acc).items()}
+            dt = time.perf_counter() - t0
+            values["steps_per_sec"] = acc_n / dt
+            values["tflops_per_device"] = flops * acc_n / dt / 1e12
+            values["nonfinite_total"] = int(jax.device_get(state.nonfinite_total))
+            writer.scalars(done, {f"train/{k}" if k != "loss" else k: v
+                                  for k, v in values.items()})
+            if progress is not None:
+              progress.set_postfix(loss=f"{values['loss']:.4f}")
+            last = values
+            acc, acc_n, t0 = None, 0, time.perf_counter()
+            run = int(jax.device_get(state.nonfinite_run))
+            if run >= cfg.train.max_nonfinite_steps:
+              checkpointer.close()
+              raise NonFiniteLossError(
+                  f"step {done}: {run} consecutive non-finite losses or updates "
+                  f"(limit train.max_nonfinite_steps={cfg.train.max_nonfinite_steps}); every "
+                  f"one was rejected; last good checkpoint: step {checkpointer.latest_step()} "
+                  f"in {checkpointer.directory}")
+          if done % cfg.checkpoint.every_steps == 0 or done == steps:
+            checkpointer.save(done, state, train_iter, force=True)
+          if cfg.train.eval_every_steps and (done % cfg.train.eval_every_steps == 0
+                                             or done == steps):
+            last.update(self.evaluate(state, writer, done))
+          if cfg.train.sample_every_steps and (done % cfg.train.sample_every_steps == 0
+                                               or done == steps):
+            self.write_samples(state, writer, done)
+    finally:
+      if progress is not None:
+        progress.close()
+      writer.close()
+    checkpointer.close()
+    return {"step": int(jax.device_get(state.step)), **last}
+
+  def _eval_iterator(self, split: str):
+    return iter(pipeline.make_dataset(self.cfg.data, split,
+                                      global_batch_size=self.cfg.train.batch_size,
+                                      seed=self.cfg.train.seed, train=False))
+
+  def evaluate(self, state, writer: MetricWriter, step: int) -> dict[str, float]:
+    """Mean eval metrics over `train.eval_batches` batches of the eval split."""
+    sums, n = {}, 0
+    for local in self._eval_iterator(self.cfg.data.eval_split):
+      with self._ctx():
+        m = jax.device_get(self.eval_step(state, mesh_lib.global_batch(local, self.mesh)))
+      for k, v in m.items():
+        sums[k] = sums.get(k, 0.0) + float(v)
+      n += 1
+      if n >= self.cfg.train.eval_batches:
+        break
+    if n == 0:
+      log.warning("eval split %r gave no full batch of %d; no eval metrics",
+                  self.cfg.data.eval_split, self.cfg.train.batch_size)
+      return {}
+    values = {f"eval/{k}": v / n for k, v in sums.items()}
+    writer.scalars(step, values)
+    return values
+
+  def write_samples(self, state, writer: MetricWriter, step: int) -> None:
+    for local in self._eval_iterator(self.cfg.data.eval_split):
+      batch = mesh_lib.global_batch(local, self.mesh)
+      with self._ctx():
+        outputs = self.sample_step(state, batch)
+      outputs = {k: np.asarray(multihost_utils.process_allgather(v, tiled=True))
+                 for k, v in outputs.items()}
+      full = {k: np.asarray(multihost_utils.process_allgather(v, tiled=True))
+              for k, v in batch.items()}
+      self.task.write_samples(writer, step, full, outputs)
+      writer.flush()
+      return
+
+
+def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  return Trainer(cfg, workdir).run()

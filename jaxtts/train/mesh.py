@@ -1,0 +1,76 @@
+"""Device mesh and logical-axis sharding (MaxText / flax lm1b style).
+
+Mesh axes are ("data", "fsdp", "tensor"). Parameters and activations carry logical names
+(`nn.with_logical_partitioning`, `nn.with_logical_constraint`); `config.mesh.rules` maps them
+to mesh axes. Model code is traced under `jax.set_mesh(mesh)` and `nn.logical_axis_rules(rules)`
+(see `mesh_context`); without both, linen's constraints silently do nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+
+def mesh_shape(mesh_cfg: ml_collections.ConfigDict, num_devices: int) -> tuple[int, ...]:
+  """Resolves the config's axis sizes; exactly one may be -1 ("the rest")."""
+  sizes = [int(mesh_cfg[a]) for a in MESH_AXES]
+  if sizes.count(-1) > 1:
+    raise ValueError(f"config.mesh: only one of {MESH_AXES} may be -1, got {sizes}")
+  known = int(np.prod([s for s in sizes if s != -1]))
+  if known <= 0 or num_devices % known:
+    raise ValueError(f"config.mesh: sizes {dict(zip(MESH_AXES, sizes))} do not divide "
+                     f"the {num_devices} devices")
+  sizes = [num_devices // known if s == -1 else s for s in sizes]
+  if int(np.prod(sizes)) != num_devices:
+    raise ValueError(f"config.mesh: sizes {dict(zip(MESH_AXES, sizes))} use "
+                     f"{int(np.prod(sizes))} devices, but there are {num_devices}")
+  return tuple(sizes)
+
+
+def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices: Sequence[Any] | None = None) -> Mesh:
+  devices = list(devices) if devices is not None else jax.devices()
+  shape = mesh_shape(mesh_cfg, len(devices))
+  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
+                       devices=devices)
+
+
+def rules_of(mesh_cfg: ml_collections.ConfigDict) -> tuple[tuple[str, Any], ...]:
+  return tuple((name, tuple(ax) if isinstance(ax, list) else ax) for name, ax in mesh_cfg.rules)
+
+
+@contextlib.contextmanager
+def mesh_context(mesh: Mesh, rules):
+  """Traces model code with the mesh and the logical rules both active."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield
+
+
+def logical_to_shardings(abstract_tree: Any, mesh: Mesh, rules) -> Any:
+  """NamedShardings for a tree whose leaves may be `nn.LogicallyPartitioned` boxes."""
+  specs = nn.get_partition_spec(abstract_tree)
+  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+  """Leading (batch) dim over data×fsdp, the rest replicated."""
+  return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Assembles process-local host batches into global arrays sharded over the batch axes."""
+  return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v)
+          for k, v in local_batch.items()}

@@ -1,0 +1,86 @@
+"""The training state and the generic pieces of every task's pure `train_step`.
+
+A task may hold several parameter groups (e.g. "generator", "discriminator"), each with its own
+optimizer; `TrainState.params` and `TrainState.opt_state` are dicts keyed by group name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array              # int32 []: batches consumed (rejected updates included)
+  params: dict[str, Any]       # group -> parameter pytree (float32)
+  opt_state: dict[str, Any]    # group -> optax state
+  rng: jax.Array               # uint32 [2]: base key; step keys are fold_in(rng, step)
+  nonfinite_run: jax.Array     # int32 []: consecutive rejected (NaN/inf) steps
+  nonfinite_total: jax.Array   # int32 []: all rejected steps
+
+
+def create(params: dict[str, Any], optimizers: Mapping[str, optax.GradientTransformation],
+           rng: jax.Array) -> TrainState:
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      opt_state={g: optimizers[g].init(params[g]) for g in params},
+      rng=rng,
+      nonfinite_run=jnp.zeros((), jnp.int32),
+      nonfinite_total=jnp.zeros((), jnp.int32),
+  )
+
+
+def step_rng(state: TrainState) -> jax.Array:
+  """The key for this step: a pure function of the seed and the step (exact resumes)."""
+  return jax.random.fold_in(state.rng, state.step)
+
+
+def apply_group(params: Any, opt_state: Any, grads: Any,
+                optimizer: optax.GradientTransformation) -> tuple[Any, Any]:
+  updates, opt_state = optimizer.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state
+
+
+def _all_finite(tree: Any) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def guard_nonfinite(old: TrainState, new: TrainState, loss: jax.Array
+                    ) -> tuple[TrainState, jax.Array]:
+  """Rejects the update when the loss, a parameter or an optimizer moment is NaN/inf.
+
+  Returns the state to continue from (the old one, with counters bumped, when rejected) and
+  a bool [] saying whether the update was applied.
+  """
+  ok = jnp.isfinite(loss) & _all_finite(new.params) & _all_finite(new.opt_state)
+  kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+  kept = kept.replace(
+      step=old.step + 1,
+      nonfinite_run=jnp.where(ok, 0, old.nonfinite_run + 1),
+      nonfinite_total=old.nonfinite_total + (~ok).astype(jnp.int32))
+  return kept, ok
+
+
+def make_train_step(task_step: Callable[[TrainState, dict, jax.Array],
+                                        tuple[TrainState, dict]]):
+  """Wraps a task's update into the trainer's pure step: PRNG per step + NaN/inf guard."""
+
+  def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    new_state, metrics = task_step(state, batch, step_rng(state))
+    new_state, ok = guard_nonfinite(state, new_state, metrics["loss"])
+    metrics = dict(metrics, update_applied=ok.astype(jnp.float32))
+    return new_state, metrics
+
+  return train_step
+
+
+def count_params(tree: Any) -> int:
+  return int(sum(x.size for x in jax.tree.leaves(tree)))
