@@ -48,6 +48,8 @@ def _parse_value(text: str, current):
       return value if current is None else text
     except (ValueError, SyntaxError):
       return text
+  if isinstance(current, float) and text.strip().lower() in ("nan", "inf", "-inf", "+inf"):
+    return float(text)
   try:
     value = ast.literal_eval(text)
   except (ValueError, SyntaxError):

@@ -145,7 +145,7 @@ class Trainer:
     return report
 
   # ---------------------------------------------------------------- training
-  def _eval_params(self, state):
+  def eval_params(self, state):
     return {g: optim.eval_params(self.cfg.train.optimizers[g], state.opt_state[g],
                                  state.params[g]) for g in self.task.groups}
 
@@ -160,10 +160,10 @@ class Trainer:
     self.train_step = jax.jit(step_fn, in_shardings=(self.state_shardings,
                                                      self._batch_shardings()),
                               out_shardings=(self.state_shardings, repl), donate_argnums=(0,))
-    self.eval_step = jax.jit(lambda s, b: self.task.eval_step(self._eval_params(s), b),
+    self.eval_step = jax.jit(lambda s, b: self.task.eval_step(self.eval_params(s), b),
                              in_shardings=(self.state_shardings, self._batch_shardings()),
                              out_shardings=repl)
-    self.sample_step = jax.jit(lambda s, b: self.task.sample_step(self._eval_params(s), b),
+    self.sample_step = jax.jit(lambda s, b: self.task.sample_step(self.eval_params(s), b),
                                in_shardings=(self.state_shardings, self._batch_shardings()))
 
   def init_state(self):
@@ -261,7 +261,10 @@ class Trainer:
                   f"one was rejected; last good checkpoint: step {checkpointer.latest_step()} "
                   f"in {checkpointer.directory}")
           if done % cfg.checkpoint.every_steps == 0 or done == steps:
-            checkpointer.save(done, state, train_iter, force=True)
+            if int(jax.device_get(state.nonfinite_run)) == 0:
+              checkpointer.save(done, state, train_iter, force=True)
+            else:  # keep the last good checkpoints; never rotate them out for a bad streak
+              log.warning("step %d: in a run of rejected non-finite updates; not saving", done)
           if cfg.train.eval_every_steps and (done % cfg.train.eval_every_steps == 0
                                              or done == steps):
             last.update(self.evaluate(state, writer, done))

@@ -1,0 +1,557 @@
+"""The Grain input pipeline: corpus split -> fixed-shape host batches (CONTRACTS.md).
+
+Chain (index-level stages are lazy `grain.MapDataset` transforms, so a record is only read
+when its element is requested)::
+
+  range(N records)                              CorpusSource: manifest + shards checked
+  -> SpeakerBalancedMapDataset (train, opt.)    class-balanced speaker sampling
+  -> shuffle(seed) (train)                      a new permutation every epoch
+  -> repeat(num_epochs)                         train: forever unless data.num_epochs
+  -> map_with_index(_LoadExample)               read + decode + check; crop mode: random crop
+                                                  from (seed, global stream index)
+  -> [process_index::process_count]             host sharding, before any batching
+  -> to_iter_dataset(read threads)
+  -> batch (crop) | BucketBatchIterDataset (bucket: filter + bucket + pad + batch)
+  -> mp_prefetch (data.worker_count > 0)
+  -> ThreadPrefetchIterDataset (data.prefetch_buffer_size > 0)
+
+Every random choice is a function of ``seed`` and an element's index in the global stream,
+so batches are reproducible, independent of thread timing, and each host's crops do not
+depend on the number of hosts. The iterator state (`grain.DatasetIterator.get_state`) is a
+small JSON-serializable dict; `grain.checkpoint.CheckpointSave` stores it through Orbax.
+
+Host batches (numpy, B = global_batch_size // process_count):
+
+* crop mode (codec): ``audio`` float32 [B, S] in [-1, 1], ``audio_len`` int32 [B],
+  ``speaker_id`` int32 [B]; S = ``data.segment_samples``.
+* bucket mode (TTS): ``audio`` float32 [B, Tb], ``audio_len`` int32 [B], ``phonemes`` int32
+  [B, P], ``phoneme_len`` int32 [B], ``durations`` int32 [B, P], ``speaker_id`` int32 [B];
+  Tb one of ``data.bucket_samples``, P = ``data.max_phonemes``.
+
+Rows past ``audio_len`` / ``phoneme_len`` are zero. With ``drop_remainder=False`` a finite
+pipeline's last batch (per bucket) is padded to B with empty rows (all lengths 0).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from typing import Any, Sequence
+
+import grain
+import ml_collections
+from absl import flags
+import numpy as np
+from ml_collections import config_dict
+
+from jaxtts.data.source import CorpusSource
+
+log = logging.getLogger(__name__)
+
+MODES = ("crop", "bucket")
+# Keys of the bucket iterator's state that count filtered utterances.
+FILTER_KEYS = ("filtered_audio_too_long", "filtered_too_many_phonemes")
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+  """The ``data`` block of every task config (copy it, then override fields).
+
+  Fields:
+    dir: corpus directory (``manifest.json`` + shards); required.
+    train_split / eval_split: split names for training and evaluation.
+    sample_rate: Hz the model expects; a corpus or record at another rate is an error.
+    mode: ``'crop'`` (codec: fixed random audio segments) or ``'bucket'`` (TTS: whole
+      utterances padded to the smallest fitting length bucket, with phonemes/durations).
+    segment_samples: crop length in samples (crop mode); shorter utterances are zero-padded
+      and ``audio_len`` says how much is real.
+    bucket_samples: increasing padded audio lengths (bucket mode), multiples of the corpus
+      hop_length; longer utterances are filtered and counted.
+    max_phonemes: phoneme padding length P (bucket mode); utterances with more phonemes are
+      filtered and counted.
+    speaker_balanced: train only: draw every speaker equally often (class-balanced
+      sampling; GMM-LM paper) instead of every utterance once per epoch.
+    shuffle: train only: shuffle globally with a new order every epoch.
+    num_epochs: None repeats training data forever (and reads eval data once); an int
+      stops after that many epochs.
+    drop_remainder: drop a finite pipeline's partial last batch (True) or pad it with
+      empty rows (False).
+    read_threads / read_buffer_size: threads and look-ahead (elements) that read and decode
+      records (`grain.ReadOptions`).
+    worker_count: >0 runs the pipeline in that many processes (`mp_prefetch`); batches then
+      come from the workers in turn (deterministic for a given worker_count).
+    worker_buffer_size: batches each worker process keeps ready.
+    prefetch_buffer_size: batches a background thread keeps ready in the main process
+      (0 disables).
+  """
+  return ml_collections.ConfigDict({
+      "dir": config_dict.placeholder(str),
+      "train_split": "train",
+      "eval_split": "valid",
+      "sample_rate": 16000,
+      "mode": "crop",
+      "segment_samples": 16000,
+      "bucket_samples": (32000, 64000, 96000, 160000, 240000),
+      "max_phonemes": 256,
+      "speaker_balanced": False,
+      "shuffle": True,
+      "num_epochs": config_dict.placeholder(int),
+      "drop_remainder": True,
+      "read_threads": 4,
+      "read_buffer_size": 64,
+      "worker_count": 0,
+      "worker_buffer_size": 2,
+      "prefetch_buffer_size": 2,
+  })
+
+
+def _mix(*words: int) -> int:
+  """A 32-bit seed from integers (splitmix64 chain); stable across processes and runs."""
+  x = 0x9E3779B97F4A7C15
+  mask = (1 << 64) - 1
+  for w in words:
+    x = (x ^ (int(w) & mask)) & mask
+    x = (x + 0x9E3779B97F4A7C15) & mask
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+    x ^= x >> 31
+  return x & 0xFFFFFFFF
+
+
+# Seed stream tags.
+_SHUFFLE, _BALANCE, _CROP = 1, 2, 3
+
+
+class SpeakerBalancedMapDataset(grain.MapDataset):
+  """Class-balanced speaker sampling as an index-level transform.
+
+  Position ``j`` of epoch ``e`` (``N`` positions per epoch, ``K`` speakers) belongs to
+  speaker ``j % K``; that speaker's ``k``-th draw (``k = e * ceil(N / K) + j // K``) walks a
+  per-cycle permutation of the speaker's utterances (a new permutation, from ``seed``, each
+  time they are used up). Each speaker thus appears ``N / K`` times per epoch (+-1) however
+  many utterances it has, rare speakers are repeated, frequent ones subsampled without
+  repetition inside a cycle. Apply `shuffle` afterwards to mix the speakers.
+
+  Elements are ``parent[i]`` for the chosen parent index ``i``.
+  """
+
+  def __init__(self, parent: grain.MapDataset, speaker_of_index: np.ndarray, *, seed: int):
+    super().__init__(parent)
+    ids = np.asarray(speaker_of_index)
+    if ids.shape != (len(parent),):
+      raise ValueError(f"speaker_of_index has shape {ids.shape}, parent has {len(parent)} "
+                       "elements")
+    self._groups = [np.flatnonzero(ids == s) for s in np.unique(ids)]
+    self._length = len(parent)
+    self._per_epoch = math.ceil(self._length / len(self._groups))
+    self._seed = int(seed)
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __str__(self) -> str:
+    return f"SpeakerBalancedMapDataset(speakers={len(self._groups)})"
+
+  def parent_index(self, index: int) -> int:
+    """The parent index drawn for element ``index`` (any non-negative int)."""
+    epoch, j = divmod(int(index), self._length)
+    s = j % len(self._groups)
+    group = self._groups[s]
+    k = epoch * self._per_epoch + j // len(self._groups)
+    cycle, pos = divmod(k, len(group))
+    if len(group) > 1:
+      pos = grain.experimental.index_shuffle(
+          pos, max_index=len(group) - 1, seed=_mix(self._seed, s, cycle), rounds=4)
+    return int(group[pos])
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    return self._parent[self.parent_index(index)]
+
+
+class _LoadExample:
+  """``map_with_index`` transform: record index -> decoded (and in crop mode cropped) dict.
+
+  Picklable (worker processes). The crop's randomness comes from ``(seed, index)`` where
+  ``index`` is the element's position in the global (pre host-sharding) stream.
+  """
+
+  def __init__(self, source: CorpusSource, mode: str, segment_samples: int, seed: int):
+    self.source = source
+    self.mode = mode
+    self.segment_samples = int(segment_samples)
+    self.seed = int(seed)
+
+  def __call__(self, index: int, record_index: int) -> dict[str, Any]:
+    ex = self.source.example(record_index)
+    audio = np.asarray(ex["audio"])
+    if self.mode == "crop":
+      size = self.segment_samples
+      out = np.zeros((size,), np.float32)
+      if len(audio) > size:
+        rng = np.random.default_rng([_mix(self.seed, _CROP), int(index) & (2**63 - 1)])
+        start = int(rng.integers(0, len(audio) - size + 1))
+        audio = audio[start:start + size]
+      out[:len(audio)] = audio.astype(np.float32) * (1.0 / 32768.0)
+      return {"audio": out, "audio_len": np.int32(len(audio)),
+              "speaker_id": np.int32(ex["speaker_id"])}
+    return {
+        "id": ex["id"],
+        "audio": audio.astype(np.float32) * np.float32(1.0 / 32768.0),
+        "phonemes": np.asarray(ex["phonemes"], np.int32),
+        "durations": np.asarray(ex["durations"], np.int32),
+        "speaker_id": np.int32(ex["speaker_id"]),
+    }
+
+
+class _StackCrops:
+  """Batch function for crop mode: stacks, and pads a short last batch with empty rows."""
+
+  def __init__(self, batch_size: int):
+    self.batch_size = batch_size
+
+  def __call__(self, elements: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+    batch = {k: np.stack([e[k] for e in elements]) for k in ("audio", "audio_len",
+                                                             "speaker_id")}
+    missing = self.batch_size - len(elements)
+    if missing > 0:
+      batch = {k: np.concatenate([v, np.zeros((missing,) + v.shape[1:], v.dtype)])
+               for k, v in batch.items()}
+    return batch
+
+
+def _pad_bucket(elements: Sequence[dict[str, Any]], batch_size: int, samples: int,
+                max_phonemes: int) -> dict[str, np.ndarray]:
+  """Bucket-mode batch of ``batch_size`` rows padded to ``samples`` / ``max_phonemes``."""
+  batch = {
+      "audio": np.zeros((batch_size, samples), np.float32),
+      "audio_len": np.zeros((batch_size,), np.int32),
+      "phonemes": np.zeros((batch_size, max_phonemes), np.int32),
+      "phoneme_len": np.zeros((batch_size,), np.int32),
+      "durations": np.zeros((batch_size, max_phonemes), np.int32),
+      "speaker_id": np.zeros((batch_size,), np.int32),
+  }
+  for b, e in enumerate(elements):
+    t, p = len(e["audio"]), len(e["phonemes"])
+    batch["audio"][b, :t] = e["audio"]
+    batch["audio_len"][b] = t
+    batch["phonemes"][b, :p] = e["phonemes"]
+    batch["durations"][b, :p] = e["durations"]
+    batch["phoneme_len"][b] = p
+    batch["speaker_id"][b] = e["speaker_id"]
+  return batch
+
+
+class BucketBatchIterDataset(grain.IterDataset):
+  """Filters too-long utterances, then batches within length buckets (one buffer each).
+
+  An element goes to the smallest bucket ``Tb >= len(audio)``; a bucket emits a padded batch
+  when it holds ``batch_size`` elements. Elements longer than the largest bucket or with more
+  than ``max_phonemes`` phonemes are dropped, counted in the iterator state
+  (`FILTER_KEYS`, read them with `filtered_counts`) and logged with the running count
+  (at counts 1, 2, 4, 8, ...). When the parent ends, the non-empty buckets are flushed in
+  bucket order: padded with empty rows, or dropped if ``drop_remainder``.
+
+  Checkpointing: the state stores the parent's state from just before the oldest buffered
+  element and the ordinals of the buffered elements; `set_state` replays the parent from
+  there and keeps exactly those elements, so a restored iterator continues bit-identically.
+  The replay reads the elements that arrived since the oldest buffered one (a few batches'
+  worth unless a bucket is very rare).
+  """
+
+  def __init__(self, parent: grain.IterDataset, *, bucket_samples: Sequence[int],
+               batch_size: int, max_phonemes: int, drop_remainder: bool):
+    super().__init__(parent)
+    self.bucket_samples = tuple(int(b) for b in bucket_samples)
+    if not self.bucket_samples or list(self.bucket_samples) != sorted(set(self.bucket_samples)):
+      raise ValueError(f"bucket_samples must be strictly increasing, got {bucket_samples}")
+    self.batch_size = int(batch_size)
+    self.max_phonemes = int(max_phonemes)
+    self.drop_remainder = bool(drop_remainder)
+
+  def __str__(self) -> str:
+    return f"BucketBatchIterDataset(buckets={self.bucket_samples}, batch={self.batch_size})"
+
+  def __iter__(self) -> grain.DatasetIterator:
+    return _BucketBatchIterator(self._parent.__iter__(), self)
+
+
+class _BucketBatchIterator(grain.DatasetIterator):
+  """Iterator of `BucketBatchIterDataset` (state documented there)."""
+
+  def __init__(self, parent: grain.DatasetIterator, spec: BucketBatchIterDataset):
+    super().__init__(parent)
+    self._spec = spec
+    self._reset_buffers()
+    self._filtered = {k: 0 for k in FILTER_KEYS}
+    self._next_ordinal = 0  # Elements pulled from the parent so far.
+    self._parent_exhausted = False
+
+  def _reset_buffers(self):
+    # Per bucket: list of (ordinal, parent state before the element, element).
+    self._buffers: list[list[tuple[int, Any, dict]]] = [[] for _ in self._spec.bucket_samples]
+
+  def _bucket_of(self, element: dict) -> int | None:
+    """Bucket index, or None after counting a filtered element."""
+    t, p = len(element["audio"]), len(element["phonemes"])
+    key = None
+    if t > self._spec.bucket_samples[-1]:
+      key = "filtered_audio_too_long"
+      why = f"{t} samples > largest bucket {self._spec.bucket_samples[-1]}"
+    elif p > self._spec.max_phonemes:
+      key = "filtered_too_many_phonemes"
+      why = f"{p} phonemes > max_phonemes {self._spec.max_phonemes}"
+    if key is None:
+      return int(np.searchsorted(self._spec.bucket_samples, t, side="left"))
+    self._filtered[key] += 1
+    n = self._filtered[key]
+    if n & (n - 1) == 0:  # Powers of two: a running count without flooding the log.
+      log.warning("bucket batching filtered utterance %r (%s); %s so far: %d",
+                  element.get("id", "?"), why, key, n)
+    return None
+
+  def _emit(self, bucket: int, items: list[tuple[int, Any, dict]]) -> dict[str, np.ndarray]:
+    return _pad_bucket([e for _, _, e in items], self._spec.batch_size,
+                       self._spec.bucket_samples[bucket], self._spec.max_phonemes)
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    self._assert_not_closed()
+    size = self._spec.batch_size
+    while not self._parent_exhausted:
+      state_before = copy.deepcopy(self._parent.get_state())
+      try:
+        element = next(self._parent)
+      except StopIteration:
+        self._parent_exhausted = True
+        break
+      ordinal = self._next_ordinal
+      self._next_ordinal += 1
+      bucket = self._bucket_of(element)
+      if bucket is None:
+        continue
+      buf = self._buffers[bucket]
+      buf.append((ordinal, state_before, element))
+      if len(buf) == size:
+        self._buffers[bucket] = []
+        return self._emit(bucket, buf)
+    # Parent exhausted: flush the remaining buckets in bucket order.
+    for bucket, buf in enumerate(self._buffers):
+      if buf:
+        self._buffers[bucket] = []
+        if not self._spec.drop_remainder:
+          return self._emit(bucket, buf)
+    raise StopIteration
+
+  def get_state(self) -> dict[str, Any]:
+    buffered = [item for buf in self._buffers for item in buf]
+    if buffered:
+      oldest = min(buffered, key=lambda item: item[0])
+      parent_state, replay_from = oldest[1], oldest[0]
+    else:
+      parent_state, replay_from = self._parent.get_state(), self._next_ordinal
+    return {
+        "parent": copy.deepcopy(parent_state),
+        "replay_from": replay_from,
+        "next_ordinal": self._next_ordinal,
+        "buffered": [[o for o, _, _ in buf] for buf in self._buffers],
+        "parent_exhausted": self._parent_exhausted,
+        **self._filtered,
+    }
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self._parent.set_state(state["parent"])
+    self._reset_buffers()
+    self._filtered = {k: int(state[k]) for k in FILTER_KEYS}
+    wanted = {int(o): b for b, ords in enumerate(state["buffered"]) for o in ords}
+    ordinal = int(state["replay_from"])
+    end = int(state["next_ordinal"])
+    while ordinal < end:
+      state_before = copy.deepcopy(self._parent.get_state())
+      element = next(self._parent)
+      if ordinal in wanted:
+        bucket = int(np.searchsorted(self._spec.bucket_samples, len(element["audio"])))
+        if bucket != wanted[ordinal]:
+          raise ValueError(f"iterator state does not match the data: element {ordinal} "
+                           f"replays into bucket {bucket}, the state says {wanted[ordinal]}")
+        self._buffers[bucket].append((ordinal, state_before, element))
+      ordinal += 1
+    self._next_ordinal = end
+    self._parent_exhausted = bool(state.get("parent_exhausted", False))
+
+  def __str__(self) -> str:
+    return f"_BucketBatchIterator(buckets={self._spec.bucket_samples})"
+
+
+def filtered_counts(state_or_iterator: Any) -> dict[str, int]:
+  """Utterances filtered so far by bucket batching, summed over worker processes.
+
+  Args:
+    state_or_iterator: an iterator from `make_iterator` or its ``get_state()``.
+
+  Returns:
+    ``{"filtered_audio_too_long": n, "filtered_too_many_phonemes": m}`` (zeros in crop mode).
+  """
+  state = (state_or_iterator.get_state() if hasattr(state_or_iterator, "get_state")
+           else state_or_iterator)
+  totals = {k: 0 for k in FILTER_KEYS}
+  stack = [state]
+  while stack:
+    node = stack.pop()
+    if isinstance(node, dict):
+      for k, v in node.items():
+        if k in totals and isinstance(v, (int, np.integer)):
+          totals[k] += int(v)
+        else:
+          stack.append(v)
+    elif isinstance(node, (list, tuple)):
+      stack.extend(node)
+  return totals
+
+
+def batch_shapes(data_cfg: ml_collections.ConfigDict, batch_size: int
+                 ) -> list[dict[str, tuple[tuple[int, ...], np.dtype]]]:
+  """Every ``{field: (shape, dtype)}`` the pipeline can emit for a per-process batch."""
+  b = int(batch_size)
+  if data_cfg.mode == "crop":
+    return [{"audio": ((b, int(data_cfg.segment_samples)), np.dtype(np.float32)),
+             "audio_len": ((b,), np.dtype(np.int32)),
+             "speaker_id": ((b,), np.dtype(np.int32))}]
+  p = int(data_cfg.max_phonemes)
+  return [{"audio": ((b, int(t)), np.dtype(np.float32)),
+           "audio_len": ((b,), np.dtype(np.int32)),
+           "phonemes": ((b, p), np.dtype(np.int32)),
+           "phoneme_len": ((b,), np.dtype(np.int32)),
+           "durations": ((b, p), np.dtype(np.int32)),
+           "speaker_id": ((b,), np.dtype(np.int32))} for t in data_cfg.bucket_samples]
+
+
+def _allow_unparsed_grain_flags() -> None:
+  """Lets `mp_prefetch` run outside an absl app (tests, notebooks, plain scripts).
+
+  Grain 0.2.18's worker startup reads the absl flag
+  ``--grain_enable_multiprocess_worker_profiling`` directly, which raises
+  ``UnparsedFlagAccessError`` when absl flags were never parsed. Marking that one flag as
+  present keeps its default (False) and changes nothing else; under an absl app (the
+  trainer) flags are parsed and this is a no-op.
+  """
+  name = "grain_enable_multiprocess_worker_profiling"
+  if not flags.FLAGS.is_parsed() and name in flags.FLAGS:
+    flags.FLAGS[name].present = True
+
+
+def _check_config(cfg: ml_collections.ConfigDict, hop_length: int) -> None:
+  if cfg.mode not in MODES:
+    raise ValueError(f"data.mode must be one of {MODES}, got {cfg.mode!r}")
+  if cfg.mode == "crop" and not int(cfg.segment_samples) > 0:
+    raise ValueError(f"data.segment_samples must be positive, got {cfg.segment_samples}")
+  if cfg.mode == "bucket":
+    buckets = [int(b) for b in cfg.bucket_samples]
+    if not buckets or buckets != sorted(set(buckets)) or buckets[0] <= 0:
+      raise ValueError(f"data.bucket_samples must be strictly increasing positive lengths, "
+                       f"got {tuple(cfg.bucket_samples)}")
+    bad = [b for b in buckets if b % hop_length]
+    if bad:
+      raise ValueError(f"data.bucket_samples {bad} are not multiples of the corpus "
+                       f"hop_length {hop_length}")
+    if not int(cfg.max_phonemes) > 0:
+      raise ValueError(f"data.max_phonemes must be positive, got {cfg.max_phonemes}")
+
+
+def make_dataset(
+    data_cfg: ml_collections.ConfigDict,
+    split: str,
+    *,
+    global_batch_size: int,
+    seed: int,
+    train: bool,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.IterDataset:
+  """The host-local dataset of fixed-shape batches for ``split`` (see module docstring).
+
+  Args:
+    data_cfg: a `default_data_config()`-shaped ConfigDict.
+    split: corpus split name (e.g. ``data_cfg.train_split``).
+    global_batch_size: batch size over all processes; must divide by ``process_count``.
+    seed: the only source of randomness (shuffle, speaker balancing, crops).
+    train: shuffle / balance (as configured) and repeat forever unless ``num_epochs``;
+      otherwise read the split in order, once unless ``num_epochs``.
+    process_index: this host's index (default ``jax.process_index()``).
+    process_count: number of hosts (default ``jax.process_count()``).
+
+  Returns:
+    A `grain.IterDataset` of numpy batch dicts.
+  """
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+  if global_batch_size % process_count:
+    raise ValueError(f"global_batch_size {global_batch_size} does not divide over "
+                     f"{process_count} processes")
+  batch_size = global_batch_size // process_count
+  if batch_size <= 0:
+    raise ValueError(f"global_batch_size must be positive, got {global_batch_size}")
+  if not data_cfg.dir:
+    raise ValueError("data.dir is not set: point it at a corpus directory")
+
+  source = CorpusSource(data_cfg.dir, split, sample_rate=data_cfg.sample_rate)
+  _check_config(data_cfg, source.hop_length)
+
+  ds = grain.MapDataset.range(len(source))
+  if train and data_cfg.speaker_balanced:
+    ds = SpeakerBalancedMapDataset(ds, source.record_speaker_ids(), seed=_mix(seed, _BALANCE))
+  if train and data_cfg.shuffle:
+    ds = ds.shuffle(seed=_mix(seed, _SHUFFLE))
+  num_epochs = data_cfg.num_epochs
+  if num_epochs is None and not train:
+    num_epochs = 1
+  ds = ds.repeat(num_epochs)
+  ds = ds.map_with_index(
+      _LoadExample(source, data_cfg.mode, data_cfg.segment_samples, seed))
+  ds = ds[process_index::process_count]
+  read_threads = int(data_cfg.read_threads)
+  it = ds.to_iter_dataset(grain.ReadOptions(
+      num_threads=read_threads,
+      prefetch_buffer_size=max(int(data_cfg.read_buffer_size), read_threads)
+      if read_threads > 0 else 0))
+  if data_cfg.mode == "crop":
+    it = it.batch(batch_size, drop_remainder=bool(data_cfg.drop_remainder),
+                  batch_fn=_StackCrops(batch_size))
+  else:
+    it = BucketBatchIterDataset(it, bucket_samples=data_cfg.bucket_samples,
+                                batch_size=batch_size, max_phonemes=data_cfg.max_phonemes,
+                                drop_remainder=bool(data_cfg.drop_remainder))
+  if int(data_cfg.worker_count) > 0:
+    _allow_unparsed_grain_flags()
+    it = it.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=int(data_cfg.worker_count),
+        per_worker_buffer_size=int(data_cfg.worker_buffer_size)))
+  if int(data_cfg.prefetch_buffer_size) > 0:
+    it = grain.experimental.ThreadPrefetchIterDataset(
+        it, prefetch_buffer_size=int(data_cfg.prefetch_buffer_size))
+  return it
+
+
+def make_iterator(
+    data_cfg: ml_collections.ConfigDict,
+    split: str,
+    *,
+    global_batch_size: int,
+    seed: int,
+    train: bool,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.DatasetIterator:
+  """``iter(make_dataset(...))``: the checkpointable iterator the trainer saves.
+
+  Save with ``ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it), ...)`` and
+  restore into a fresh `make_iterator` with ``grain.checkpoint.CheckpointRestore(it)``.
+  Close it (``it.close()``) when done if ``data.worker_count > 0``.
+  """
+  return iter(make_dataset(data_cfg, split, global_batch_size=global_batch_size, seed=seed,
+                           train=train, process_index=process_index,
+                           process_count=process_count))

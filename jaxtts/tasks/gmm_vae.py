@@ -1,0 +1,123 @@
+"""GMM-VAE codec generator task (Lin & He, ICLR 2025, §3.1 eq. 4; appendix A.5).
+
+Loss (per batch of crops x [B, S] with valid lengths):
+
+    L = mel_weight · MelL1(x̂, x)  +  λ · NLL_GMM(h) / D
+
+with h = E(x) (deterministic posterior), x̂ = D(h), MelL1 DAC's multi-scale log-mel L1 over the
+valid samples and NLL_GMM the per-dimension negative log-likelihood of the valid latent frames
+under the learned mixture prior (`jaxtts.codec.gmm_vae.gmm_prior_nll`). One parameter group,
+"generator"; the discriminators of the next stage add a "discriminator" group.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxtts.audio import spectral
+from jaxtts.codec.gmm_vae import GMMVAE, frame_mask_from_lengths
+from jaxtts.train import state as state_lib
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def build_model(cfg: ml_collections.ConfigDict) -> GMMVAE:
+  m = cfg.model
+  if cfg.train.compute_dtype not in DTYPES:
+    raise ValueError(f"config.train.compute_dtype: {cfg.train.compute_dtype!r} is not one of "
+                     f"{sorted(DTYPES)}")
+  return GMMVAE(encoder_dim=m.encoder_dim, encoder_strides=tuple(m.encoder_strides),
+                decoder_dim=m.decoder_dim, latent_dim=m.latent_dim,
+                num_mixtures=m.num_mixtures, learn_weights=m.learn_weights,
+                learn_scales=m.learn_scales, remat=m.remat,
+                dtype=DTYPES[cfg.train.compute_dtype])
+
+
+class GMMVAETask:
+  groups = ("generator",)
+
+  def __init__(self, cfg: ml_collections.ConfigDict):
+    self.cfg = cfg
+    self.model = build_model(cfg)
+    self.sample_rate = int(cfg.data.sample_rate)
+    if cfg.data.mode != "crop":
+      raise ValueError(f"config.data.mode: the gmm_vae task trains on crops; got "
+                       f"{cfg.data.mode!r}")
+    if cfg.data.segment_samples % self.model.hop_length:
+      raise ValueError(f"config.data.segment_samples={cfg.data.segment_samples} is not a "
+                       f"multiple of the codec hop {self.model.hop_length} "
+                       f"(model.encoder_strides={tuple(cfg.model.encoder_strides)})")
+
+  # ------------------------------------------------------------------ shapes and init
+  def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+    s = int(self.cfg.data.segment_samples)
+    return {"audio": np.zeros((batch_size, s), np.float32),
+            "audio_len": np.full((batch_size,), s, np.int32),
+            "speaker_id": np.zeros((batch_size,), np.int32)}
+
+  def init_params(self, rng: jax.Array, batch: Mapping[str, jax.Array]) -> dict[str, Any]:
+    return {"generator": self.model.init(rng, batch["audio"])["params"]}
+
+  # ------------------------------------------------------------------ losses
+  def losses(self, params: Any, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, dict]:
+    audio, lengths = batch["audio"], batch["audio_len"]
+    frames = self.model.num_frames(audio.shape[-1])
+    frame_mask = frame_mask_from_lengths(lengths, frames, self.model.hop_length)
+    out = self.model.apply({"params": params}, audio, frame_mask=frame_mask)
+    sample_mask = (jnp.arange(audio.shape[-1])[None, :] < lengths[:, None])
+    lc = self.cfg.loss
+    mel = spectral.multiscale_mel_loss(
+        out["reconstruction"], audio, sample_rate=self.sample_rate,
+        window_lengths=tuple(lc.mel_window_lengths), n_mels=tuple(lc.mel_bins),
+        mask=sample_mask)
+    loss = lc.mel_weight * mel + lc.prior_weight * out["prior_nll"]
+    h = out["latents"]
+    metrics = {"loss": loss, "mel_loss": mel, "prior_nll": out["prior_nll"],
+               "latent_rms": jnp.sqrt(jnp.mean(jnp.square(h)))}
+    return loss, metrics
+
+  def train_step(self, state: state_lib.TrainState, batch: Mapping[str, jax.Array],
+                 rng: jax.Array, optimizers) -> tuple[state_lib.TrainState, dict]:
+    del rng  # the generator's objective is deterministic given the batch
+    grads, metrics = jax.grad(self.losses, has_aux=True)(state.params["generator"], batch)
+    params, opt_state = state_lib.apply_group(state.params["generator"],
+                                              state.opt_state["generator"], grads,
+                                              optimizers["generator"])
+    metrics["grad_norm"] = jnp.sqrt(sum(jnp.sum(jnp.square(g))
+                                        for g in jax.tree.leaves(grads)))
+    return state.replace(params={"generator": params},
+                         opt_state={"generator": opt_state}), metrics
+
+  def eval_step(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array]) -> dict:
+    return self.losses(params["generator"], batch)[1]
+
+  # ------------------------------------------------------------------ samples
+  def reconstruct(self, params: Mapping[str, Any], audio: jax.Array) -> jax.Array:
+    """``audio [B, T] -> [B, T]`` through encoder and decoder."""
+    return self.model.apply({"params": params["generator"]}, audio)["reconstruction"]
+
+  def sample_step(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array]) -> dict:
+    return {"reconstruction": self.reconstruct(params, batch["audio"])}
+
+  def log_mel(self, audio: np.ndarray) -> np.ndarray:
+    """A display spectrogram ``[frames, 80]`` of one waveform."""
+    return np.asarray(spectral.log_mel_spectrogram(
+        jnp.asarray(audio)[None], sample_rate=self.sample_rate, n_fft=1024, hop_length=200,
+        win_length=800, n_mels=80))[0]
+
+  def write_samples(self, writer, step: int, batch: Mapping[str, np.ndarray],
+                    outputs: Mapping[str, np.ndarray]) -> None:
+    for i in range(min(int(self.cfg.train.num_samples), batch["audio"].shape[0])):
+      n = int(batch["audio_len"][i])
+      target, recon = batch["audio"][i, :n], outputs["reconstruction"][i, :n]
+      writer.audio(step, f"sample_{i}/target", target, self.sample_rate)
+      writer.audio(step, f"sample_{i}/reconstruction", recon, self.sample_rate)
+      writer.image(step, f"sample_{i}/mel_target", self.log_mel(target), xlabel="frame",
+                   ylabel="mel bin")
+      writer.image(step, f"sample_{i}/mel_reconstruction", self.log_mel(recon),
+                   xlabel="frame", ylabel="mel bin")

@@ -1,0 +1,151 @@
+"""Weight-normalised convolutions and Snake against NumPy references (torch semantics)."""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxtts.nn.conv import Conv1d, ConvTranspose1d, conv_padding
+from jaxtts.nn.snake import Snake
+
+
+def np_conv1d(x, w, b, stride, dilation, pad):
+  """out[b, t, o] = sum_{k, i} xpad[b, t * stride + k * dilation, i] w[k, i, o] + b[o]."""
+  x = np.pad(x, ((0, 0), pad, (0, 0)))
+  k = w.shape[0]
+  n = (x.shape[1] - (k - 1) * dilation - 1) // stride + 1
+  out = np.zeros((x.shape[0], n, w.shape[2]))
+  for t in range(n):
+    for j in range(k):
+      out[:, t] += x[:, t * stride + j * dilation] @ w[j]
+  return out + b
+
+
+def np_conv_transpose1d(x, w, b, stride, padding, output_padding):
+  """torch.nn.ConvTranspose1d: y[t * stride + k - padding] += x[t] @ w[k]."""
+  batch, length, _ = x.shape
+  k = w.shape[0]
+  out_len = (length - 1) * stride - 2 * padding + k + output_padding
+  full = np.zeros((batch, (length - 1) * stride + k + output_padding, w.shape[2]))
+  for t in range(length):
+    for j in range(k):
+      full[:, t * stride + j] += x[:, t] @ w[j]
+  return full[:, padding:padding + out_len] + b
+
+
+def wn(v, g, axes):
+  norm = np.sqrt(np.sum(v.astype(np.float64) ** 2, axis=axes, keepdims=True))
+  shape = [1, 1, 1]
+  shape[[a for a in range(3) if a not in axes][0]] = -1
+  return v * g.reshape(shape) / norm
+
+
+def random_params(rng, params):
+  """Random values for every leaf of a (shape) tree (g and alpha kept positive)."""
+  out = {}
+  for name, value in params.items():
+    if isinstance(value, dict):
+      out[name] = random_params(rng, value)
+    else:
+      arr = rng.standard_normal(value.shape).astype(np.float32)
+      out[name] = np.abs(arr) + 0.5 if name in ("g", "alpha") else arr
+  return out
+
+
+@pytest.mark.parametrize("kernel, stride, dilation, length", [
+    (7, 1, 1, 23), (7, 1, 3, 23), (7, 1, 9, 40), (1, 1, 1, 9), (3, 1, 1, 10),
+    (4, 2, 1, 21), (16, 8, 1, 70), (10, 5, 1, 37), (6, 3, 1, 30),
+])
+def test_conv1d_matches_numpy(kernel, stride, dilation, length):
+  rng = np.random.default_rng(kernel * 100 + stride * 10 + dilation)
+  x = rng.standard_normal((2, length, 3)).astype(np.float32)
+  layer = Conv1d(5, kernel, stride=stride, dilation=dilation)
+  shapes = nn.unbox(jax.eval_shape(layer.init, jax.random.key(0), x))["params"]
+  params = random_params(rng, shapes)
+  got = np.asarray(layer.apply({"params": params}, x))
+  w = wn(params["v"], params["g"], axes=(0, 1))
+  pad = conv_padding(kernel, stride, dilation)
+  want = np_conv1d(x, w, params["b"], stride, dilation, pad)
+  assert got.shape == (2, length // stride, 5)  # 'same' for stride 1, T // stride otherwise
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_conv1d_dac_padding():
+  # DAC pads ceil(stride / 2) on the left of its k = 2 * stride downsampling convolutions.
+  assert conv_padding(16, 8) == (4, 4)
+  assert conv_padding(4, 2) == (1, 1)
+  assert conv_padding(10, 5) == (3, 2)
+  assert conv_padding(7, 1, 9) == (27, 27)
+
+
+def test_conv1d_init_weight_norm_identity_and_logical_names():
+  x = jnp.ones((1, 8, 4))
+  variables = Conv1d(6, 7).init(jax.random.key(1), x)
+  boxed = variables["params"]
+  assert boxed["v"].names == ("conv_kernel", "conv_in", "conv_out")
+  assert boxed["g"].names == ("conv_out",)
+  assert boxed["b"].names == ("conv_out",)
+  params = nn.unbox(variables)["params"]
+  assert params["v"].dtype == jnp.float32 and params["v"].shape == (7, 4, 6)
+  # At init g = ||v|| (per output channel) so the effective kernel is v; U(+-1/sqrt(K*Cin)).
+  np.testing.assert_allclose(params["g"], np.linalg.norm(params["v"].reshape(28, 6), axis=0),
+                             rtol=1e-6)
+  assert np.abs(params["v"]).max() <= 1 / math.sqrt(28)
+  np.testing.assert_array_equal(params["b"], 0)
+
+
+def test_conv1d_bf16_compute():
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((2, 32, 8)).astype(np.float32)
+  layer32 = Conv1d(8, 7, dilation=3)
+  params = nn.unbox(layer32.init(jax.random.key(0), x))
+  y32 = layer32.apply(params, x)
+  y16 = Conv1d(8, 7, dilation=3, dtype=jnp.bfloat16).apply(params, x.astype(jnp.bfloat16))
+  assert y16.dtype == jnp.bfloat16
+  scale = float(jnp.abs(y32).max())
+  np.testing.assert_allclose(np.asarray(y16, np.float32), y32, atol=5e-2 * scale)
+
+
+@pytest.mark.parametrize("stride, length", [(2, 7), (4, 5), (8, 3), (5, 6), (3, 4), (1, 9)])
+def test_conv_transpose1d_matches_numpy(stride, length):
+  rng = np.random.default_rng(stride)
+  x = rng.standard_normal((2, length, 4)).astype(np.float32)
+  layer = ConvTranspose1d(3, stride)
+  variables = jax.eval_shape(layer.init, jax.random.key(0), x)
+  assert variables["params"]["v"].names == ("conv_kernel", "conv_in", "conv_out")
+  assert variables["params"]["g"].names == ("conv_in",)  # torch weight_norm dim=0: per Cin
+  params = random_params(rng, nn.unbox(variables)["params"])
+  got = np.asarray(layer.apply({"params": params}, x))
+  assert got.shape == (2, length * stride, 3)  # exactly T * stride, odd strides included
+  w = wn(params["v"], params["g"], axes=(0, 2))
+  want = np_conv_transpose1d(x, w, params["b"], stride, math.ceil(stride / 2), stride % 2)
+  assert want.shape == got.shape
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_transpose1d_init_is_v():
+  x = jnp.ones((1, 3, 6))
+  params = nn.unbox(ConvTranspose1d(4, 2).init(jax.random.key(2), x))["params"]
+  assert params["v"].shape == (4, 6, 4) and params["g"].shape == (6,)
+  np.testing.assert_allclose(params["g"], np.linalg.norm(
+      np.transpose(params["v"], (1, 0, 2)).reshape(6, -1), axis=1), rtol=1e-6)
+
+
+def test_snake_matches_numpy():
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((2, 10, 6)).astype(np.float32) * 3
+  layer = Snake()
+  variables = layer.init(jax.random.key(0), x)
+  assert variables["params"]["alpha"].names == ("channels",)
+  alpha = np.asarray(nn.unbox(variables)["params"]["alpha"])
+  np.testing.assert_array_equal(alpha, 1.0)
+  alpha = np.abs(rng.standard_normal(6)).astype(np.float32) + 0.1
+  got = layer.apply({"params": {"alpha": alpha}}, x)
+  want = x + 1.0 / (alpha + 1e-9) * np.sin(alpha * x) ** 2
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  y16 = layer.apply({"params": {"alpha": alpha}}, x.astype(jnp.bfloat16))
+  assert y16.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(y16, np.float32), want, rtol=2e-2, atol=5e-2)
