@@ -2,6 +2,7 @@
 
 import os
 import sys
+import tempfile
 
 import pytest
 
@@ -25,7 +26,12 @@ def subprocess_env(num_devices: int = 1) -> dict:
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
   env.setdefault("PYTHONHASHSEED", "0")
+  # Runs of one shape share compiled programs through JAX's persistent cache (CPU).
+  env["JAX_COMPILATION_CACHE_DIR"] = COMPILE_CACHE
+  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
   return env
 
 
 PYTHON = sys.executable
+COMPILE_CACHE = os.path.join(tempfile.gettempdir(), f"jaxtts-test-jit-cache-{os.getuid()}")

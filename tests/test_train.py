@@ -26,7 +26,7 @@ def overrides(data_dir, steps, **extra):
       "data.dir": data_dir, "train.steps": steps, "train.batch_size": 8,
       "data.segment_samples": 1600, "checkpoint.every_steps": 2,
       "train.log_every_steps": 1, "train.eval_every_steps": 0, "train.sample_every_steps": 0,
-      "logging.progress_bar": False, "model.decoder_dim": 32,
+      "logging.progress_bar": False, "model.decoder_dim": 16, "model.encoder_strides": "(8,25)",
   }
   values.update(extra)
   return [f"--config.{k}={v}" for k, v in values.items()]
@@ -57,14 +57,18 @@ def losses(workdir):
 
 
 def final_params(workdir, step=None):
-  mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), item_names=("state",))
-  step = mngr.latest_step() if step is None else step
-  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  mngr.close()
-  params = restored["state"]["params"]
+  """Parameters of a checkpoint as NumPy arrays, whatever mesh or process count wrote them."""
   import jax
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  step = max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit()) if step is None else step
+  path = os.path.join(ckpt_dir, str(step), "state")
+  checkpointer = ocp.PyTreeCheckpointer()
+  tree = checkpointer.metadata(path).item_metadata.tree
+  as_numpy = jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), tree,
+                          is_leaf=lambda x: hasattr(x, "shape"))
+  state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
   return step, {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
-                for path, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+                for path, v in jax.tree_util.tree_flatten_with_path(state["params"])[0]}
 
 
 def assert_params_close(a, b, atol):

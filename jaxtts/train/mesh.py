@@ -55,10 +55,29 @@ def mesh_context(mesh: Mesh, rules):
     yield
 
 
+def _divisible_spec(spec: P, shape: tuple[int, ...], mesh: Mesh) -> P:
+  """Replicates each dim whose size the mesh axes assigned to it do not divide.
+
+  Small layers (a 1-channel output conv, a 3-mixture prior) cannot be split 2 or 4 ways; they
+  stay replicated instead of failing, as MaxText does for such parameters.
+  """
+  dims = []
+  for size, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    ways = int(np.prod([mesh.shape[a] for a in names])) if names else 1
+    dims.append(axes if size % ways == 0 else None)
+  return P(*dims)
+
+
 def logical_to_shardings(abstract_tree: Any, mesh: Mesh, rules) -> Any:
-  """NamedShardings for a tree whose leaves may be `nn.LogicallyPartitioned` boxes."""
-  specs = nn.get_partition_spec(abstract_tree)
-  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+  """NamedShardings for a tree whose leaves may be `nn.LogicallyPartitioned` boxes.
+
+  The result has the structure of the unboxed tree (`nn.meta.unbox`).
+  """
+  specs = nn.logical_to_mesh(nn.get_partition_spec(abstract_tree), rules)
+  shapes = nn.meta.unbox(abstract_tree)
+  return jax.tree.map(lambda sp, x: NamedSharding(mesh, _divisible_spec(sp, x.shape, mesh)),
+                      specs, shapes, is_leaf=lambda v: isinstance(v, P))
 
 
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
