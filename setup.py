@@ -38,7 +38,6 @@ setup(
         "console_scripts": [
             "jaxtts-corpus=data_pipelines.espeak_corpus:main",
             "jaxtts-train=jaxtts.train.cli:main",
-            "jaxtts-codec=jaxtts.codec.cli:main",
         ],
     },
 )

@@ -104,7 +104,7 @@ def main(argv=None) -> int:
   parser.add_argument("--zero-shot-speakers", type=int, default=3)
   parser.add_argument("--utterances-per-speaker", type=int, default=30)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--steps", type=int, default=600, help="training steps (tiny codec)")
+  parser.add_argument("--steps", type=int, default=2000, help="training steps (tiny codec)")
   parser.add_argument("--reconstructions", type=int, default=6)
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -117,12 +117,13 @@ def main(argv=None) -> int:
   print(f"[demo] 2/3 training the tiny GMM-VAE codec -> {workdir}", flush=True)
   cfg = config_lib.build_config(os.path.join(ROOT, "configs", "gmm_vae.py") + ":tiny", [
       f"--config.data.dir={corpus}", f"--config.train.steps={args.steps}",
-      f"--config.train.seed={args.seed}"])
+      f"--config.train.seed={args.seed}", "--config.train.eval_every_steps=500",
+      "--config.train.sample_every_steps=500", "--config.checkpoint.every_steps=250"])
   t0 = time.perf_counter()
   result = loop.train(cfg, workdir)
   train_seconds = time.perf_counter() - t0
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    logged = [json.loads(l) for l in f]
+    logged = [r for r in map(json.loads, f) if "loss" in r]  # training lines, not eval
   rates = [r["train/steps_per_sec"] for r in logged if "train/steps_per_sec" in r]
 
   print(f"[demo] 3/3 reconstructing held-out speakers -> {args.out}/reconstructions", flush=True)

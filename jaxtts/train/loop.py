@@ -26,6 +26,7 @@ from jax.experimental import multihost_utils
 
 from jaxtts import tasks
 from jaxtts.data import pipeline
+from jaxtts.data.source import read_manifest
 from jaxtts.train import checkpoint as ckpt_lib
 from jaxtts.train import config as config_lib
 from jaxtts.train import mesh as mesh_lib
@@ -188,6 +189,11 @@ class Trainer:
     return self._executables[key]
 
   def run(self) -> dict[str, Any]:
+    """Trains to `train.steps`. SIGTERM at any point after this starts saves and exits 143."""
+    with _SigtermFlag() as sigterm:
+      return self._run(sigterm)
+
+  def _run(self, sigterm: _SigtermFlag) -> dict[str, Any]:
     cfg, workdir = self.cfg, self.workdir
     is_main = jax.process_index() == 0
     if is_main:
@@ -221,56 +227,56 @@ class Trainer:
       from tqdm import tqdm  # pylint: disable=import-outside-toplevel
       progress = tqdm(total=steps, initial=start, desc=f"train {cfg.task}", unit="step")
     try:
-      with _SigtermFlag() as sigterm:
-        acc, acc_n, t0 = None, 0, time.perf_counter()
-        for step in range(start, steps):
-          if sigterm.raised:
+      acc, acc_n, t0 = None, 0, time.perf_counter()
+      for step in range(start, steps):
+        if sigterm.raised:
+          if checkpointer.latest_step() != step:
             checkpointer.save(step, state, train_iter, force=True)
-            checkpointer.close()
-            log.warning("SIGTERM: saved step %d to %s; exiting", step, checkpointer.directory)
-            raise Preempted()
-          batch = mesh_lib.global_batch(next(train_iter), self.mesh)
-          tc = time.perf_counter()
-          compiled, flops = self._compiled_step(state, batch)
-          t0 += time.perf_counter() - tc  # compilation is not training time
-          with self._ctx():
-            state, metrics = compiled(state, batch)
-          acc = metrics if acc is None else jax.tree.map(jnp.add, acc, metrics)
-          acc_n += 1
-          done = step + 1
+          checkpointer.close()
+          log.warning("SIGTERM: saved step %d to %s; exiting", step, checkpointer.directory)
+          raise Preempted()
+        batch = mesh_lib.global_batch(next(train_iter), self.mesh)
+        tc = time.perf_counter()
+        compiled, flops = self._compiled_step(state, batch)
+        t0 += time.perf_counter() - tc  # compilation is not training time
+        with self._ctx():
+          state, metrics = compiled(state, batch)
+        acc = metrics if acc is None else jax.tree.map(jnp.add, acc, metrics)
+        acc_n += 1
+        done = step + 1
+        if progress is not None:
+          progress.update(1)
+        if done % cfg.train.log_every_steps == 0 or done == steps:
+          values = {k: float(v) / acc_n for k, v in jax.device_get(acc).items()}
+          dt = time.perf_counter() - t0
+          values["steps_per_sec"] = acc_n / dt
+          values["tflops_per_device"] = flops * acc_n / dt / 1e12
+          values["nonfinite_total"] = int(jax.device_get(state.nonfinite_total))
+          writer.scalars(done, {f"train/{k}" if k != "loss" else k: v
+                                for k, v in values.items()})
           if progress is not None:
-            progress.update(1)
-          if done % cfg.train.log_every_steps == 0 or done == steps:
-            values = {k: float(v) / acc_n for k, v in jax.device_get(acc).items()}
-            dt = time.perf_counter() - t0
-            values["steps_per_sec"] = acc_n / dt
-            values["tflops_per_device"] = flops * acc_n / dt / 1e12
-            values["nonfinite_total"] = int(jax.device_get(state.nonfinite_total))
-            writer.scalars(done, {f"train/{k}" if k != "loss" else k: v
-                                  for k, v in values.items()})
-            if progress is not None:
-              progress.set_postfix(loss=f"{values['loss']:.4f}")
-            last = values
-            acc, acc_n, t0 = None, 0, time.perf_counter()
-            run = int(jax.device_get(state.nonfinite_run))
-            if run >= cfg.train.max_nonfinite_steps:
-              checkpointer.close()
-              raise NonFiniteLossError(
-                  f"step {done}: {run} consecutive non-finite losses or updates "
-                  f"(limit train.max_nonfinite_steps={cfg.train.max_nonfinite_steps}); every "
-                  f"one was rejected; last good checkpoint: step {checkpointer.latest_step()} "
-                  f"in {checkpointer.directory}")
-          if done % cfg.checkpoint.every_steps == 0 or done == steps:
-            if int(jax.device_get(state.nonfinite_run)) == 0:
-              checkpointer.save(done, state, train_iter, force=True)
-            else:  # keep the last good checkpoints; never rotate them out for a bad streak
-              log.warning("step %d: in a run of rejected non-finite updates; not saving", done)
-          if cfg.train.eval_every_steps and (done % cfg.train.eval_every_steps == 0
+            progress.set_postfix(loss=f"{values['loss']:.4f}")
+          last = values
+          acc, acc_n, t0 = None, 0, time.perf_counter()
+          run = int(jax.device_get(state.nonfinite_run))
+          if run >= cfg.train.max_nonfinite_steps:
+            checkpointer.close()
+            raise NonFiniteLossError(
+                f"step {done}: {run} consecutive non-finite losses or updates "
+                f"(limit train.max_nonfinite_steps={cfg.train.max_nonfinite_steps}); every "
+                f"one was rejected; last good checkpoint: step {checkpointer.latest_step()} "
+                f"in {checkpointer.directory}")
+        if done % cfg.checkpoint.every_steps == 0 or done == steps:
+          if int(jax.device_get(state.nonfinite_run)) == 0:
+            checkpointer.save(done, state, train_iter, force=True)
+          else:  # keep the last good checkpoints; never rotate them out for a bad streak
+            log.warning("step %d: in a run of rejected non-finite updates; not saving", done)
+        if cfg.train.eval_every_steps and (done % cfg.train.eval_every_steps == 0
+                                           or done == steps):
+          last.update(self.evaluate(state, writer, done))
+        if cfg.train.sample_every_steps and (done % cfg.train.sample_every_steps == 0
                                              or done == steps):
-            last.update(self.evaluate(state, writer, done))
-          if cfg.train.sample_every_steps and (done % cfg.train.sample_every_steps == 0
-                                               or done == steps):
-            self.write_samples(state, writer, done)
+          self.write_samples(state, writer, done)
     finally:
       if progress is not None:
         progress.close()
@@ -278,24 +284,36 @@ class Trainer:
     checkpointer.close()
     return {"step": int(jax.device_get(state.step)), **last}
 
-  def _eval_iterator(self, split: str):
-    return iter(pipeline.make_dataset(self.cfg.data, split,
-                                      global_batch_size=self.cfg.train.batch_size,
-                                      seed=self.cfg.train.seed, train=False))
+  def _eval_batches(self, split: str, limit: int):
+    """Yields at most `limit` global eval batches; every process yields the same number.
+
+    Hosts read `[process_index::process_count]` of the split, so their example counts differ
+    by up to one; the count is capped by `num_examples // global_batch` from the manifest (the
+    same on every host) so no process waits in a collective that another never enters.
+    """
+    num_examples = read_manifest(self.cfg.data.dir)["splits"][split]["num_examples"]
+    count = min(limit, num_examples // self.cfg.train.batch_size)
+    it = iter(pipeline.make_dataset(self.cfg.data, split,
+                                    global_batch_size=self.cfg.train.batch_size,
+                                    seed=self.cfg.train.seed, train=False))
+    try:
+      for _ in range(count):
+        yield mesh_lib.global_batch(next(it), self.mesh)
+    finally:
+      if hasattr(it, "close"):
+        it.close()
 
   def evaluate(self, state, writer: MetricWriter, step: int) -> dict[str, float]:
     """Mean eval metrics over `train.eval_batches` batches of the eval split."""
     sums, n = {}, 0
-    for local in self._eval_iterator(self.cfg.data.eval_split):
+    for batch in self._eval_batches(self.cfg.data.eval_split, self.cfg.train.eval_batches):
       with self._ctx():
-        m = jax.device_get(self.eval_step(state, mesh_lib.global_batch(local, self.mesh)))
+        m = jax.device_get(self.eval_step(state, batch))
       for k, v in m.items():
         sums[k] = sums.get(k, 0.0) + float(v)
       n += 1
-      if n >= self.cfg.train.eval_batches:
-        break
     if n == 0:
-      log.warning("eval split %r gave no full batch of %d; no eval metrics",
+      log.warning("eval split %r has no full batch of %d; no eval metrics",
                   self.cfg.data.eval_split, self.cfg.train.batch_size)
       return {}
     values = {f"eval/{k}": v / n for k, v in sums.items()}
@@ -303,8 +321,7 @@ class Trainer:
     return values
 
   def write_samples(self, state, writer: MetricWriter, step: int) -> None:
-    for local in self._eval_iterator(self.cfg.data.eval_split):
-      batch = mesh_lib.global_batch(local, self.mesh)
+    for batch in self._eval_batches(self.cfg.data.eval_split, 1):
       with self._ctx():
         outputs = self.sample_step(state, batch)
       outputs = {k: np.asarray(multihost_utils.process_allgather(v, tiled=True))
@@ -313,7 +330,6 @@ class Trainer:
               for k, v in batch.items()}
       self.task.write_samples(writer, step, full, outputs)
       writer.flush()
-      return
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

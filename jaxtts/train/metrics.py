@@ -59,7 +59,7 @@ class MetricWriter:
     wav = np.clip(np.asarray(wav, np.float32), -1.0, 1.0)
     save_wav(path, wav, sample_rate)
     if self._tb is not None:
-      self._tb.add_audio(name, wav[None, :], step, sample_rate=sample_rate)
+      self._tb.add_audio(name, wav, step, sample_rate=sample_rate)
     return path
 
   def image(self, step: int, name: str, array: np.ndarray, *, xlabel: str = "",
