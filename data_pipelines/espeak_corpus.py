@@ -55,6 +55,7 @@ from typing import Sequence
 import numpy as np
 
 from jaxtts.data import records
+from jaxtts.data.source import write_speaker_index
 from jaxtts.text import espeak, normalize_text, phonemize_clauses
 from jaxtts.text import default_phoneme_table
 from jaxtts.text.symbols import PhonemeTable
@@ -776,6 +777,8 @@ def build(out_dir: str, *, speakers: int = 12, zero_shot_speakers: int = 3,
     with open(os.path.join(tmp, "manifest.json"), "w") as f:
       json.dump(manifest, f, sort_keys=True, indent=1)
       f.write("\n")
+    # <split>.speaker_index.npy: class-balanced sampling reads it instead of every record.
+    write_speaker_index(tmp)
     if os.path.exists(out_dir):
       old = out_dir + f".old-{os.getpid()}"
       os.rename(out_dir, old)

@@ -55,7 +55,8 @@ def test_same_seed_is_byte_identical_for_any_worker_count(corpora):
 def test_different_seed_differs(corpora):
   a, c = _hashes(corpora["a"]), _hashes(corpora["c"])
   assert a["manifest.json"] != c["manifest.json"]
-  shared = set(a) & set(c) - {"manifest.json"}
+  # Audio differs; the speaker index (which speaker each record is) may coincide.
+  shared = {f for f in set(a) & set(c) if f.endswith(".array_record")}
   assert shared and all(a[f] != c[f] for f in shared)
 
 
@@ -84,7 +85,8 @@ def test_manifest_contract(corpora):
   assert m["splits"]["train"]["num_examples"] == 6 * 5   # valid_fraction 0.2 of 6 -> 1 valid
   assert m["splits"]["valid"]["num_examples"] == 6
   assert m["splits"]["test_zero_shot"]["num_examples"] == 2 * 6
-  assert files == {"manifest.json"} | {s for i in m["splits"].values() for s in i["shards"]}
+  assert files == ({"manifest.json"} | {s for i in m["splits"].values() for s in i["shards"]}
+                   | {f"{split}.speaker_index.npy" for split in m["splits"]})
 
 
 def test_records_are_consistent_with_the_frontend(corpora):
@@ -204,3 +206,10 @@ def test_cli(tmp_path, capsys):
   C.main(["--out", str(out), "--speakers", "2", "--zero-shot-speakers", "1",
           "--utterances-per-speaker", "2", "--no-progress", "--overwrite"])
   assert _hashes(str(out)) == before
+
+
+def test_speaker_index_matches_records(corpora):
+  """`<split>.speaker_index.npy` (read by class-balanced sampling) lists each record's speaker."""
+  for split in ("train", "valid", "test_zero_shot"):
+    index = np.load(os.path.join(corpora["a"], f"{split}.speaker_index.npy"))
+    np.testing.assert_array_equal(index, [r["speaker_id"] for r in _records(corpora["a"], split)])
