@@ -38,6 +38,7 @@ setup(
         "console_scripts": [
             "jaxtts-corpus=data_pipelines.espeak_corpus:main",
             "jaxtts-train=jaxtts.train.cli:main",
+            "jaxtts-codec=jaxtts.codec.cli:main",
         ],
     },
 )
