@@ -10,7 +10,7 @@ DEMO_DIR ?= runs/demo
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,eval]'
 	touch $(STAMP)
 
 venv: $(STAMP)

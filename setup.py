@@ -30,8 +30,10 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.3"],
-        "eval": ["faster-whisper", "jiwer", "pesq", "pystoi", "visqol-python", "speechmos",
-                 "resemblyzer"],
+        # Codec metrics (installed by `make test` and `make demo`).
+        "eval": ["pesq>=0.0.4", "pystoi>=0.4.1", "visqol-python[lattice]>=3.8"],
+        # Zero-shot TTS metrics (ASR WER, speaker SIM, MOS proxy); resemblyzer pulls torch.
+        "eval-tts": ["faster-whisper", "jiwer", "speechmos", "resemblyzer"],
         "tfds": ["tensorflow-datasets"],
     },
     entry_points={

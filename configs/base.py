@@ -15,6 +15,7 @@ DEFAULT_RULES = (
     ("time", None),
     ("channels", None),
     ("conv_kernel", None),
+    ("conv_kernel_w", None),
     ("conv_in", "fsdp"),
     ("conv_out", "tensor"),
     ("mixture", None),

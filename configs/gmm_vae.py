@@ -8,6 +8,7 @@ schedule-free AdamW lr 1e-3, batch 680 × 8960 samples, here 8704 = 17 hops).
 import ml_collections
 
 from configs import base
+from jaxtts.codec.discriminators import discriminator_config
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
@@ -30,7 +31,12 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       mel_window_lengths=(32, 64, 128, 256, 512, 1024, 2048),
       mel_bins=(5, 10, 20, 40, 80, 160, 320),
   ))
+  cfg.discriminator = discriminator_config()
+  cfg.discriminator.enabled = True
+  cfg.discriminator.start_step = 0  # generator's adversarial terms off before this step
   cfg.train.optimizers.generator = base.optimizer_config(
+      name="schedule_free_adamw", learning_rate=1e-3, warmup_steps=1000)
+  cfg.train.optimizers.discriminator = base.optimizer_config(
       name="schedule_free_adamw", learning_rate=1e-3, warmup_steps=1000)
 
   if preset == "tiny":
@@ -41,6 +47,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     cfg.train.update(steps=200, batch_size=8, eval_every_steps=100, sample_every_steps=100,
                      log_every_steps=10)
     cfg.train.optimizers.generator.update(learning_rate=3e-3, warmup_steps=20)
+    cfg.train.optimizers.discriminator.update(learning_rate=1e-3, warmup_steps=20)
+    cfg.discriminator.update(periods=(2, 3, 5), window_lengths=(512, 256),
+                             mpd_channels=(8, 16, 32, 32), mrd_channels=8, start_step=100)
     cfg.checkpoint.every_steps = 50
   elif preset == "espeak":
     cfg.model.update(encoder_dim=32, decoder_dim=512, latent_dim=64)

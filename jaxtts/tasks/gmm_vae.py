@@ -6,8 +6,10 @@ Loss (per batch of crops x [B, S] with valid lengths):
 
 with h = E(x) (deterministic posterior), x̂ = D(h), MelL1 DAC's multi-scale log-mel L1 over the
 valid samples and NLL_GMM the per-dimension negative log-likelihood of the valid latent frames
-under the learned mixture prior (`jaxtts.codec.gmm_vae.gmm_prior_nll`). One parameter group,
-"generator"; the discriminators of the next stage add a "discriminator" group.
+under the learned mixture prior (`jaxtts.codec.gmm_vae.gmm_prior_nll`). With
+`discriminator.enabled`, DAC's multi-period and multi-band STFT discriminators add the
+adversarial and feature-matching terms (after `discriminator.start_step`) and a second
+parameter group, "discriminator", with its own optimizer.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from jaxtts.audio import spectral
+from jaxtts.codec import losses as codec_losses
+from jaxtts.codec.discriminators import build_discriminators
 from jaxtts.codec.gmm_vae import GMMVAE, frame_mask_from_lengths
 from jaxtts.train import state as state_lib
 
@@ -39,11 +44,13 @@ def build_model(cfg: ml_collections.ConfigDict) -> GMMVAE:
 
 
 class GMMVAETask:
-  groups = ("generator",)
 
   def __init__(self, cfg: ml_collections.ConfigDict):
     self.cfg = cfg
     self.model = build_model(cfg)
+    self.discriminators = (build_discriminators(cfg.discriminator)
+                           if cfg.discriminator.enabled else None)
+    self.groups = ("generator", "discriminator") if self.discriminators else ("generator",)
     self.sample_rate = int(cfg.data.sample_rate)
     if cfg.data.mode != "crop":
       raise ValueError(f"config.data.mode: the gmm_vae task trains on crops; got "
@@ -61,10 +68,16 @@ class GMMVAETask:
             "speaker_id": np.zeros((batch_size,), np.int32)}
 
   def init_params(self, rng: jax.Array, batch: Mapping[str, jax.Array]) -> dict[str, Any]:
-    return {"generator": self.model.init(rng, batch["audio"])["params"]}
+    g_rng, d_rng = jax.random.split(rng)
+    params = {"generator": self.model.init(g_rng, batch["audio"])["params"]}
+    if self.discriminators is not None:
+      params["discriminator"] = self.discriminators.init(d_rng, batch["audio"])["params"]
+    return params
 
   # ------------------------------------------------------------------ losses
-  def losses(self, params: Any, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, dict]:
+  def losses(self, params: Any, batch: Mapping[str, jax.Array]
+             ) -> tuple[jax.Array, tuple[dict, jax.Array]]:
+    """Reconstruction objective. Returns (loss, (metrics, reconstruction [B, S] masked))."""
     audio, lengths = batch["audio"], batch["audio_len"]
     frames = self.model.num_frames(audio.shape[-1])
     frame_mask = frame_mask_from_lengths(lengths, frames, self.model.hop_length)
@@ -79,22 +92,59 @@ class GMMVAETask:
     h = out["latents"]
     metrics = {"loss": loss, "mel_loss": mel, "prior_nll": out["prior_nll"],
                "latent_rms": jnp.sqrt(jnp.mean(jnp.square(h)))}
-    return loss, metrics
+    return loss, (metrics, out["reconstruction"] * sample_mask)
+
+  def _generator_objective(self, g_params, d_params, batch, adversarial_on):
+    """Mel + prior, plus (after `discriminator.start_step`) the adversarial and
+    feature-matching terms of DAC: λ_adv · Σ_k mean((1 - D_k(x̂))²) + λ_fm · L1 features."""
+    loss, (metrics, fake) = self.losses(g_params, batch)
+    dc = self.cfg.discriminator
+    real = batch["audio"] * (jnp.arange(batch["audio"].shape[-1])[None, :]
+                             < batch["audio_len"][:, None])
+    d_fake = self.discriminators.apply({"params": d_params}, fake)
+    d_real = jax.lax.stop_gradient(self.discriminators.apply({"params": d_params}, real))
+    adv = codec_losses.generator_adversarial_loss(d_fake, dc.loss)
+    fm = codec_losses.feature_matching_loss(d_real, d_fake)
+    loss = loss + adversarial_on * (dc.adversarial_weight * adv
+                                    + dc.feature_matching_weight * fm)
+    metrics = dict(metrics, loss=loss, adversarial_loss=adv, feature_matching_loss=fm)
+    return loss, (metrics, real, fake)
 
   def train_step(self, state: state_lib.TrainState, batch: Mapping[str, jax.Array],
                  rng: jax.Array, optimizers) -> tuple[state_lib.TrainState, dict]:
-    del rng  # the generator's objective is deterministic given the batch
-    grads, metrics = jax.grad(self.losses, has_aux=True)(state.params["generator"], batch)
-    params, opt_state = state_lib.apply_group(state.params["generator"],
-                                              state.opt_state["generator"], grads,
-                                              optimizers["generator"])
-    metrics["grad_norm"] = jnp.sqrt(sum(jnp.sum(jnp.square(g))
-                                        for g in jax.tree.leaves(grads)))
-    return state.replace(params={"generator": params},
-                         opt_state={"generator": opt_state}), metrics
+    """One generator update and (with discriminators) one discriminator update.
+
+    Both updates see the discriminator parameters from the start of the step (simultaneous
+    gradient steps); the discriminator is trained on the generator output of this step.
+    """
+    del rng  # the objectives are deterministic given the batch
+    params, opt_state = dict(state.params), dict(state.opt_state)
+    if self.discriminators is None:
+      grads, (metrics, _) = jax.grad(self.losses, has_aux=True)(params["generator"], batch)
+    else:
+      on = (state.step >= self.cfg.discriminator.start_step).astype(jnp.float32)
+      grads, (metrics, real, fake) = jax.grad(self._generator_objective, has_aux=True)(
+          params["generator"], params["discriminator"], batch, on)
+      fake = jax.lax.stop_gradient(fake)
+
+      def disc_objective(d_params):
+        apply = lambda x: self.discriminators.apply({"params": d_params}, x)
+        return codec_losses.discriminator_loss(apply(real), apply(fake),
+                                               self.cfg.discriminator.loss)
+
+      d_loss, d_grads = jax.value_and_grad(disc_objective)(params["discriminator"])
+      params["discriminator"], opt_state["discriminator"] = state_lib.apply_group(
+          params["discriminator"], opt_state["discriminator"], d_grads,
+          optimizers["discriminator"])
+      metrics["discriminator_loss"] = d_loss
+      metrics["discriminator_grad_norm"] = optax.tree.norm(d_grads)
+    params["generator"], opt_state["generator"] = state_lib.apply_group(
+        params["generator"], opt_state["generator"], grads, optimizers["generator"])
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    return state.replace(params=params, opt_state=opt_state), metrics
 
   def eval_step(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array]) -> dict:
-    return self.losses(params["generator"], batch)[1]
+    return self.losses(params["generator"], batch)[1][0]
 
   # ------------------------------------------------------------------ samples
   def reconstruct(self, params: Mapping[str, Any], audio: jax.Array) -> jax.Array:
