@@ -23,6 +23,7 @@ DEFAULT_RULES = (
     ("embed", "fsdp"),
     ("mlp", "tensor"),
     ("heads", "tensor"),
+    ("kv", None),
     ("vocab", "tensor"),
 )
 

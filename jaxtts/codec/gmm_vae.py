@@ -45,7 +45,6 @@ Paper configuration (A.5; ``configs/gmm_vae.py:paper``)::
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, Optional, Tuple
 
 import flax.linen as nn
@@ -54,10 +53,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtts.nn.conv import Conv1d, ConvTranspose1d
+from jaxtts.nn.mixture import diagonal_gmm_log_prob
 from jaxtts.nn.snake import Snake
 
 _ACT = ("batch", "time", "channels")
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 # ----------------------------------------------------------------------------- GMM prior ----
@@ -76,25 +75,12 @@ def gmm_log_prob(h: jax.Array, means: jax.Array, log_weights: Optional[jax.Array
   Returns:
     ``[...]`` float32 log densities, with the full normalising constants
     ``-D/2 log(2 pi) - sum_d log sigma_ld`` (logsumexp over mixtures, so it is stable far from
-    every mean).
+    every mean). Delegates to the shared ``jaxtts.nn.mixture.diagonal_gmm_log_prob``.
   """
-  h = jnp.asarray(h, jnp.float32)[..., None, :]  # [..., 1, D]
-  means = jnp.asarray(means, jnp.float32)
-  num_mixtures, dim = means.shape
-  if h.shape[-1] != dim:
-    raise ValueError(f"latent dim {h.shape[-1]} != means dim {dim}")
-  z = h - means  # [..., L, D]
-  log_det = jnp.zeros((num_mixtures,), jnp.float32)
-  if log_scales is not None:
-    log_scales = jnp.asarray(log_scales, jnp.float32)
-    z = z * jnp.exp(-log_scales)
-    log_det = jnp.sum(log_scales, axis=-1)
-  component = -0.5 * jnp.sum(jnp.square(z), axis=-1) - log_det - 0.5 * dim * _LOG_2PI  # [..., L]
-  if log_weights is None:
-    log_w = jnp.full((num_mixtures,), -math.log(num_mixtures), jnp.float32)
-  else:
-    log_w = jax.nn.log_softmax(jnp.asarray(log_weights, jnp.float32))
-  return jax.nn.logsumexp(component + log_w, axis=-1)
+  means = jnp.asarray(means)
+  if means.ndim != 2:
+    raise ValueError(f"means must be [L, D], got shape {means.shape}")
+  return diagonal_gmm_log_prob(h, log_weights, means, log_scales)
 
 
 def gmm_prior_nll(h: jax.Array, frame_mask: Optional[jax.Array] = None, *, means: jax.Array,

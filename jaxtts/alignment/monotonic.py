@@ -1,0 +1,273 @@
+"""Stochastic hard monotonic alignment (GMM-LM §3.3, eqs. 8-11, appendix Algorithm 1).
+
+Paper: Lin & He, "Continuous Autoregressive Modeling with Stochastic Monotonic Alignment for
+Speech Synthesis" (ICLR 2025), ``../shared/papers/002_3b51400f309666e7.txt``.
+
+Decoder steps (acoustic frames) ``i = 0..I-1``, phonemes ``j = 0..J-1``. Given energies
+``e [B, I, J]`` (Algorithm 1 step 1) the stay probabilities are ``p = sigmoid(e)`` (eq. 8) and
+the alignment follows Algorithm 1 step 7::
+
+    alpha_i = alpha_{i-1} * u_i + shift(alpha_{i-1} * (1 - u_i), 1)
+
+``shift`` moves mass one phoneme to the right (zero-filled on the left), so ``u = 1`` means
+STAY on the current phoneme and ``u = 0`` means ADVANCE by one; with a one-hot
+``alpha_{-1}`` and binary ``u`` every ``alpha_i`` is one-hot and the path is monotonic with
+steps of at most one phoneme (eq. 9 is the expectation of this under ``u ~ Bernoulli(p)``).
+``u`` comes from ``sample_stay``: the paper's straight-through Gumbel (eqs. 10-11: binary
+Bernoulli forward, Gumbel-sigmoid relaxation backward), plain Gumbel-sigmoid, Raffel et al.'s
+pre-sigmoid Gaussian noise, the noiseless expectation, or a greedy threshold (Table 6).
+
+Conventions: here ``alpha_{-1}`` is the one-hot at phoneme 0 and ``alpha_i`` is computed for
+every ``i = 0..I-1`` (Algorithm 1 starts at ``alpha_0 = [1, 0, ...]`` and loops from ``i = 1``;
+pass ``u[:, 0] = 1`` to pin frame 0 to phoneme 0 as it does). Phoneme masks are prefix masks
+(real phonemes first). At each row's last real phoneme ``u`` is forced to 1, so alignment mass
+never enters padding and ``alpha`` is exactly 0 on padded phonemes. Results are float32
+(float64 when given float64 under ``jax_enable_x64``, for finite-difference checks).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional
+
+import einops
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+STAY_MODES = ("st_gumbel", "gumbel", "noise", "expected", "threshold")
+
+
+def _float(x: Any) -> jax.Array:
+  """``x`` as an array of at least float32 precision (float64 stays float64 under x64)."""
+  return jnp.asarray(x, jnp.result_type(x, jnp.float32))
+
+
+# ------------------------------------------------------------------------------ energies ----
+
+def alignment_energies(queries: jax.Array, keys: jax.Array, bias: Any = 0.0) -> jax.Array:
+  """Scaled dot-product energies ``e_ij = q_i . k_j / sqrt(A) + bias`` (Algorithm 1 step 1).
+
+  The paper uses the plain dot product ``h_i^T y_j``; the ``1/sqrt(A)`` scaling and the scalar
+  ``bias`` (Raffel et al.'s ``r``) are additions that set the initial stay rate.
+
+  Args:
+    queries: ``[B, I, A]`` decoder-side (acoustic) projections.
+    keys: ``[B, J, A]`` phoneme projections.
+    bias: scalar added to every energy.
+
+  Returns:
+    ``[B, I, J]`` float32 energies (logits of the stay probability, eq. 8).
+  """
+  q = jnp.asarray(queries, jnp.float32)
+  k = jnp.asarray(keys, jnp.float32)
+  e = jnp.einsum("bia,bja->bij", q, k) / math.sqrt(q.shape[-1])
+  return e + jnp.asarray(bias, jnp.float32)
+
+
+class MonotonicEnergy(nn.Module):
+  """``[B, I, Dq], [B, J, Dk] -> e [B, I, J]``: bias-free Dense projections to ``attention_dim``
+  then ``alignment_energies`` with a learnable scalar ``energy_bias``.
+
+  ``p = sigmoid(e)`` is the probability of STAYING on the current phoneme, so ``bias_init``
+  sets the initial duration: with near-zero dot products a phoneme lasts ``1 / (1 - p)``
+  frames on average, and ``bias_init = logit(1 - 1/d) = log(d - 1)`` gives a mean stay of
+  ``d`` frames per phoneme. Raffel et al.'s negative init (``r = -4``) means "advance almost
+  every frame" in this formulation.
+  """
+  attention_dim: int
+  bias_init: float = 0.0
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, queries: jax.Array, keys: jax.Array) -> jax.Array:
+    kernel = nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("embed", "mlp"))
+    q = nn.Dense(self.attention_dim, use_bias=False, kernel_init=kernel, dtype=self.dtype,
+                 param_dtype=self.param_dtype, name="query")(queries)
+    k = nn.Dense(self.attention_dim, use_bias=False, kernel_init=kernel, dtype=self.dtype,
+                 param_dtype=self.param_dtype, name="key")(keys)
+    bias = self.param("energy_bias", nn.with_logical_partitioning(
+        nn.initializers.constant(self.bias_init), ()), (), jnp.float32)
+    return alignment_energies(q, k, bias)
+
+
+# ------------------------------------------------------------------------------ sampling ----
+
+def stay_probabilities(e: jax.Array) -> jax.Array:
+  """Eq. 8: ``p_ij = sigmoid(e_ij)``, the probability of staying; ``[B, I, J]`` float32."""
+  return jax.nn.sigmoid(_float(e))
+
+
+def sample_stay(key: Optional[jax.Array], e: jax.Array, temperature: Any = 1.0,
+                mode: str = "st_gumbel", noise_std: Any = 1.0) -> jax.Array:
+  """Stay decisions ``u [B, I, J]`` (float32) from energies ``e [B, I, J]``.
+
+  Modes (Table 6 ablation):
+
+  * ``"st_gumbel"`` (the paper's): with ``g1, g2 ~ Gumbel(0, 1)`` (one draw shared by both
+    passes), ``z = (log p + g1) - (log(1 - p) + g2)`` from logits (``log p = log_sigmoid(e)``,
+    ``log(1 - p) = log_sigmoid(-e)``); forward ``u_fwd = 1[z > 0] ~ Bernoulli(p)`` exactly
+    (eq. 10), backward ``u_bwd = sigmoid(z / s)`` (eq. 11); returns
+    ``u_fwd + (u_bwd - stop_gradient(u_bwd))``, exactly 0/1 forward with eq. 11's gradient.
+  * ``"gumbel"``: ``u_bwd`` in both passes (relaxed, no straight-through).
+  * ``"noise"``: Raffel et al.: ``sigmoid(e + noise_std * N(0, 1))`` (expected alignment).
+  * ``"expected"``: ``sigmoid(e)`` (no noise; ``key`` unused).
+  * ``"threshold"``: ``1[e > 0]`` (greedy hard decisions for inference; ``key`` unused).
+  """
+  e = _float(e)
+  if mode in ("st_gumbel", "gumbel"):
+    g1, g2 = jax.random.gumbel(key, (2,) + e.shape, e.dtype)
+    z = (jax.nn.log_sigmoid(e) + g1) - (jax.nn.log_sigmoid(-e) + g2)
+    u_bwd = jax.nn.sigmoid(z / temperature)
+    if mode == "gumbel":
+      return u_bwd
+    u_fwd = (z > 0).astype(e.dtype)
+    return u_fwd + (u_bwd - jax.lax.stop_gradient(u_bwd))  # x - x == 0 exactly: u == u_fwd
+  if mode == "noise":
+    return jax.nn.sigmoid(e + noise_std * jax.random.normal(key, e.shape, e.dtype))
+  if mode == "expected":
+    return jax.nn.sigmoid(e)
+  if mode == "threshold":
+    return (e > 0).astype(e.dtype)
+  raise ValueError(f"unknown stay sampling mode {mode!r}; expected one of {STAY_MODES}")
+
+
+# ----------------------------------------------------------------------------- recurrence ----
+
+def _last_phoneme(phoneme_mask: jax.Array) -> jax.Array:
+  """``[..., J]`` bool, True at the last real phoneme of a prefix mask (``m_j & ~m_{j+1}``)."""
+  mask = jnp.asarray(phoneme_mask, bool)
+  nxt = jnp.concatenate([mask[..., 1:], jnp.zeros_like(mask[..., :1])], axis=-1)
+  return mask & ~nxt
+
+
+def initial_alignment(phoneme_mask: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
+  """``alpha_{-1}``: one-hot at phoneme 0 (zero for rows without phonemes); ``[B, J]``."""
+  mask = jnp.asarray(phoneme_mask, bool)
+  return jnp.zeros(mask.shape, dtype).at[..., 0].set(1.0) * mask
+
+
+def alignment_step(alpha_prev: jax.Array, u_i: jax.Array, phoneme_mask: jax.Array) -> jax.Array:
+  """One step of Algorithm 1 step 7 (the scan body and the decoder's inference update).
+
+  ``alpha_i = alpha_{i-1} * u_i + shift(alpha_{i-1} * (1 - u_i), 1)`` with ``u_i`` forced to 1
+  at the last real phoneme and ``alpha_i`` zeroed on padding.
+
+  Args:
+    alpha_prev: ``[B, J]`` alignment at step ``i - 1``.
+    u_i: ``[B, J]`` stay decisions for step ``i`` (1 = stay, 0 = advance).
+    phoneme_mask: ``[B, J]`` bool, True on real phonemes (prefix mask).
+
+  Returns:
+    ``[B, J]`` ``alpha_i`` (float32, or the promoted dtype of the inputs).
+  """
+  mask = jnp.asarray(phoneme_mask, bool)
+  u_i = jnp.where(_last_phoneme(mask), 1.0, _float(u_i))
+  move = alpha_prev * (1.0 - u_i)
+  shifted = jnp.concatenate([jnp.zeros_like(move[..., :1]), move[..., :-1]], axis=-1)
+  return jnp.where(mask, alpha_prev * u_i + shifted, 0.0)
+
+
+def monotonic_alignment(u: jax.Array, phoneme_mask: jax.Array,
+                        alpha0: Optional[jax.Array] = None) -> jax.Array:
+  """All alignments ``alpha [B, I, J]`` by a ``lax.scan`` of ``alignment_step`` over frames.
+
+  Args:
+    u: ``[B, I, J]`` stay decisions (``sample_stay``), computed for all steps beforehand; the
+      scan carry is ``alpha [B, J]`` and each step is elementwise. Differentiable in ``u``.
+    phoneme_mask: ``[B, J]`` bool, True on real phonemes (prefix mask).
+    alpha0: optional ``[B, J]`` ``alpha_{-1}``; default ``initial_alignment(phoneme_mask)``.
+
+  Returns:
+    ``[B, I, J]`` float32 (float64 for float64 inputs); one-hot rows when ``u`` is binary.
+  """
+  mask = jnp.asarray(phoneme_mask, bool)
+  u = _float(u)
+  alpha0 = initial_alignment(mask, u.dtype) if alpha0 is None else alpha0
+  dtype = jnp.result_type(u, alpha0)
+  xs = einops.rearrange(u.astype(dtype), "b i j -> i b j")
+
+  def body(alpha, u_i):
+    alpha = alignment_step(alpha, u_i, mask)
+    return alpha, alpha
+
+  _, alphas = jax.lax.scan(body, jnp.asarray(alpha0, dtype), xs)
+  return einops.rearrange(alphas, "i b j -> b i j")
+
+
+def monotonic_alignment_reference(u: Any, phoneme_mask: Any,
+                                  alpha0: Optional[Any] = None) -> np.ndarray:
+  """Plain NumPy float32 loop over frames and batch rows (test oracle, benchmark baseline)."""
+  u = np.asarray(u, np.float32)
+  mask = np.asarray(phoneme_mask, bool)
+  batch, frames, num_ph = u.shape
+  out = np.zeros((batch, frames, num_ph), np.float32)
+  for b in range(batch):
+    n = int(mask[b].sum())
+    if alpha0 is None:
+      alpha = np.zeros(num_ph, np.float32)
+      alpha[0] = 1.0 if n > 0 else 0.0
+    else:
+      alpha = np.asarray(alpha0[b], np.float32).copy()
+    for i in range(frames):
+      u_i = u[b, i].copy()
+      if n > 0:
+        u_i[n - 1] = 1.0
+      move = alpha * (np.float32(1.0) - u_i)
+      alpha = alpha * u_i + np.concatenate([np.zeros(1, np.float32), move[:-1]])
+      alpha[n:] = 0.0
+      out[b, i] = alpha
+  return out
+
+
+# ---------------------------------------------------------------- context / baseline / stats ----
+
+def alignment_context(alpha: jax.Array, phoneme_features: jax.Array,
+                      precision: Any = jax.lax.Precision.HIGHEST) -> jax.Array:
+  """Algorithm 1 step 8 without ``+ h_i``: ``c_i = Y^T alpha_i``; ``[B, I, J] x [B, J, D] ->
+  [B, I, D]`` (full precision by default so one-hot ``alpha`` selects features exactly)."""
+  return jnp.einsum("bij,bjd->bid", alpha, phoneme_features, precision=precision)
+
+
+def cross_attention_weights(e: jax.Array, phoneme_mask: jax.Array) -> jax.Array:
+  """Table 6's cross-attention baseline: masked ``softmax_j(e_ij)``; ``[B, I, J]`` float32
+  (0 on padding; all-zero rows when a row has no phonemes)."""
+  mask = jnp.asarray(phoneme_mask, bool)[:, None, :]
+  e = jnp.where(mask, jnp.asarray(e, jnp.float32), -1e30)
+  return jax.nn.softmax(e, axis=-1) * mask
+
+
+def durations_from_alignment(alpha: jax.Array, frame_mask: jax.Array) -> jax.Array:
+  """Frames per phoneme, ``[B, J]`` int32: argmax phoneme of each real frame, counted."""
+  onehot = jax.nn.one_hot(jnp.argmax(alpha, axis=-1), alpha.shape[-1], dtype=jnp.int32)
+  return jnp.sum(onehot * jnp.asarray(frame_mask, jnp.int32)[..., None], axis=1)
+
+
+def alignment_stats(alpha: jax.Array, frame_mask: jax.Array,
+                    phoneme_mask: jax.Array) -> Dict[str, jax.Array]:
+  """Scalar float32 diagnostics of ``alpha [B, I, J]`` (``frame_mask [B, I]``,
+  ``phoneme_mask [B, J]``, both prefix masks):
+
+  * ``visited_fraction``: per row, the fraction of real phonemes with ``alpha > 0.5`` at some
+    real frame; averaged over rows.
+  * ``mean_duration``: per row, real frames / visited phonemes; averaged over rows.
+  * ``reached_end``: fraction of rows whose last real frame has its argmax at the last real
+    phoneme.
+  """
+  fmask = jnp.asarray(frame_mask, bool)
+  pmask = jnp.asarray(phoneme_mask, bool)
+  real = fmask[:, :, None] & pmask[:, None, :]
+  visited = jnp.any((alpha > 0.5) & real, axis=1)  # [B, J]
+  n_visited = jnp.sum(visited, axis=-1).astype(jnp.float32)
+  n_ph = jnp.sum(pmask, axis=-1)
+  n_fr = jnp.sum(fmask, axis=-1)
+  last_frame = jnp.maximum(n_fr - 1, 0)
+  alpha_last = jnp.take_along_axis(alpha, last_frame[:, None, None], axis=1)[:, 0]  # [B, J]
+  end = (jnp.argmax(alpha_last, axis=-1) == n_ph - 1) & (n_fr > 0) & (n_ph > 0)
+  return {
+      "visited_fraction": jnp.mean(n_visited / jnp.maximum(n_ph, 1)),
+      "mean_duration": jnp.mean(n_fr / jnp.maximum(n_visited, 1.0)),
+      "reached_end": jnp.mean(end.astype(jnp.float32)),
+  }

@@ -1,0 +1,222 @@
+"""Stochastic hard monotonic alignment (GMM-LM §3.3 eqs. 8-11, Algorithm 1)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxtts.alignment import monotonic as mono
+
+
+def _key(seed):
+  # rbg keys: threefry programs take seconds to compile on the 2-core CI machine
+  return jax.random.key(seed, impl="rbg")
+
+
+def _normal(seed, shape):
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+def _mask(lengths, num_ph):
+  return np.arange(num_ph)[None, :] < np.asarray(lengths)[:, None]
+
+
+def _problem(seed, batch, frames, num_ph, scale=2.0, offset=1.0):
+  rng = np.random.default_rng(seed)
+  lengths = rng.integers(1, num_ph + 1, size=batch)
+  lengths[0] = 1
+  lengths[-1] = num_ph
+  e = (scale * rng.standard_normal((batch, frames, num_ph)) + offset).astype(np.float32)
+  return jnp.asarray(e), _mask(lengths, num_ph), lengths
+
+
+def _check_hard_path(alpha, lengths):
+  alpha = np.asarray(alpha)
+  batch, frames, num_ph = alpha.shape
+  assert set(np.unique(alpha)) <= {0.0, 1.0}
+  np.testing.assert_array_equal(alpha.sum(-1), 1.0)  # one-hot rows
+  pos = alpha.argmax(-1)  # [B, I]
+  steps = np.diff(np.concatenate([np.zeros((batch, 1), int), pos], axis=1), axis=1)
+  assert steps.min() >= 0 and steps.max() <= 1  # monotonic, at most one phoneme per step
+  for b in range(batch):
+    assert pos[b].max() <= lengths[b] - 1  # never on padding
+    np.testing.assert_array_equal(alpha[b, :, lengths[b]:], 0.0)
+    at_end = np.nonzero(pos[b] == lengths[b] - 1)[0]
+    if at_end.size:
+      assert np.all(pos[b, at_end[0]:] == lengths[b] - 1)  # stays at the end
+
+
+SHAPES = [(1, 1, 1), (3, 17, 5), (6, 40, 9)]
+SOFT = ("gumbel", "noise", "expected")
+HARD = ("st_gumbel", "threshold")
+
+
+@jax.jit
+def _all_modes(key, e, mask):
+  """u and alpha for every mode (one compilation per shape keeps the tests fast)."""
+  modes = SOFT + HARD
+  u = {m: mono.sample_stay(key, e, 0.5, mode=m) for m in modes}
+  uniform = jax.nn.softmax(jnp.where(mask, 0.0, -jnp.inf), axis=-1)  # uniform start
+  n = len(modes)  # one scan over all modes stacked along the batch, plus a uniform alpha0 row
+  alpha0 = jnp.concatenate([jnp.tile(mono.initial_alignment(mask), (n, 1)), uniform])
+  stacked = mono.monotonic_alignment(jnp.concatenate([u[m] for m in modes] + [u["expected"]]),
+                                     jnp.tile(mask, (n + 1, 1)), alpha0)
+  parts = jnp.split(stacked, n + 1)
+  return u, dict(zip(modes, parts)), uniform, parts[-1]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_scan_matches_reference_and_hard_paths(shape):
+  e, mask, lengths = _problem(sum(shape), *shape, offset=0.5)
+  u, alpha, alpha0, alpha_uniform = _all_modes(_key(2), e, mask)
+  for m in HARD:  # exact one-hot monotonic paths, identical to the NumPy loop
+    _check_hard_path(alpha[m], lengths)
+    np.testing.assert_array_equal(alpha[m], mono.monotonic_alignment_reference(u[m], mask))
+  for m in SOFT:
+    ref = mono.monotonic_alignment_reference(u[m], mask)
+    np.testing.assert_allclose(alpha[m], ref, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(alpha[m]).sum(-1), 1.0, atol=1e-5)  # unit mass
+    np.testing.assert_array_equal(np.asarray(alpha[m])[~np.broadcast_to(
+        mask[:, None], ref.shape)], 0.0)  # nothing on padding
+  np.testing.assert_allclose(alpha_uniform, mono.monotonic_alignment_reference(
+      u["expected"], mask, alpha0), rtol=0, atol=1e-6)
+  if shape[1] > 1:
+    assert np.asarray(alpha["st_gumbel"]).argmax(-1)[-1, -1] > 0  # it does move
+
+
+def test_alignment_step_by_hand():
+  shape = SHAPES[1]
+  e, mask, _ = _problem(sum(shape), *shape, offset=0.5)
+  u, alpha, _, _ = _all_modes(_key(2), e, mask)
+  step = jax.jit(mono.alignment_step)
+  for m in ("st_gumbel", "expected"):
+    a = mono.initial_alignment(mask)
+    for i in range(shape[1]):
+      a = step(a, u[m][:, i], mask)
+      np.testing.assert_allclose(a, alpha[m][:, i], rtol=0, atol=1e-7 if m == "expected" else 0)
+
+
+def test_st_gumbel_is_bernoulli():
+  e = jnp.linspace(-3.0, 3.0, 13, dtype=jnp.float32)[None, None, :]
+  n = 4000
+  keys = jax.random.split(_key(0), n)
+  u = np.asarray(jax.jit(jax.vmap(lambda k: mono.sample_stay(k, e, 0.3)))(keys))  # [n,1,1,13]
+  assert set(np.unique(u)) == {0.0, 1.0}  # forward values exactly binary (eq. 10)
+  p = np.asarray(jax.nn.sigmoid(e))[0, 0]
+  std = np.sqrt(p * (1 - p) / n)
+  np.testing.assert_array_less(np.abs(u.mean(0)[0, 0] - p), 4.5 * std + 1e-3)
+
+
+def test_relaxation_hardens_with_temperature():
+  e, _, _ = _problem(4, 2, 30, 8)
+  key = _key(5)
+
+  @jax.jit
+  def gap(s):
+    hard = mono.sample_stay(key, e, s, mode="st_gumbel")
+    return jnp.mean(jnp.abs(mono.sample_stay(key, e, s, mode="gumbel") - hard))
+
+  gaps = [float(gap(s)) for s in (1.0, 0.1, 1e-3)]
+  assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 1e-3
+  with pytest.raises(ValueError, match="bogus"):
+    mono.sample_stay(key, e, mode="bogus")
+
+
+def test_straight_through_gradient_nonzero():
+  e, mask, _ = _problem(6, 2, 25, 6, offset=1.5)
+  feats = _normal(1, (2, 6, 4))
+  w = _normal(2, (2, 25, 4))
+
+  def objective(e):
+    u = mono.sample_stay(_key(3), e, 0.5, mode="st_gumbel")
+    return jnp.sum(mono.alignment_context(mono.monotonic_alignment(u, mask), feats) * w)
+
+  g = np.asarray(jax.jit(jax.grad(objective))(e))
+  assert np.all(np.isfinite(g)) and np.max(np.abs(g)) > 0
+  # no gradient on padded phonemes or at the last real phoneme (u forced to 1 there)
+  for b, n in enumerate(mask.sum(-1)):
+    np.testing.assert_array_equal(g[b, :, n - 1:], 0.0)
+
+
+@pytest.fixture
+def enable_x64():
+  prev = jax.config.jax_enable_x64
+  jax.config.update("jax_enable_x64", True)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_enable_x64", prev)
+
+
+def test_expected_mode_gradient_matches_finite_differences(enable_x64):
+  rng = np.random.default_rng(7)
+  e = jnp.asarray(rng.standard_normal((2, 12, 5)) + 1.0)
+  mask = _mask([5, 3], 5)
+  feats = jnp.asarray(rng.standard_normal((2, 5, 3)))
+  w = jnp.asarray(rng.standard_normal((2, 12, 3)))
+
+  def objective(e):
+    u = mono.sample_stay(None, e, mode="expected")
+    return jnp.sum(mono.alignment_context(mono.monotonic_alignment(u, mask), feats) * w)
+
+  assert e.dtype == jnp.float64 and objective(e).dtype == jnp.float64
+  g = np.asarray(jax.jit(jax.grad(objective))(e))
+  eps = 1e-6
+  basis = eps * np.eye(e.size).reshape((e.size,) + e.shape)
+  f = jax.jit(jax.vmap(objective))
+  fd = np.asarray(f(e + basis) - f(e - basis)).reshape(e.shape) / (2 * eps)
+  np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-9)
+  assert np.abs(g[1, :, 2:]).max() == 0.0 and np.abs(g).max() > 1e-2
+
+
+def test_energy_module_and_bias():
+  d = 4.0
+  module = mono.MonotonicEnergy(attention_dim=8, bias_init=math.log(d - 1))
+  q = jnp.zeros((2, 5, 6))
+  k = _normal(0, (2, 3, 7))
+  params = module.init(_key(1), q, k)
+  e = module.apply(params, q, k)
+  assert e.shape == (2, 5, 3) and e.dtype == jnp.float32
+  np.testing.assert_allclose(1.0 / (1.0 - jax.nn.sigmoid(e)), d, rtol=1e-5)  # mean stay
+  names = jax.tree_util.tree_map(lambda p: p.names, params["params"],
+                                 is_leaf=lambda p: hasattr(p, "names"))
+  assert names["query"]["kernel"] == ("embed", "mlp") and names["energy_bias"] == ()
+  qq, kk = jnp.ones((1, 2, 4)), jnp.full((1, 3, 4), 0.5)
+  np.testing.assert_allclose(mono.alignment_energies(qq, kk, -1.0), 0.0, atol=1e-7)
+
+
+def test_cross_attention_weights():
+  e, mask, lengths = _problem(9, 3, 4, 6)
+  w = np.asarray(mono.cross_attention_weights(e, mask))
+  np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-6)
+  for b in range(3):
+    np.testing.assert_array_equal(w[b, :, lengths[b]:], 0.0)
+
+
+def test_stats_and_durations():
+  # row 0: 5 real frames, 3 real phonemes, path 0,0,1,2,2 (+1 padded frame)
+  # row 1: 4 real frames, 4 real phonemes, path 0,1,1,1 (never reaches phoneme 3)
+  path = [[0, 0, 1, 2, 2, 2], [0, 1, 1, 1, 3, 3]]
+  alpha = jax.nn.one_hot(jnp.asarray(path), 4)
+  frame_mask = _mask([5, 4], 6)
+  phoneme_mask = _mask([3, 4], 4)
+  dur = np.asarray(mono.durations_from_alignment(alpha, frame_mask))
+  np.testing.assert_array_equal(dur, [[2, 1, 2, 0], [1, 3, 0, 0]])
+  stats = {k: float(v) for k, v in mono.alignment_stats(alpha, frame_mask, phoneme_mask).items()}
+  assert stats["visited_fraction"] == pytest.approx((3 / 3 + 2 / 4) / 2)
+  assert stats["mean_duration"] == pytest.approx((5 / 3 + 4 / 2) / 2)
+  assert stats["reached_end"] == pytest.approx(0.5)
+  jitted = jax.jit(mono.alignment_stats)(alpha, frame_mask, phoneme_mask)
+  assert float(jitted["reached_end"]) == pytest.approx(0.5)
+
+
+def test_context_selects_features():
+  e, mask, lengths = _problem(10, 2, 15, 5)
+  u = mono.sample_stay(_key(0), e, mode="threshold")
+  alpha = mono.monotonic_alignment(u, mask)
+  feats = _normal(1, (2, 5, 3))
+  ctx = np.asarray(mono.alignment_context(alpha, feats))
+  pos = np.asarray(alpha).argmax(-1)
+  np.testing.assert_array_equal(ctx, np.take_along_axis(np.asarray(feats), pos[..., None], 1))
