@@ -18,6 +18,8 @@ DEFAULT_RULES = (
     ("conv_kernel_w", None),
     ("conv_in", "fsdp"),
     ("conv_out", "tensor"),
+    ("conv2d_in", None),      # discriminators: see jaxtts/nn/conv2d.py
+    ("conv2d_out", None),
     ("mixture", None),
     ("latent", None),
     ("embed", "fsdp"),

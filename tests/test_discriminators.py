@@ -104,8 +104,8 @@ def test_conv2d_matches_numpy_and_init():
   layer = Conv2d(5, (3, 4), strides=(2, 1), padding=(1, 2))
   boxed = layer.init(jax.random.key(0), x)
   names = {k: v.names for k, v in boxed["params"].items()}
-  assert names == {"v": ("conv_kernel", "conv_kernel_w", "conv_in", "conv_out"),
-                   "g": ("conv_out",), "b": ("conv_out",)}
+  assert names == {"v": ("conv_kernel", "conv_kernel_w", "conv2d_in", "conv2d_out"),
+                   "g": ("conv2d_out",), "b": ("conv2d_out",)}
   p = nn.unbox(boxed)["params"]
   assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(p))
   v = np.asarray(p["v"], np.float64)

@@ -27,8 +27,8 @@ def overrides(data_dir, steps, **extra):
       "data.segment_samples": 1600, "checkpoint.every_steps": 2,
       "train.log_every_steps": 1, "train.eval_every_steps": 0, "train.sample_every_steps": 0,
       "logging.progress_bar": False, "model.decoder_dim": 16, "model.encoder_strides": "(8,25)",
-      # Generator-only: the GAN step's sharded-vs-single tolerance is still being worked out.
-      "discriminator.enabled": False,
+      # Both parameter groups (generator, small discriminators); adversarial terms from step 2.
+      "discriminator.start_step": 2,
   }
   values.update(extra)
   return [f"--config.{k}={v}" for k, v in values.items()]
@@ -104,11 +104,14 @@ def test_workdir_contents(reference_run):
   assert steps[-1] == 6 and len(steps) <= 3  # keep-N = 3
   report = json.load(open(os.path.join(wd, "params.json")))
   groups = report["groups"]
-  assert set(groups) == {"generator"}
-  assert report["total"] == sum(g["total"] for g in groups.values()) and groups["generator"]["total"] > 0
+  assert set(groups) == {"generator", "discriminator"}
+  assert report["total"] == sum(g["total"] for g in groups.values())
+  assert groups["generator"]["total"] > 0 and groups["discriminator"]["total"] > 0
   with open(os.path.join(wd, "metrics.jsonl")) as f:
     records = [json.loads(line) for line in f]
   assert records[0]["train/steps_per_sec"] > 0 and records[0]["train/tflops_per_device"] > 0
+  # Adversarial terms are off before discriminator.start_step (2), on after it.
+  assert records[0]["train/adversarial_loss"] > 0 and records[0]["train/discriminator_loss"] > 0
   evals = [r for r in records if "eval/loss" in r]
   assert len(evals) == 1 and evals[0]["step"] == 6 and np.isfinite(evals[0]["eval/mel_loss"])
   written = [os.path.join(d, n) for d, _, names in

@@ -136,7 +136,7 @@ def sample_stay(key: Optional[jax.Array], e: jax.Array, temperature: Any = 1.0,
 
 # ----------------------------------------------------------------------------- recurrence ----
 
-def _last_phoneme(phoneme_mask: jax.Array) -> jax.Array:
+def last_phoneme_mask(phoneme_mask: jax.Array) -> jax.Array:
   """``[..., J]`` bool, True at the last real phoneme of a prefix mask (``m_j & ~m_{j+1}``)."""
   mask = jnp.asarray(phoneme_mask, bool)
   nxt = jnp.concatenate([mask[..., 1:], jnp.zeros_like(mask[..., :1])], axis=-1)
@@ -164,7 +164,7 @@ def alignment_step(alpha_prev: jax.Array, u_i: jax.Array, phoneme_mask: jax.Arra
     ``[B, J]`` ``alpha_i`` (float32, or the promoted dtype of the inputs).
   """
   mask = jnp.asarray(phoneme_mask, bool)
-  u_i = jnp.where(_last_phoneme(mask), 1.0, _float(u_i))
+  u_i = jnp.where(last_phoneme_mask(mask), 1.0, _float(u_i))
   move = alpha_prev * (1.0 - u_i)
   shifted = jnp.concatenate([jnp.zeros_like(move[..., :1]), move[..., :-1]], axis=-1)
   return jnp.where(mask, alpha_prev * u_i + shifted, 0.0)

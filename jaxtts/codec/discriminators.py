@@ -28,7 +28,7 @@ to channels-last linen:
   each inner list is the logits map ``[B, H, W, 1]``.
 
 Parameters are float32 (``jaxtts.nn.conv2d.Conv2d``: logical kernel axes ``('conv_kernel',
-'conv_kernel_w', 'conv_in', 'conv_out')``); ``dtype`` is the compute dtype (bf16 allowed; the
+'conv_kernel_w', 'conv2d_in', 'conv2d_out')``); ``dtype`` is the compute dtype (bf16 allowed; the
 STFT and the preprocessing are always float32).
 """
 

@@ -27,6 +27,9 @@ Host batches (numpy, B = global_batch_size // process_count):
 * bucket mode (TTS): ``audio`` float32 [B, Tb], ``audio_len`` int32 [B], ``phonemes`` int32
   [B, P], ``phoneme_len`` int32 [B], ``durations`` int32 [B, P], ``speaker_id`` int32 [B];
   Tb one of ``data.bucket_samples``, P = ``data.max_phonemes``.
+* bucket mode with ``data.features='latents'`` (stage 2, on `jaxtts-codec encode-dataset`
+  shards): ``latents`` float32 [B, Tb // hop, D] and ``latent_len`` int32 [B] instead of the
+  audio fields (hop and D from the manifest's ``latents`` entry); the rest as above.
 
 Rows past ``audio_len`` / ``phoneme_len`` are zero. With ``drop_remainder=False`` a finite
 pipeline's last batch (per bucket) is padded to B with empty rows (all lengths 0).
@@ -50,6 +53,7 @@ from jaxtts.data.source import CorpusSource
 log = logging.getLogger(__name__)
 
 MODES = ("crop", "bucket")
+FEATURES = ("audio", "latents")
 # Keys of the bucket iterator's state that count filtered utterances.
 FILTER_KEYS = ("filtered_audio_too_long", "filtered_too_many_phonemes")
 
@@ -63,6 +67,8 @@ def default_data_config() -> ml_collections.ConfigDict:
     sample_rate: Hz the model expects; a corpus or record at another rate is an error.
     mode: ``'crop'`` (codec: fixed random audio segments) or ``'bucket'`` (TTS: whole
       utterances padded to the smallest fitting length bucket, with phonemes/durations).
+    features: bucket mode: ``'audio'`` (waveforms) or ``'latents'`` (codec latents from
+      `jaxtts-codec encode-dataset` shards; buckets still count samples).
     segment_samples: crop length in samples (crop mode); shorter utterances are zero-padded
       and ``audio_len`` says how much is real.
     bucket_samples: increasing padded audio lengths (bucket mode), multiples of the corpus
@@ -90,6 +96,7 @@ def default_data_config() -> ml_collections.ConfigDict:
       "eval_split": "valid",
       "sample_rate": 16000,
       "mode": "crop",
+      "features": "audio",
       "segment_samples": 16000,
       "bucket_samples": (32000, 64000, 96000, 160000, 240000),
       "max_phonemes": 256,
@@ -177,8 +184,10 @@ class _LoadExample:
   ``index`` is the element's position in the global (pre host-sharding) stream.
   """
 
-  def __init__(self, source: CorpusSource, mode: str, segment_samples: int, seed: int):
+  def __init__(self, source: CorpusSource, mode: str, segment_samples: int, seed: int,
+               features: str = "audio"):
     self.source = source
+    self.features = features
     self.mode = mode
     self.segment_samples = int(segment_samples)
     self.seed = int(seed)
@@ -196,9 +205,11 @@ class _LoadExample:
       out[:len(audio)] = audio.astype(np.float32) * (1.0 / 32768.0)
       return {"audio": out, "audio_len": np.int32(len(audio)),
               "speaker_id": np.int32(ex["speaker_id"])}
+    out = {"latents": np.asarray(ex["latents"], np.float32)} if self.features == "latents" else {
+        "audio": audio.astype(np.float32) * np.float32(1.0 / 32768.0)}
     return {
         "id": ex["id"],
-        "audio": audio.astype(np.float32) * np.float32(1.0 / 32768.0),
+        **out,
         "phonemes": np.asarray(ex["phonemes"], np.int32),
         "durations": np.asarray(ex["durations"], np.int32),
         "speaker_id": np.int32(ex["speaker_id"]),
@@ -222,20 +233,27 @@ class _StackCrops:
 
 
 def _pad_bucket(elements: Sequence[dict[str, Any]], batch_size: int, samples: int,
-                max_phonemes: int) -> dict[str, np.ndarray]:
-  """Bucket-mode batch of ``batch_size`` rows padded to ``samples`` / ``max_phonemes``."""
-  batch = {
-      "audio": np.zeros((batch_size, samples), np.float32),
-      "audio_len": np.zeros((batch_size,), np.int32),
+                max_phonemes: int, latent_hop: int = 0, latent_dim: int = 0
+                ) -> dict[str, np.ndarray]:
+  """Bucket-mode batch of ``batch_size`` rows padded to ``samples`` / ``max_phonemes``
+  (latents: ``samples // latent_hop`` frames when ``latent_hop``)."""
+  if latent_hop:
+    batch = {"latents": np.zeros((batch_size, samples // latent_hop, latent_dim), np.float32),
+             "latent_len": np.zeros((batch_size,), np.int32)}
+  else:
+    batch = {"audio": np.zeros((batch_size, samples), np.float32),
+             "audio_len": np.zeros((batch_size,), np.int32)}
+  batch.update({
       "phonemes": np.zeros((batch_size, max_phonemes), np.int32),
       "phoneme_len": np.zeros((batch_size,), np.int32),
       "durations": np.zeros((batch_size, max_phonemes), np.int32),
       "speaker_id": np.zeros((batch_size,), np.int32),
-  }
+  })
+  key = "latents" if latent_hop else "audio"
   for b, e in enumerate(elements):
-    t, p = len(e["audio"]), len(e["phonemes"])
-    batch["audio"][b, :t] = e["audio"]
-    batch["audio_len"][b] = t
+    t, p = len(e[key]), len(e["phonemes"])
+    batch[key][b, :t] = e[key]
+    batch[f"{key[:-1] if latent_hop else key}_len"][b] = t
     batch["phonemes"][b, :p] = e["phonemes"]
     batch["durations"][b, :p] = e["durations"]
     batch["phoneme_len"][b] = p
@@ -261,8 +279,10 @@ class BucketBatchIterDataset(grain.IterDataset):
   """
 
   def __init__(self, parent: grain.IterDataset, *, bucket_samples: Sequence[int],
-               batch_size: int, max_phonemes: int, drop_remainder: bool):
+               batch_size: int, max_phonemes: int, drop_remainder: bool,
+               latent_hop: int = 0, latent_dim: int = 0):
     super().__init__(parent)
+    self.latent_hop, self.latent_dim = int(latent_hop), int(latent_dim)
     self.bucket_samples = tuple(int(b) for b in bucket_samples)
     if not self.bucket_samples or list(self.bucket_samples) != sorted(set(self.bucket_samples)):
       raise ValueError(f"bucket_samples must be strictly increasing, got {bucket_samples}")
@@ -294,7 +314,9 @@ class _BucketBatchIterator(grain.DatasetIterator):
 
   def _bucket_of(self, element: dict) -> int | None:
     """Bucket index, or None after counting a filtered element."""
-    t, p = len(element["audio"]), len(element["phonemes"])
+    p = len(element["phonemes"])
+    t = (len(element["latents"]) * self._spec.latent_hop if self._spec.latent_hop
+         else len(element["audio"]))
     key = None
     if t > self._spec.bucket_samples[-1]:
       key = "filtered_audio_too_long"
@@ -313,7 +335,8 @@ class _BucketBatchIterator(grain.DatasetIterator):
 
   def _emit(self, bucket: int, items: list[tuple[int, Any, dict]]) -> dict[str, np.ndarray]:
     return _pad_bucket([e for _, _, e in items], self._spec.batch_size,
-                       self._spec.bucket_samples[bucket], self._spec.max_phonemes)
+                       self._spec.bucket_samples[bucket], self._spec.max_phonemes,
+                       self._spec.latent_hop, self._spec.latent_dim)
 
   def __next__(self) -> dict[str, np.ndarray]:
     self._assert_not_closed()
@@ -440,9 +463,23 @@ def _allow_unparsed_grain_flags() -> None:
     flags.FLAGS[name].present = True
 
 
+def latent_geometry(source: CorpusSource) -> tuple[int, int]:
+  """``(hop_length, dim)`` of a latent corpus (its manifest's ``latents`` entry)."""
+  info = source.manifest.get("latents")
+  if not info:
+    raise ValueError(f"data.features='latents' but {source.corpus_dir}/manifest.json has no "
+                     f"'latents' entry: point data.dir at the output of "
+                     f"`jaxtts-codec encode-dataset`")
+  return int(info["hop_length"]), int(info["dim"])
+
+
 def _check_config(cfg: ml_collections.ConfigDict, hop_length: int) -> None:
   if cfg.mode not in MODES:
     raise ValueError(f"data.mode must be one of {MODES}, got {cfg.mode!r}")
+  if cfg.features not in FEATURES:
+    raise ValueError(f"data.features must be one of {FEATURES}, got {cfg.features!r}")
+  if cfg.features == "latents" and cfg.mode != "bucket":
+    raise ValueError("data.features='latents' needs data.mode='bucket'")
   if cfg.mode == "crop" and not int(cfg.segment_samples) > 0:
     raise ValueError(f"data.segment_samples must be positive, got {cfg.segment_samples}")
   if cfg.mode == "bucket":
@@ -511,7 +548,7 @@ def make_dataset(
     num_epochs = 1
   ds = ds.repeat(num_epochs)
   ds = ds.map_with_index(
-      _LoadExample(source, data_cfg.mode, data_cfg.segment_samples, seed))
+      _LoadExample(source, data_cfg.mode, data_cfg.segment_samples, seed, data_cfg.features))
   ds = ds[process_index::process_count]
   read_threads = int(data_cfg.read_threads)
   it = ds.to_iter_dataset(grain.ReadOptions(
@@ -522,9 +559,14 @@ def make_dataset(
     it = it.batch(batch_size, drop_remainder=bool(data_cfg.drop_remainder),
                   batch_fn=_StackCrops(batch_size))
   else:
+    hop, dim = latent_geometry(source) if data_cfg.features == "latents" else (0, 0)
+    if hop and any(int(b) % hop for b in data_cfg.bucket_samples):
+      raise ValueError(f"data.bucket_samples {tuple(data_cfg.bucket_samples)} must be "
+                       f"multiples of the latent hop {hop} ({source.corpus_dir}/manifest.json)")
     it = BucketBatchIterDataset(it, bucket_samples=data_cfg.bucket_samples,
                                 batch_size=batch_size, max_phonemes=data_cfg.max_phonemes,
-                                drop_remainder=bool(data_cfg.drop_remainder))
+                                drop_remainder=bool(data_cfg.drop_remainder),
+                                latent_hop=hop, latent_dim=dim)
   if int(data_cfg.worker_count) > 0:
     _allow_unparsed_grain_flags()
     it = it.mp_prefetch(grain.MultiprocessingOptions(

@@ -86,6 +86,7 @@ def write_synthetic_corpus(
     min_seconds: float = 0.5,
     max_seconds: float = 3.0,
     shard_size: int = 16,
+    latent_dim: int = 0,
 ) -> dict[str, Any]:
   """Writes a synthetic corpus to ``out_dir`` and returns its manifest dict.
 
@@ -101,6 +102,11 @@ def write_synthetic_corpus(
     min_seconds: shortest utterance.
     max_seconds: longest utterance.
     shard_size: records per ArrayRecord shard (the last shard of a split may be smaller).
+    latent_dim: > 0 also stores ``latents`` [frames, latent_dim] float32 in every record and a
+      ``latents`` manifest entry, as `jaxtts-codec encode-dataset` does (one latent frame per
+      duration frame): a phoneme-specific vector held for the phoneme's frames, plus a
+      speaker offset and small noise, so stage-2 models have a learnable target without a
+      trained codec (``codec_workdir`` is None).
 
   Returns:
     The manifest (the same object written to ``out_dir/manifest.json``).
@@ -130,6 +136,7 @@ def write_synthetic_corpus(
   harmonic_table = table_rng.uniform(0.05, 1.0, size=(len(_SYMBOLS), _NUM_HARMONICS))
   harmonic_table /= np.arange(1, _NUM_HARMONICS + 1)[None, :] ** 0.7
   harmonic_table[:2] *= 0.02
+  latent_table = table_rng.normal(0.0, 1.0, size=(len(_SYMBOLS), max(latent_dim, 1)))
   speaker_rng = np.random.default_rng(root.spawn(2)[1])
   speakers = []
   for s in range(total_speakers):
@@ -141,6 +148,7 @@ def write_synthetic_corpus(
         "f0": f0,
         "num_harmonics": _NUM_HARMONICS,
     })
+  speaker_offsets = speaker_rng.normal(0.0, 0.3, size=(total_speakers, max(latent_dim, 1)))
 
   examples: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
   for spk in speakers:
@@ -166,6 +174,10 @@ def write_synthetic_corpus(
           "speaker_id": s,
           "speaker": spk["name"],
       }
+      if latent_dim > 0:
+        latents = np.repeat(latent_table[phonemes], durations, axis=0) + speaker_offsets[s]
+        example["latents"] = (latents + 0.1 * rng.standard_normal(latents.shape)).astype(
+            np.float32)
       if spk["split"] == "test_zero_shot":
         split = "test_zero_shot"
       else:
@@ -211,6 +223,10 @@ def write_synthetic_corpus(
           "shard_size": shard_size,
       },
   }
+  if latent_dim > 0:
+    manifest["latents"] = {"dim": latent_dim, "hop_length": hop_length,
+                           "frame_rate": sample_rate / hop_length, "codec_workdir": None}
+    manifest["build_args"]["latent_dim"] = latent_dim
   with open(os.path.join(os.fspath(out_dir), "manifest.json"), "w", encoding="utf-8") as f:
     json.dump(manifest, f, sort_keys=True, indent=1)
     f.write("\n")

@@ -105,6 +105,40 @@ def apply_rotary(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> j
 POSITION_ENCODINGS = ("relative_xl", "rotary")
 
 
+class _Projection(nn.Module):
+  """``[B, T, D] -> [B, T, H, Dh]``: ``x @ kernel [D, H, Dh] + bias [H, Dh]``."""
+  features: tuple
+  kernel_init: Any
+  bias_init: Any
+  dtype: Any
+  param_dtype: Any
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", self.kernel_init, (x.shape[-1],) + tuple(self.features),
+                        self.param_dtype)
+    bias = self.param("bias", self.bias_init, tuple(self.features), self.param_dtype)
+    y = jnp.einsum("btd,dhk->bthk", x.astype(self.dtype), kernel.astype(self.dtype))
+    return y + bias.astype(self.dtype)
+
+
+class _OutProjection(nn.Module):
+  """``[B, T, H, Dh] -> [B, T, D]``: ``kernel [H, Dh, D]`` (logical heads, kv, embed)."""
+  features: int
+  dtype: Any
+  param_dtype: Any
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.with_logical_partitioning(
+        nn.initializers.xavier_uniform(in_axis=(0, 1), out_axis=2), ("heads", "kv", "embed")),
+        x.shape[-2:] + (self.features,), self.param_dtype)
+    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+                      (self.features,), self.param_dtype)
+    y = jnp.einsum("bthk,hkd->btd", x.astype(self.dtype), kernel.astype(self.dtype))
+    return y + bias.astype(self.dtype)
+
+
 class RelPositionMultiHeadAttention(nn.Module):
   """Relative-position MHSA ``[B, T, D] -> [B, T, D]``.
 
@@ -140,12 +174,14 @@ class RelPositionMultiHeadAttention(nn.Module):
     dh = d // h
     x = nn.with_logical_constraint(x.astype(self.dtype), _ACT)
 
+    # Explicit params + einsum rather than nn.DenseGeneral: DenseGeneral initialises a flat
+    # [D, H*Dh] kernel and unboxes it under the active mesh, where a 3-name logical constraint
+    # on a rank-2 value fails. Same parameter tree ({name: {kernel, bias}}) and init.
     def proj(name):
-      return nn.DenseGeneral(
-          (h, dh), axis=-1, dtype=self.dtype, param_dtype=self.param_dtype, name=name,
-          kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
-                                                   ("embed", "heads", "kv")),
-          bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv")))(x)
+      kernel = nn.with_logical_partitioning(
+          nn.initializers.xavier_uniform(in_axis=0, out_axis=(1, 2)), ("embed", "heads", "kv"))
+      bias = nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv"))
+      return _Projection((h, dh), kernel, bias, self.dtype, self.param_dtype, name=name)(x)
 
     q, k, v = (nn.with_logical_constraint(proj(n), _HEADS_ACT) for n in ("query", "key", "value"))
     cache_ready = self.has_variable("cache", "cached_key")
@@ -204,9 +240,5 @@ class RelPositionMultiHeadAttention(nn.Module):
     weights = jax.nn.softmax(logits, axis=-1)
     weights = nn.Dropout(self.dropout)(weights, deterministic=deterministic).astype(self.dtype)
     out = jnp.einsum("bhts,bshd->bthd", weights, v)
-    out = nn.DenseGeneral(
-        d, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype, name="out",
-        kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
-                                                 ("heads", "kv", "embed")),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(out)
+    out = _OutProjection(d, self.dtype, self.param_dtype, name="out")(out)
     return nn.with_logical_constraint(out, _ACT)

@@ -9,6 +9,7 @@ import ml_collections
 # task name -> "module:Class"; modules are imported lazily so a task's heavy deps stay optional.
 REGISTRY = {
     "gmm_vae": "jaxtts.tasks.gmm_vae:GMMVAETask",
+    "gmm_lm": "jaxtts.tasks.gmm_lm:GMMLMTask",
 }
 
 

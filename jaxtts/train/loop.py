@@ -77,6 +77,7 @@ class Trainer:
 
   def __init__(self, cfg: ml_collections.ConfigDict, workdir: str):
     self.cfg, self.workdir = cfg, workdir
+    self._aot_cache: dict[tuple, Any] = {}
     self.task = tasks.get_task(cfg)
     self.mesh = mesh_lib.make_mesh(cfg.mesh)
     self.rules = mesh_lib.rules_of(cfg.mesh)
@@ -171,7 +172,17 @@ class Trainer:
     with self._ctx():
       init = jax.jit(lambda r: nn.meta.unbox(self._init_boxed(r)),
                      out_shardings=self.state_shardings)
-      return init(self._init_rng)
+      return self._aot("init", init, self._init_rng)(self._init_rng)
+
+  def _aot(self, name: str, jitted, *args):
+    """``jitted`` compiled ahead of time for ``args``' shapes (cached), then a barrier so that
+    every process finishes compiling before any enters the program's collectives."""
+    key = (name,) + tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(args))
+    if key not in self._aot_cache:
+      with self._ctx():
+        self._aot_cache[key] = jitted.lower(*args).compile()
+      mesh_lib.barrier(f"compiled/{name}/{len(self._aot_cache)}")
+    return self._aot_cache[key]
 
   def _compiled_step(self, state, batch):
     """The compiled train step for this batch's shapes (one per length bucket) and its FLOPs.
@@ -181,8 +192,7 @@ class Trainer:
     """
     key = tuple(sorted((k, v.shape) for k, v in batch.items()))
     if key not in self._executables:
-      with self._ctx():
-        compiled = self.train_step.lower(state, batch).compile()
+      compiled = self._aot("train_step", self.train_step, state, batch)
       cost = compiled.cost_analysis()
       cost = cost[0] if isinstance(cost, (list, tuple)) else cost
       self._executables[key] = (compiled, float((cost or {}).get("flops", 0.0)))
@@ -308,7 +318,7 @@ class Trainer:
     sums, n = {}, 0
     for batch in self._eval_batches(self.cfg.data.eval_split, self.cfg.train.eval_batches):
       with self._ctx():
-        m = jax.device_get(self.eval_step(state, batch))
+        m = jax.device_get(self._aot("eval_step", self.eval_step, state, batch)(state, batch))
       for k, v in m.items():
         sums[k] = sums.get(k, 0.0) + float(v)
       n += 1
@@ -323,7 +333,7 @@ class Trainer:
   def write_samples(self, state, writer: MetricWriter, step: int) -> None:
     for batch in self._eval_batches(self.cfg.data.eval_split, 1):
       with self._ctx():
-        outputs = self.sample_step(state, batch)
+        outputs = self._aot("sample_step", self.sample_step, state, batch)(state, batch)
       outputs = {k: np.asarray(multihost_utils.process_allgather(v, tiled=True))
                  for k, v in outputs.items()}
       full = {k: np.asarray(multihost_utils.process_allgather(v, tiled=True))

@@ -93,3 +93,16 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
   """Assembles process-local host batches into global arrays sharded over the batch axes."""
   return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v)
           for k, v in local_batch.items()}
+
+
+def barrier(name: str, timeout_s: int = 1800) -> None:
+  """Waits until every process reaches ``name`` (coordination service; no device collective).
+
+  The trainer calls it after each ahead-of-time compilation, so processes enter a program's
+  first collective together: Gloo (CPU) and NCCL time out after ~30 s when one process is
+  still compiling. No-op for a single process. Names must be unique per run.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed  # pylint: disable=import-outside-toplevel
+  distributed.global_state.client.wait_at_barrier(f"jaxtts/{name}", timeout_s * 1000)

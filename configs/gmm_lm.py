@@ -1,0 +1,100 @@
+"""GMM-LM over GMM-VAE latents (Lin & He, ICLR 2025, §3.2-3.3, §4, Table 7).
+
+Presets: `tiny` (CPU tests and `make demo`), `espeak` (a short run on one GPU over the espeak
+codec's latents), `mini`, `101m`, `170m`, `large` (Table 7; `paper` = `large`). Table 7 sizes
+with 6 diagonal mixtures over the paper codec's 1024-dim latents; §4 recipe: schedule-free
+AdamW lr 1e-2, gradient-norm clip 0.005, batch 240, 200k steps, class-balanced speakers.
+
+`data.dir` must hold latent shards (`jaxtts-codec encode-dataset`); `model.latent_dim` and
+`model.latent_hop` must match their manifest (checked when training starts).
+"""
+
+import ml_collections
+
+from configs import base
+from jaxtts.text.symbols import DEFAULT_SYMBOLS
+
+TABLE7 = {  # decoder layers, dim, ffn (encoder: 3 x 512, ffn 1024)
+    "mini": (6, 512, 2048),
+    "101m": (6, 768, 3144),
+    "170m": (6, 1024, 4096),
+    "large": (12, 1024, 4096),
+}
+
+
+def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
+  cfg = base.base_config()
+  cfg.task = "gmm_lm"
+  cfg.data.update(mode="bucket", features="latents", speaker_balanced=True,
+                  bucket_samples=(48000, 96000, 160000, 240000), max_phonemes=256)
+  cfg.model = ml_collections.ConfigDict(dict(
+      vocab_size=len(DEFAULT_SYMBOLS),
+      latent_dim=1024,
+      latent_hop=512,
+      encoder_layers=3, encoder_dim=512, encoder_ffn_dim=1024, encoder_heads=8,
+      decoder_layers=6, decoder_dim=512, decoder_ffn_dim=2048, decoder_heads=8,
+      kernel_size=31,
+      position="rotary",        # rotary | relative_xl (SpeechBrain's RelPosMHAXL)
+      num_components=6,
+      covariance="diagonal",    # diagonal | full (Table 5)
+      min_scale=1e-3,
+      dropout=0.1,
+      remat=False,
+  ))
+  cfg.alignment = ml_collections.ConfigDict(dict(
+      mode="st_gumbel",         # st_gumbel | gumbel | noise | expected | cross_attention
+      energy_dim=256,
+      # p = sigmoid(e) is the probability of STAYING; log(d - 1) starts at d frames/phoneme.
+      energy_bias_init=2.0,
+      noise_std=1.0,            # mode="noise": Raffel et al.'s pre-sigmoid noise
+      temperature_start=1.0,    # eq. 11's s: constant, then cosine-annealed to the end value
+      temperature_end=0.1,
+      anneal_start_fraction=0.5,
+  ))
+  cfg.loss = ml_collections.ConfigDict(dict(
+      stop_weight=1.0,
+      stop_pos_weight=20.0,     # BCE weight of the one positive (last) frame per utterance
+  ))
+  cfg.synthesis = ml_collections.ConfigDict(dict(
+      max_seconds=30.0,
+      weight_temperature=1.0,
+      scale_temperature=0.8,
+      stop_threshold=0.5,
+      stay_mode="st_gumbel",    # st_gumbel (sample) | threshold (greedy)
+  ))
+  cfg.train.optimizers.model = base.optimizer_config(
+      name="schedule_free_adamw", learning_rate=1e-2, warmup_steps=1000, grad_clip_norm=0.005)
+
+  if preset == "tiny":
+    cfg.model.update(latent_dim=16, latent_hop=200, encoder_layers=2, encoder_dim=64,
+                     encoder_ffn_dim=128, encoder_heads=2, decoder_layers=2, decoder_dim=96,
+                     decoder_ffn_dim=192, decoder_heads=2, kernel_size=7, num_components=3,
+                     dropout=0.0)
+    cfg.alignment.energy_dim = 32
+    cfg.data.update(bucket_samples=(32000, 64000, 96000), max_phonemes=96)
+    cfg.train.update(steps=300, batch_size=8, eval_every_steps=100, sample_every_steps=150,
+                     log_every_steps=10)
+    cfg.train.optimizers.model.update(learning_rate=3e-3, warmup_steps=30, grad_clip_norm=1.0)
+    cfg.checkpoint.every_steps = 100
+    cfg.synthesis.max_seconds = 8.0
+  elif preset == "espeak":
+    cfg.model.update(latent_dim=64, latent_hop=200, encoder_layers=3, encoder_dim=256,
+                     encoder_ffn_dim=1024, encoder_heads=4, decoder_layers=6, decoder_dim=384,
+                     decoder_ffn_dim=1536, decoder_heads=6)
+    cfg.train.update(steps=20_000, batch_size=32, eval_every_steps=1000,
+                     sample_every_steps=2000, compute_dtype="bfloat16")
+    cfg.train.optimizers.model.update(learning_rate=2e-3, grad_clip_norm=1.0)
+    cfg.checkpoint.every_steps = 2000
+  elif preset in TABLE7 or preset == "paper":
+    layers, dim, ffn = TABLE7["large" if preset == "paper" else preset]
+    cfg.model.update(decoder_layers=layers, decoder_dim=dim, decoder_ffn_dim=ffn,
+                     decoder_heads=dim // 64)
+    cfg.train.update(steps=200_000, batch_size=240, eval_every_steps=5000,
+                     sample_every_steps=10_000, compute_dtype="bfloat16")
+    cfg.model.remat = True
+    cfg.checkpoint.every_steps = 5000
+  else:
+    raise ValueError(f"configs/gmm_lm.py: unknown preset {preset!r}; valid presets: tiny, "
+                     f"espeak, {', '.join(TABLE7)}, paper")
+  cfg.lock()
+  return cfg

@@ -1,0 +1,205 @@
+"""GMM-LM task (Lin & He, ICLR 2025, §3.2-3.3, Algorithm 1): trains `jaxtts.gmm_lm.GMMLM`
+on latent shards from `jaxtts-codec encode-dataset` (bucket batches of ``latents [B, F, D]``,
+``latent_len``, ``phonemes [B, J]``, ``phoneme_len``).
+
+Loss per batch (real frames only)::
+
+    L = NLL(h_i | mixture_i) / D  +  stop_weight * BCE_pos_weight(stop_i, [i == len - 1])
+
+with the mixture NLL of eq. 6 (Algorithm 1 step 11, averaged over real frames and divided by
+the latent dimension so the scale does not depend on D) and the stop classifier's weighted
+binary cross-entropy. The Gumbel-softmax temperature ``s`` (eq. 11) is held at
+``alignment.temperature_start`` and cosine-annealed to ``temperature_end`` from
+``anneal_start_fraction`` of the run. Logged: NLL, stop loss, alignment statistics (fraction
+of phonemes visited, mean frames per phoneme, rows ending on their last phoneme), ``s`` and
+the energy bias ``r``; samples: alignment and latent images, and audio through the codec named
+by the latent manifest when it is present.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxtts.alignment import monotonic
+from jaxtts.data.source import read_manifest
+from jaxtts.gmm_lm.model import GMMLM
+from jaxtts.nn import mixture as mixture_lib
+from jaxtts.train import state as state_lib
+
+log = logging.getLogger(__name__)
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def build_model(cfg: ml_collections.ConfigDict, **overrides) -> GMMLM:
+  m, a = cfg.model, cfg.alignment
+  if cfg.train.compute_dtype not in DTYPES:
+    raise ValueError(f"config.train.compute_dtype: {cfg.train.compute_dtype!r} is not one of "
+                     f"{sorted(DTYPES)}")
+  kwargs = dict(
+      vocab_size=m.vocab_size, latent_dim=m.latent_dim, encoder_layers=m.encoder_layers,
+      encoder_dim=m.encoder_dim, encoder_ffn_dim=m.encoder_ffn_dim,
+      encoder_heads=m.encoder_heads, decoder_layers=m.decoder_layers,
+      decoder_dim=m.decoder_dim, decoder_ffn_dim=m.decoder_ffn_dim,
+      decoder_heads=m.decoder_heads, kernel_size=m.kernel_size, position=m.position,
+      num_components=m.num_components, covariance=m.covariance, min_scale=m.min_scale,
+      alignment=a.mode, energy_dim=a.energy_dim, energy_bias_init=a.energy_bias_init,
+      noise_std=a.noise_std, dropout=m.dropout, remat=m.remat,
+      dtype=DTYPES[cfg.train.compute_dtype])
+  kwargs.update(overrides)
+  return GMMLM(**kwargs)
+
+
+def gumbel_temperature(cfg: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
+  """Eq. 11's ``s`` at ``step``: constant, then a cosine from start to end value."""
+  a = cfg.alignment
+  total = max(int(cfg.train.steps), 1)
+  begin = float(a.anneal_start_fraction) * total
+  frac = jnp.clip((step - begin) / max(total - begin, 1.0), 0.0, 1.0)
+  return a.temperature_end + (a.temperature_start - a.temperature_end) * 0.5 * (
+      1.0 + jnp.cos(math.pi * frac))
+
+
+def stop_loss(logits: jax.Array, lengths: jax.Array, mask: jax.Array, pos_weight: float
+              ) -> jax.Array:
+  """Weighted BCE of ``stop_i = [i == len - 1]`` over real frames (``logits [B, I]``)."""
+  target = (jnp.arange(logits.shape[1])[None, :] == (lengths[:, None] - 1)).astype(jnp.float32)
+  per = -(pos_weight * target * jax.nn.log_sigmoid(logits)
+          + (1.0 - target) * jax.nn.log_sigmoid(-logits))
+  return jnp.sum(per * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+class GMMLMTask:
+
+  def __init__(self, cfg: ml_collections.ConfigDict):
+    self.cfg = cfg
+    self.model = build_model(cfg)
+    self.groups = ("model",)
+    if cfg.data.mode != "bucket" or cfg.data.features != "latents":
+      raise ValueError("config.data: the gmm_lm task trains on latent shards: set "
+                       "data.mode='bucket' and data.features='latents'")
+    self.frames_per_bucket = [int(s) // int(cfg.model.latent_hop)
+                              for s in cfg.data.bucket_samples]
+    if cfg.data.dir:
+      self._check_manifest(cfg.data.dir)
+    self._codec = None
+
+  def _check_manifest(self, data_dir: str) -> None:
+    info = read_manifest(data_dir).get("latents")
+    if not info:
+      raise ValueError(f"config.data.dir: {data_dir}/manifest.json has no 'latents' entry; "
+                       f"run `jaxtts-codec encode-dataset` and point data.dir at its output")
+    for key, field in (("dim", "latent_dim"), ("hop_length", "latent_hop")):
+      if int(info[key]) != int(self.cfg.model[field]):
+        raise ValueError(f"config.model.{field}={self.cfg.model[field]} but the latent shards "
+                         f"in {data_dir} have {key}={info[key]}")
+
+  # ------------------------------------------------------------------ shapes and init
+  def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+    f, d, p = self.frames_per_bucket[-1], int(self.cfg.model.latent_dim), int(
+        self.cfg.data.max_phonemes)
+    return {"latents": np.zeros((batch_size, f, d), np.float32),
+            "latent_len": np.full((batch_size,), f, np.int32),
+            "phonemes": np.ones((batch_size, p), np.int32),
+            "phoneme_len": np.full((batch_size,), p, np.int32),
+            "durations": np.zeros((batch_size, p), np.int32),
+            "speaker_id": np.zeros((batch_size,), np.int32)}
+
+  @staticmethod
+  def _masks(batch):
+    frames, phonemes = batch["latents"].shape[1], batch["phonemes"].shape[1]
+    latent_mask = jnp.arange(frames)[None, :] < batch["latent_len"][:, None]
+    phoneme_mask = jnp.arange(phonemes)[None, :] < batch["phoneme_len"][:, None]
+    return latent_mask, phoneme_mask
+
+  def init_params(self, rng: jax.Array, batch: Mapping[str, jax.Array]) -> dict[str, Any]:
+    latent_mask, phoneme_mask = self._masks(batch)
+    p_rng, a_rng = jax.random.split(rng)
+    variables = self.model.init({"params": p_rng, "alignment": a_rng}, batch["latents"],
+                                latent_mask, batch["phonemes"], phoneme_mask)
+    return {"model": variables["params"]}
+
+  # ------------------------------------------------------------------ loss
+  def losses(self, params: Any, batch: Mapping[str, jax.Array], rng: jax.Array,
+             temperature: Any, deterministic: bool) -> tuple[jax.Array, tuple[dict, dict]]:
+    latent_mask, phoneme_mask = self._masks(batch)
+    a_rng, d_rng = jax.random.split(rng)
+    out = self.model.apply({"params": params}, batch["latents"], latent_mask,
+                           batch["phonemes"], phoneme_mask, temperature, deterministic,
+                           rngs={"alignment": a_rng, "dropout": d_rng})
+    mask = latent_mask.astype(jnp.float32)
+    nll = mixture_lib.mixture_nll(out["mixture"], batch["latents"], mask, per_dim=True)
+    stop = stop_loss(out["stop_logits"], batch["latent_len"], mask,
+                     self.cfg.loss.stop_pos_weight)
+    loss = nll + self.cfg.loss.stop_weight * stop
+    stats = monotonic.alignment_stats(out["alpha"], latent_mask, phoneme_mask)
+    resp = mixture_lib.responsibilities(out["mixture"], batch["latents"])   # [B, I, N]
+    usage = jnp.sum(resp * mask[..., None], axis=(0, 1)) / jnp.maximum(jnp.sum(mask), 1.0)
+    metrics = {"loss": loss, "nll_per_dim": nll, "stop_loss": stop,
+               "energy_bias": params["energy"]["energy_bias"],
+               "mixture_entropy": -jnp.sum(usage * jnp.log(usage + 1e-12)),
+               **{f"alignment/{k}": v for k, v in stats.items()}}
+    return loss, (metrics, out)
+
+  def train_step(self, state: state_lib.TrainState, batch: Mapping[str, jax.Array],
+                 rng: jax.Array, optimizers) -> tuple[state_lib.TrainState, dict]:
+    s = gumbel_temperature(self.cfg, state.step)
+    grads, (metrics, _) = jax.grad(self.losses, has_aux=True)(
+        state.params["model"], batch, rng, s, False)
+    params, opt_state = dict(state.params), dict(state.opt_state)
+    params["model"], opt_state["model"] = state_lib.apply_group(
+        params["model"], opt_state["model"], grads, optimizers["model"])
+    metrics.update(grad_norm=optax.tree.norm(grads), gumbel_temperature=s)
+    return state.replace(params=params, opt_state=opt_state), metrics
+
+  def eval_step(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array]) -> dict:
+    """Teacher-forced metrics with the training sampler on a fixed key (deterministic)."""
+    s = jnp.float32(self.cfg.alignment.temperature_end)
+    return self.losses(params["model"], batch, jax.random.key(0), s, True)[1][0]
+
+  # ------------------------------------------------------------------ samples
+  def sample_step(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array]) -> dict:
+    _, (_, out) = self.losses(params["model"], batch, jax.random.key(0),
+                              jnp.float32(self.cfg.alignment.temperature_end), True)
+    return {"alpha": out["alpha"], "mean": mixture_lib.mixture_mean(out["mixture"])}
+
+  def codec(self):
+    """The codec that made the latent shards (manifest ``latents.codec_workdir``), or None."""
+    if self._codec is None:
+      info = read_manifest(self.cfg.data.dir).get("latents", {})
+      path = info.get("codec_workdir")
+      if path and os.path.isdir(path):
+        from jaxtts.codec.cli import Codec  # pylint: disable=import-outside-toplevel
+        self._codec = Codec(path)
+      else:
+        self._codec = False
+        log.info("no codec at %r: GMM-LM samples are written without audio", path)
+    return self._codec or None
+
+  def write_samples(self, writer, step: int, batch: Mapping[str, np.ndarray],
+                    outputs: Mapping[str, np.ndarray]) -> None:
+    codec = self.codec()
+    for i in range(min(int(self.cfg.train.num_samples), batch["latents"].shape[0])):
+      f, p = int(batch["latent_len"][i]), int(batch["phoneme_len"][i])
+      if f == 0:
+        continue
+      writer.image(step, f"sample_{i}/alignment", outputs["alpha"][i, :f, :p].T,
+                   xlabel="frame", ylabel="phoneme")
+      writer.image(step, f"sample_{i}/latents_target", batch["latents"][i, :f].T,
+                   xlabel="frame", ylabel="latent dim")
+      writer.image(step, f"sample_{i}/latents_teacher_forced_mean", outputs["mean"][i, :f].T,
+                   xlabel="frame", ylabel="latent dim")
+      if codec is not None:
+        rate = codec.sample_rate
+        writer.audio(step, f"sample_{i}/codec_target", codec.decode(batch["latents"][i, :f]),
+                     rate)
+        writer.audio(step, f"sample_{i}/teacher_forced_mean",
+                     codec.decode(outputs["mean"][i, :f]), rate)
