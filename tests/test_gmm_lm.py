@@ -1,0 +1,191 @@
+"""GMM-LM: cached decoding against the teacher-forced pass, presets against Table 7, gradients
+through the straight-through alignment, and a short training run on a latent corpus."""
+
+import json
+import os
+import subprocess
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import PYTHON, ROOT, subprocess_env
+from jaxtts.gmm_lm.decode import durations, generate
+from jaxtts.gmm_lm.model import GMMLM
+from jaxtts.nn import mixture as mixture_lib
+from jaxtts.tasks.gmm_lm import build_model, gumbel_temperature, stop_loss
+from jaxtts.train.config import build_config
+
+B, P, J, D = 2, 6, 9, 8
+
+
+def _small(**kw):
+  args = dict(vocab_size=20, latent_dim=D, encoder_layers=1, encoder_dim=32,
+              encoder_ffn_dim=64, encoder_heads=2, decoder_layers=2, decoder_dim=48,
+              decoder_ffn_dim=96, decoder_heads=2, kernel_size=5, num_components=3,
+              energy_dim=16, dropout=0.0)
+  args.update(kw)
+  return GMMLM(**args)
+
+
+def _init(model, frames=12):
+  lat = jnp.zeros((B, frames, D))
+  return nn.meta.unbox(model.init(
+      {"params": jax.random.key(1), "alignment": jax.random.key(2)}, lat,
+      jnp.ones((B, frames), bool), jnp.ones((B, J), jnp.int32), jnp.ones((B, J), bool))["params"])
+
+
+@pytest.mark.parametrize("position", ["rotary"])  # relative_xl's cache: tests/test_conformer.py
+def test_cached_decoding_matches_teacher_forced_pass(position):
+  """Greedy generation (argmax component, its mean, threshold alignment) through the KV cache
+  equals the parallel teacher-forced pass over [prompt, generated frames] to 1e-5."""
+  model = _small(position=position, energy_bias_init=3.0)
+  params = _init(model)
+  key = jax.random.key(3)
+  prompt = jax.random.normal(key, (B, P, D))
+  prompt_len = jnp.array([P, 3])
+  prompt = prompt * (jnp.arange(P)[None, :, None] < prompt_len[:, None, None])
+  phonemes = jax.random.randint(jax.random.key(4), (B, J), 1, 20)
+  phoneme_len = jnp.array([J, 7])
+  out = generate(model, params, prompt, prompt_len, phonemes, phoneme_len, jax.random.key(5),
+                 max_frames=10, weight_temperature=0.0, scale_temperature=0.0,
+                 stop_threshold=1.1, stay_mode="threshold")
+  lengths = np.asarray(out["lengths"])
+  assert (lengths >= 2).all(), lengths
+  # Teacher-forced sequences: each row's prompt followed by its generated frames.
+  total = P + 10
+  seq = np.zeros((B, total, D), np.float32)
+  for b in range(B):
+    pl, n = int(prompt_len[b]), int(lengths[b])
+    seq[b, :pl] = np.asarray(prompt[b, :pl])
+    seq[b, pl:pl + n] = np.asarray(out["frames"][b, :n])
+  mask = np.arange(total)[None, :] < (np.asarray(prompt_len) + lengths)[:, None]
+  phoneme_mask = jnp.arange(J)[None, :] < phoneme_len[:, None]
+  tf = model.apply({"params": params}, jnp.asarray(seq), jnp.asarray(mask), phonemes,
+                   phoneme_mask, alignment="threshold")
+  comp = np.asarray(mixture_lib.mixture_mode_component(tf["mixture"]))
+  means = np.asarray(tf["mixture"].means)
+  alpha = np.asarray(tf["alpha"])
+  for b in range(B):
+    pl = int(prompt_len[b])
+    for k in range(int(lengths[b])):
+      i = pl + k
+      np.testing.assert_allclose(out["frames"][b, k], means[b, i, comp[b, i]], atol=1e-5,
+                                 rtol=1e-5)
+      assert int(out["phoneme_index"][b, k]) == int(np.argmax(alpha[b, i]))
+  np.testing.assert_array_equal(np.asarray(out["prompt_alpha"])[0], alpha[0, :P + 1])
+  assert (np.asarray(out["phoneme_index"])[np.arange(10)[None] >= lengths[:, None]] == -1).all()
+
+
+def test_generation_respects_max_frames_and_stops_past_last_phoneme():
+  model = _small(energy_bias_init=-6.0)   # advance almost every frame
+  params = _init(model)
+  prompt = jnp.zeros((B, 2, D))
+  phonemes = jnp.ones((B, J), jnp.int32)
+  out = generate(model, params, prompt, jnp.array([2, 0]), phonemes, jnp.array([4, 6]),
+                 jax.random.key(0), max_frames=30, stop_threshold=1.1)
+  lengths = np.asarray(out["lengths"])
+  assert (np.asarray(out["stopped_by"]) == 1).all() and (lengths < 30).all()
+  idx = np.asarray(out["phoneme_index"])
+  for b, n_ph in enumerate((4, 6)):
+    row = idx[b, :lengths[b]]
+    assert (np.diff(row) >= 0).all() and (np.diff(row) <= 1).all() and row.max() == n_ph - 1
+  assert durations(idx, J).sum() == lengths.sum()
+  capped = generate(model.clone(energy_bias_init=8.0), _init(model.clone(energy_bias_init=8.0)),
+                    prompt, jnp.array([2, 0]), phonemes, jnp.array([4, 6]), jax.random.key(0),
+                    max_frames=5, stop_threshold=1.1)
+  assert (np.asarray(capped["lengths"]) == 5).all()
+  assert (np.asarray(capped["stopped_by"]) == 2).all()
+
+
+def test_straight_through_gradient_reaches_the_energies():
+  model = _small(dropout=0.0)
+  params = _init(model)
+  lat = jax.random.normal(jax.random.key(0), (B, 12, D))
+  fmask = jnp.ones((B, 12), bool)
+  ph = jax.random.randint(jax.random.key(1), (B, J), 1, 20)
+  pmask = jnp.ones((B, J), bool)
+
+  def loss(p):
+    out = model.apply({"params": p}, lat, fmask, ph, pmask, 0.5,
+                      rngs={"alignment": jax.random.key(7)})
+    return mixture_lib.mixture_nll(out["mixture"], lat, fmask)
+
+  grads = jax.grad(loss)(params)
+  for name in ("query", "key"):
+    g = np.asarray(grads["energy"][name]["kernel"])
+    assert np.isfinite(g).all() and np.abs(g).max() > 0, name
+  assert np.abs(float(grads["energy"]["energy_bias"])) > 0
+
+
+TABLE7 = {"mini": 51.5e6, "101m": 101e6, "170m": 170e6, "large": 315e6}
+
+
+def _param_count(preset):
+  cfg = build_config(f"configs/gmm_lm.py:{preset}")
+  model = build_model(cfg)
+  shapes = jax.eval_shape(lambda: model.init(
+      {"params": jax.random.key(0), "alignment": jax.random.key(1)},
+      jnp.zeros((1, 8, cfg.model.latent_dim)), jnp.ones((1, 8), bool),
+      jnp.ones((1, 4), jnp.int32), jnp.ones((1, 4), bool)))["params"]
+  return sum(int(np.prod(getattr(x, "value", x).shape)) for x in jax.tree.leaves(shapes))
+
+
+@pytest.mark.parametrize("preset", ["101m", "170m", "large"])
+def test_table7_parameter_counts_within_5_percent(preset):
+  n = _param_count(preset)
+  assert abs(n / TABLE7[preset] - 1) < 0.05, (preset, n)
+
+
+def test_mini_parameter_count_is_explained():
+  """Table 7's Mini (51.5M) is not reachable with its listed sizes: the 6-component diagonal
+  head over the codec's 1024-dim latents alone is 512 * 6 * (1 + 2 * 1024) = 6.3M, and the
+  Conformer stacks of the listed sizes are 48.3M (no position parameters). We build the
+  listed sizes and land at +7.8 %; this pins that figure so a change is noticed."""
+  n = _param_count("mini")
+  head = 512 * 6 * (1 + 2 * 1024) + 6 * (1 + 2 * 1024)
+  assert 0.05 < n / TABLE7["mini"] - 1 < 0.09, n
+  assert n - head < TABLE7["mini"]
+
+
+def test_gumbel_temperature_schedule_and_stop_loss():
+  cfg = build_config("configs/gmm_lm.py:tiny")
+  a, steps = cfg.alignment, cfg.train.steps
+  assert float(gumbel_temperature(cfg, 0)) == pytest.approx(a.temperature_start)
+  assert float(gumbel_temperature(cfg, steps * a.anneal_start_fraction)) == pytest.approx(
+      a.temperature_start)
+  assert float(gumbel_temperature(cfg, steps)) == pytest.approx(a.temperature_end)
+  logits = jnp.array([[-2.0, -1.0, 3.0, 0.0]])
+  mask = jnp.array([[1.0, 1.0, 1.0, 0.0]])
+  got = float(stop_loss(logits, jnp.array([3]), mask, 5.0))
+  sig = lambda x: 1 / (1 + np.exp(-x))
+  want = -(np.log(1 - sig(-2.0)) + np.log(1 - sig(-1.0)) + 5.0 * np.log(sig(3.0))) / 3
+  assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_tiny_training_on_latent_shards_reduces_loss(tmp_path):
+  from jaxtts.data.synthetic import write_synthetic_corpus
+  corpus = tmp_path / "latents"
+  write_synthetic_corpus(str(corpus), num_speakers=3, utterances_per_speaker=12,
+                         zero_shot_speakers=1, seed=0, latent_dim=16, max_seconds=2.5)
+  workdir = tmp_path / "lm"
+  cmd = [PYTHON, "-m", "jaxtts.train", "--config",
+         os.path.join(ROOT, "configs", "gmm_lm.py") + ":tiny", "--workdir", str(workdir),
+         f"--config.data.dir={corpus}", "--config.train.steps=30",
+         "--config.train.log_every_steps=5", "--config.logging.progress_bar=False",
+         "--config.train.eval_every_steps=30", "--config.train.sample_every_steps=30",
+         "--config.data.bucket_samples=(16000,48000)", "--config.checkpoint.every_steps=30",
+         "--config.data.eval_split=test_zero_shot"]
+  proc = subprocess.run(cmd, env=subprocess_env(1), cwd=ROOT, capture_output=True, text=True,
+                        timeout=900)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  records = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+  train = [r for r in records if "loss" in r]
+  assert train[-1]["loss"] < train[0]["loss"] - 0.3, [r["loss"] for r in train]
+  assert train[-1]["train/alignment/reached_end"] > train[0]["train/alignment/reached_end"]
+  evals = [r for r in records if "eval/loss" in r]
+  assert evals and np.isfinite(evals[-1]["eval/nll_per_dim"])
+  samples = [n for _, _, names in os.walk(workdir / "samples") for n in names]
+  assert any(n.endswith("alignment.png") for n in samples), samples
