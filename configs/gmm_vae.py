@@ -31,6 +31,11 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       mel_window_lengths=(32, 64, 128, 256, 512, 1024, 2048),
       mel_bins=(5, 10, 20, 40, 80, 160, 320),
   ))
+  cfg.eval = ml_collections.ConfigDict(dict(
+      # Reconstruction metrics of the sample crops, logged as valid/<name> at every
+      # train.sample_every_steps (process 0); see jaxtts.eval.codec_metrics.
+      sample_metrics=("mel_distance", "stft_distance", "si_sdr", "pesq_wb", "stoi", "visqol"),
+  ))
   cfg.discriminator = discriminator_config()
   cfg.discriminator.enabled = True
   cfg.discriminator.start_step = 0  # generator's adversarial terms off before this step

@@ -248,3 +248,18 @@ def test_sigterm_saves_and_resume_matches(reference_run, synthetic_corpus, tmp_p
   np.testing.assert_allclose([got[s] for s in sorted(ref)], [ref[s] for s in sorted(ref)],
                              rtol=1e-6)
   assert_params_close(final_params(reference_run)[1], final_params(tmp_path)[1], atol=1e-6)
+
+
+def test_checkpoint_of_another_config_is_refused(reference_run, synthetic_corpus, tmp_path):
+  """Resuming a workdir with a config whose parameter shapes differ exits 2 naming the keys,
+  and leaves the workdir's config.json and checkpoints as they were."""
+  import shutil
+  workdir = tmp_path / "w"
+  shutil.copytree(reference_run, workdir)
+  before = open(workdir / "config.json").read()
+  proc = run(train_cmd(workdir, synthetic_corpus, 8, **{"model.decoder_dim": 24}), check=False)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert "another configuration" in proc.stderr and "params/generator/" in proc.stderr
+  assert "shape differs" in proc.stderr
+  assert open(workdir / "config.json").read() == before
+  assert max(int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit()) == 6

@@ -14,6 +14,7 @@ parameter group, "discriminator", with its own optimizer.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping
 
 import jax
@@ -26,8 +27,10 @@ from jaxtts.audio import spectral
 from jaxtts.codec import losses as codec_losses
 from jaxtts.codec.discriminators import build_discriminators
 from jaxtts.codec.gmm_vae import GMMVAE, frame_mask_from_lengths
+from jaxtts.nn import mixture as mixture_lib
 from jaxtts.train import state as state_lib
 
+log = logging.getLogger(__name__)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -89,10 +92,30 @@ class GMMVAETask:
         window_lengths=tuple(lc.mel_window_lengths), n_mels=tuple(lc.mel_bins),
         mask=sample_mask)
     loss = lc.mel_weight * mel + lc.prior_weight * out["prior_nll"]
-    h = out["latents"]
     metrics = {"loss": loss, "mel_loss": mel, "prior_nll": out["prior_nll"],
-               "latent_rms": jnp.sqrt(jnp.mean(jnp.square(h)))}
+               **self.latent_statistics(params, out["latents"], frame_mask)}
     return loss, (metrics, out["reconstruction"] * sample_mask)
+
+  def latent_statistics(self, params: Any, h: jax.Array, frame_mask: jax.Array) -> dict:
+    """Scalars about the latents ``h [B, F, D]`` over real frames: RMS, per-dimension mean
+    and variance summarised (mean |mean_d|, mean var_d, min/max var_d), and the prior's
+    mixture responsibilities (mean posterior probability of each component)."""
+    w = frame_mask[..., None]
+    n = jnp.maximum(jnp.sum(frame_mask), 1.0)
+    mean = jnp.sum(h * w, axis=(0, 1)) / n                                  # [D]
+    var = jnp.sum(jnp.square(h - mean) * w, axis=(0, 1)) / n               # [D]
+    prior = params["prior"]
+    means = prior["means"]
+    logits = prior.get("logits", jnp.zeros(means.shape[:1]))
+    scales = jnp.exp(prior["log_scales"]) if "log_scales" in prior else jnp.ones_like(means)
+    mix = mixture_lib.MixtureParams(logits=logits, means=means, scales=scales)
+    resp = mixture_lib.responsibilities(mix, h)                             # [B, F, L]
+    usage = jnp.sum(resp * w, axis=(0, 1)) / n
+    stats = {"latent/rms": jnp.sqrt(jnp.sum(jnp.square(h) * w) / (n * h.shape[-1])),
+             "latent/mean_abs": jnp.mean(jnp.abs(mean)), "latent/var_mean": jnp.mean(var),
+             "latent/var_min": jnp.min(var), "latent/var_max": jnp.max(var)}
+    stats.update({f"latent/responsibility_{l}": usage[l] for l in range(usage.shape[0])})
+    return stats
 
   def _generator_objective(self, g_params, d_params, batch, adversarial_on):
     """Mel + prior, plus (after `discriminator.start_step`) the adversarial and
@@ -152,7 +175,8 @@ class GMMVAETask:
     return self.model.apply({"params": params["generator"]}, audio)["reconstruction"]
 
   def sample_step(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array]) -> dict:
-    return {"reconstruction": self.reconstruct(params, batch["audio"])}
+    out = self.model.apply({"params": params["generator"]}, batch["audio"])
+    return {"reconstruction": out["reconstruction"], "latents": out["latents"]}
 
   def log_mel(self, audio: np.ndarray) -> np.ndarray:
     """A display spectrogram ``[frames, 80]`` of one waveform."""
@@ -162,7 +186,32 @@ class GMMVAETask:
 
   def write_samples(self, writer, step: int, batch: Mapping[str, np.ndarray],
                     outputs: Mapping[str, np.ndarray]) -> None:
-    for i in range(min(int(self.cfg.train.num_samples), batch["audio"].shape[0])):
+    """Audio, spectrograms and latents of `train.num_samples` eval-split crops, and the
+    reconstruction metrics of `eval.sample_metrics` averaged over them (``valid/<name>``).
+    A metric that cannot be computed on a crop (e.g. PESQ on silence) is logged and left out
+    of that step's average."""
+    from jaxtts.eval import codec_metrics  # pylint: disable=import-outside-toplevel
+    if not writer.is_main:
+      return
+    scores: dict[str, list[float]] = {}
+    count = min(int(self.cfg.train.num_samples), batch["audio"].shape[0])
+    for i in range(count):
+      n = int(batch["audio_len"][i])
+      for name in self.cfg.eval.sample_metrics:
+        try:
+          value = codec_metrics.compute_all(outputs["reconstruction"][i, :n],
+                                            batch["audio"][i, :n], self.sample_rate,
+                                            metrics=(name,))[name]
+        except (ValueError, RuntimeError) as e:
+          log.warning("step %d sample %d: %s not computed: %s", step, i, name, e)
+          continue
+        scores.setdefault(name, []).append(float(value))
+    if scores:
+      writer.scalars(step, {f"valid/{k}": float(np.mean(v)) for k, v in scores.items()})
+    if count:
+      lat = np.asarray(outputs["latents"][0])
+      writer.image(step, "latents/sample_0", lat.T, xlabel="frame", ylabel="latent dim")
+    for i in range(count):
       n = int(batch["audio_len"][i])
       target, recon = batch["audio"][i, :n], outputs["reconstruction"][i, :n]
       writer.audio(step, f"sample_{i}/target", target, self.sample_rate)

@@ -16,6 +16,48 @@ import jax
 import orbax.checkpoint as ocp
 
 
+class CheckpointMismatchError(ValueError):
+  """A checkpoint whose parameter tree does not fit the current config."""
+
+
+def _key_name(k: Any) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(k, attr):
+      return str(getattr(k, attr))
+  return str(k)
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+  return {"/".join(_key_name(k) for k in path): tuple(leaf.shape) for path, leaf in flat
+          if hasattr(leaf, "shape")}
+
+
+def check_compatible(path: str, abstract_state: Any, limit: int = 8) -> None:
+  """Raises `CheckpointMismatchError` naming the keys that differ between the saved state at
+  ``path`` and ``abstract_state`` (missing, unexpected, or of another shape)."""
+  saved = _shapes(ocp.PyTreeCheckpointer().metadata(path).item_metadata.tree)
+  wanted = _shapes(abstract_state)
+  missing = sorted(set(wanted) - set(saved))
+  unexpected = sorted(set(saved) - set(wanted))
+  reshaped = sorted(k for k in set(saved) & set(wanted) if saved[k] != wanted[k])
+  if not (missing or unexpected or reshaped):
+    return
+  parts = []
+  if reshaped:
+    parts.append("shape differs: " + ", ".join(
+        f"{k} (checkpoint {saved[k]}, config {wanted[k]})" for k in reshaped[:limit]))
+  if missing:
+    parts.append("missing from the checkpoint: " + ", ".join(missing[:limit]))
+  if unexpected:
+    parts.append("not in this config: " + ", ".join(unexpected[:limit]))
+  counts = f"{len(reshaped)} reshaped, {len(missing)} missing, {len(unexpected)} unexpected"
+  raise CheckpointMismatchError(
+      f"{path} was written by another configuration ({counts}); " + "; ".join(parts)
+      + ". Use the config the checkpoint was trained with (its workdir's config.json) or a "
+      "fresh --workdir.")
+
+
 class Checkpointer:
 
   def __init__(self, directory: str, *, max_to_keep: int, async_save: bool):
@@ -38,7 +80,12 @@ class Checkpointer:
 
   def restore(self, step: int, abstract_state: Any,
               data_iterator: grain.DatasetIterator | None) -> Any:
-    """Restores `state` into `abstract_state`'s shapes/shardings and the iterator in place."""
+    """Restores `state` into `abstract_state`'s shapes/shardings and the iterator in place.
+
+    A checkpoint of another configuration is refused with `CheckpointMismatchError` naming
+    the mismatched keys (before Orbax reads any array).
+    """
+    check_compatible(os.path.join(self.directory, str(step), "state"), abstract_state)
     items = dict(state=ocp.args.StandardRestore(abstract_state))
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)

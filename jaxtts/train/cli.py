@@ -50,6 +50,7 @@ def main(argv=None) -> int:
   elif args.distributed:
     jax.distributed.initialize()
 
+  from jaxtts.train import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
   from jaxtts.train import loop  # pylint: disable=import-outside-toplevel
   trainer = loop.Trainer(cfg, args.workdir)
   if args.dry_run:
@@ -63,6 +64,9 @@ def main(argv=None) -> int:
   except loop.NonFiniteLossError as e:
     print(f"jaxtts-train: {e}", file=sys.stderr)
     return 3
+  except ckpt_lib.CheckpointMismatchError as e:
+    print(f"jaxtts-train: {e}", file=sys.stderr)
+    return 2
   if jax.process_index() == 0:
     print(json.dumps(result, sort_keys=True))
   return 0

@@ -206,11 +206,6 @@ class Trainer:
   def _run(self, sigterm: _SigtermFlag) -> dict[str, Any]:
     cfg, workdir = self.cfg, self.workdir
     is_main = jax.process_index() == 0
-    if is_main:
-      os.makedirs(workdir, exist_ok=True)
-      with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config_lib.to_json(cfg))
-    self.write_params_json()
     self._compile()
     self._executables = {}
     train_iter = pipeline.make_iterator(
@@ -225,6 +220,12 @@ class Trainer:
       abstract = ckpt_lib.abstract_with_shardings(state, self.state_shardings)
       state = checkpointer.restore(latest, abstract, train_iter)
       log.info("resumed from %s at step %d", checkpointer.directory, latest)
+    # Written after a resume's compatibility check, so a refused run leaves the old files.
+    if is_main:
+      os.makedirs(workdir, exist_ok=True)
+      with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config_lib.to_json(cfg))
+    self.write_params_json()
     start = int(jax.device_get(state.step))
     writer = MetricWriter(workdir, tensorboard=cfg.logging.tensorboard)
     writer.truncate_after(start)

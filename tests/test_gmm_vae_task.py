@@ -1,0 +1,121 @@
+"""The GMM-VAE task's GAN step (two parameter groups, two optimizers), its latent statistics,
+and robustness to silent and clipped audio."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxtts.codec import losses as codec_losses
+from jaxtts.tasks.gmm_vae import GMMVAETask
+from jaxtts.train import optim
+from jaxtts.train import state as state_lib
+from jaxtts.train.config import build_config
+
+S = 1600
+
+
+@pytest.fixture(scope="module")
+def setup():
+  cfg = build_config("configs/gmm_vae.py:tiny", [
+      f"--config.data.segment_samples={S}", "--config.model.decoder_dim=16",
+      "--config.model.encoder_strides=(8,25)", "--config.discriminator.start_step=1"])
+  task = GMMVAETask(cfg)
+  rng = np.random.default_rng(0)
+  t = np.arange(S) / 16000.0
+  audio = np.stack([0.3 * np.sin(2 * np.pi * (110 + 40 * i) * t) + 0.01 * rng.standard_normal(S)
+                    for i in range(4)]).astype(np.float32)
+  batch = {"audio": jnp.asarray(audio), "audio_len": jnp.array([S, S, 1200, 800], jnp.int32),
+           "speaker_id": jnp.zeros((4,), jnp.int32)}
+  params = nn.meta.unbox(jax.jit(task.init_params)(jax.random.key(0, impl="unsafe_rbg"), batch))
+  optimizers = {g: optim.make_optimizer(cfg.train.optimizers[g], cfg.train.steps)
+                for g in task.groups}
+  state = state_lib.create(params, optimizers, jax.random.key(1))
+  return cfg, task, batch, state, optimizers
+
+
+@pytest.fixture(scope="module")
+def jitted_step(setup):
+  _, task, _, _, optimizers = setup
+  return jax.jit(lambda s, b: task.train_step(s, b, jax.random.key(0), optimizers))
+
+
+def _changed(a, b):
+  return any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_gan_step_updates_each_group_from_its_own_objective(setup):
+  """One step equals, group by group, the optimizer applied to the gradient of that group's
+  objective alone: the generator's (mel + prior + adversarial + feature matching, with the
+  discriminator at its start-of-step parameters) and the discriminator's (LSGAN on the real
+  audio and the detached reconstruction). Before `start_step` the generator sees no
+  adversarial terms."""
+  cfg, task, batch, state, optimizers = setup
+
+  @jax.jit
+  def run(state, batch):
+    new_state, metrics = task.train_step(state, batch, jax.random.key(2), optimizers)
+    g, d = state.params["generator"], state.params["discriminator"]
+    on = (state.step >= cfg.discriminator.start_step).astype(jnp.float32)
+    g_grads, (_, real, fake) = jax.grad(task._generator_objective, has_aux=True)(g, d, batch, on)
+    fake = jax.lax.stop_gradient(fake)
+    apply = lambda p, x: task.discriminators.apply({"params": p}, x)
+    d_grads = jax.grad(lambda p: codec_losses.discriminator_loss(
+        apply(p, real), apply(p, fake), cfg.discriminator.loss))(d)
+    want_g, _ = state_lib.apply_group(g, state.opt_state["generator"], g_grads,
+                                      optimizers["generator"])
+    want_d, _ = state_lib.apply_group(d, state.opt_state["discriminator"], d_grads,
+                                      optimizers["discriminator"])
+    mel_only = jax.grad(lambda p: task.losses(p, batch)[0])(g)
+    return new_state, metrics, want_g, want_d, g_grads, mel_only
+
+  new_state, metrics, want_g, want_d, g_grads, mel_only = run(state, batch)
+  assert _changed(state.params["generator"], new_state.params["generator"])
+  assert _changed(state.params["discriminator"], new_state.params["discriminator"])
+  for got, want in ((new_state.params["generator"], want_g),
+                    (new_state.params["discriminator"], want_d)):
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+  # Step 0 < start_step 1: the generator's gradient is the mel + prior gradient exactly.
+  for x, y in zip(jax.tree.leaves(g_grads), jax.tree.leaves(mel_only)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+  assert float(metrics["discriminator_loss"]) > 0 and np.isfinite(float(metrics["loss"]))
+  # Step 1 >= start_step: adversarial terms now reach the generator.
+  _, _, _, _, g_grads1, mel_only1 = run(new_state.replace(step=new_state.step + 1), batch)
+  diff = max(float(np.max(np.abs(x - y))) for x, y in
+             zip(jax.tree.leaves(g_grads1), jax.tree.leaves(mel_only1)))
+  assert diff > 1e-6
+
+
+def test_latent_statistics_match_numpy(setup):
+  _, task, _, state, _ = setup
+  g = state.params["generator"]
+  h = np.random.default_rng(1).normal(size=(3, 7, 16)).astype(np.float32)
+  mask = np.ones((3, 7), np.float32)
+  mask[1, 4:] = 0
+  stats = jax.jit(task.latent_statistics)(g, jnp.asarray(h), jnp.asarray(mask))
+  real = h[mask > 0]                                   # [N, D]
+  np.testing.assert_allclose(stats["latent/mean_abs"], np.mean(np.abs(real.mean(0))), rtol=1e-5)
+  np.testing.assert_allclose(stats["latent/var_mean"], np.mean(real.var(0)), rtol=1e-5)
+  means = np.asarray(g["prior"]["means"])              # equal weights, unit variances
+  logp = -0.5 * ((real[:, None, :] - means[None]) ** 2).sum(-1)
+  resp = np.exp(logp - logp.max(1, keepdims=True))
+  resp /= resp.sum(1, keepdims=True)
+  for l, want in enumerate(resp.mean(0)):
+    np.testing.assert_allclose(stats[f"latent/responsibility_{l}"], want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["silence", "clipped"])
+def test_silence_and_clipping_give_finite_losses_and_gradients(setup, jitted_step, kind):
+  cfg, task, batch, state, optimizers = setup
+  if kind == "silence":
+    audio = jnp.zeros_like(batch["audio"])
+  else:
+    audio = jnp.clip(40.0 * batch["audio"], -1.0, 1.0)   # hard-clipped square-ish waves
+  batch = dict(batch, audio=audio)
+  new_state, metrics = jitted_step(state, batch)
+  for k, v in metrics.items():
+    assert np.isfinite(float(v)), (kind, k, v)
+  for leaf in jax.tree.leaves(new_state.params):
+    assert np.isfinite(np.asarray(leaf)).all()
