@@ -461,3 +461,38 @@ def test_multiprocess_worker_checkpoint(corpus):
   _assert_batches_equal(expected, _take(fresh, 6))
   assert pipeline.filtered_counts(fresh) == counts
   fresh.close()
+
+
+def test_latent_bucket_batches(tmp_path):
+  """data.features='latents' (stage 2): latents padded per bucket in frames, lengths, and the
+  phonemes of the same records; too-long utterances filtered by their frame count."""
+  out = str(tmp_path / "lat")
+  synthetic.write_synthetic_corpus(out, num_speakers=2, utterances_per_speaker=6,
+                                   zero_shot_speakers=1, seed=3, latent_dim=5)
+  cfg = _cfg(out, mode="bucket", features="latents", bucket_samples=(16000, 40000),
+             drop_remainder=False)
+  batches = _all(iter(pipeline.make_dataset(cfg, "train", global_batch_size=2, seed=0,
+                                            train=False, process_index=0, process_count=1)))
+  src = source.CorpusSource(out, "train")
+  by_id = {src.example(i)["id"]: src.example(i) for i in range(len(src))}
+  seen = 0
+  for batch in batches:
+    assert "audio" not in batch and batch["latents"].shape[0] == 2
+    assert batch["latents"].shape[1] in (16000 // 200, 40000 // 200)
+    assert batch["latents"].shape[2] == 5 and batch["latents"].dtype == np.float32
+    for b in range(2):
+      n = int(batch["latent_len"][b])
+      if n == 0:
+        continue
+      match = [ex for ex in by_id.values() if len(ex["latents"]) == n
+               and np.array_equal(ex["phonemes"], batch["phonemes"][b, :batch["phoneme_len"][b]])]
+      assert match and np.array_equal(match[0]["latents"], batch["latents"][b, :n])
+      assert not batch["latents"][b, n:].any()
+      seen += 1
+  longest = max(len(ex["latents"]) for ex in by_id.values())
+  assert seen == sum(1 for ex in by_id.values() if len(ex["latents"]) * 200 <= 40000)
+  assert longest * 200 <= 40000 or seen < len(by_id)
+  with pytest.raises(ValueError, match="latents"):
+    list(pipeline.make_dataset(_cfg(str(tmp_path / "lat"), mode="crop", features="latents"),
+                               "train", global_batch_size=2, seed=0, train=False,
+                               process_index=0, process_count=1))
