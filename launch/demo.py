@@ -1,15 +1,19 @@
-"""`make demo`: embedded corpus -> tiny GMM-VAE codec trained on CPU -> held-out reconstructions.
+"""`make demo`: the whole chain on CPU in under 15 minutes: embedded corpus -> tiny GMM-VAE
+codec -> held-out reconstructions -> latent shards -> tiny GMM-LM -> zero-shot synthesis.
 
-    python -m launch.demo --out runs/demo [--train-seconds 360]
+    python -m launch.demo --out runs/demo [--codec-steps 1200] [--lm-steps 500]
 
 Writes into OUT:
   corpus/            the espeak corpus (ArrayRecord shards + manifest.json)
-  train/             the training workdir (config.json, params.json, checkpoints/, tensorboard/,
-                     metrics.jsonl, samples/)
-  reconstructions/   for held-out (zero-shot) speakers: <id>.target.wav, <id>.recon.wav, <id>.png
-  metrics.json       corpus size and build time, train wall time and steps/s, final losses,
-                     reconstruction mel distance and SI-SDR on the held-out utterances
-Rerunning resumes training from the workdir's checkpoints (the corpus is rebuilt only if absent).
+  train/             the codec's training workdir (config.json, params.json, checkpoints/,
+                     tensorboard/, metrics.jsonl, samples/)
+  reconstructions/   held-out (zero-shot) speakers: <id>.target.wav, <id>.recon.wav, <id>.png
+  latents/           `jaxtts-codec encode-dataset` shards (records + latents) for stage 2
+  gmm_lm/            the GMM-LM's training workdir (alignment images under samples/)
+  zero_shot/         held-out speakers' texts from 3 s prompts: <id>.wav, <id>.alignment.png
+  metrics.json       corpus, training figures, reconstruction metrics, synthesis timings
+Rerunning resumes each training from its checkpoints (the corpus is rebuilt only if absent).
+The CPU budget trains the codec without its discriminators; expect rough audio.
 """
 
 from __future__ import annotations
@@ -21,17 +25,16 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxtts.audio import spectral
 from jaxtts.audio.io import save_wav
 from jaxtts.data.source import CorpusSource
 from jaxtts.train import config as config_lib
-from jaxtts.train import loop, restore
+from jaxtts.train import loop
 from jaxtts.train.metrics import save_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METRICS = ("mel_distance", "stft_distance", "si_sdr", "pesq_wb", "stoi")
 
 
 def build_corpus(out: str, args) -> dict:
@@ -56,44 +59,65 @@ def corpus_stats(corpus: str) -> dict:
                      for k, v in m["splits"].items()}}
 
 
-def si_sdr(estimate: np.ndarray, reference: np.ndarray) -> float:
-  """Scale-invariant SDR in dB (Le Roux et al. 2019), zero-mean signals."""
-  ref = reference - reference.mean()
-  est = estimate - estimate.mean()
-  target = (est @ ref) / max(ref @ ref, 1e-12) * ref
-  noise = est - target
-  return float(10 * np.log10(max(target @ target, 1e-12) / max(noise @ noise, 1e-12)))
-
-
-def reconstruct_held_out(workdir: str, corpus: str, out_dir: str, count: int) -> dict:
-  """Encodes and decodes whole held-out utterances; writes wavs, PNGs and their metrics."""
-  trainer, params = restore.load_trained(workdir)
-  task = trainer.task
-  source = CorpusSource(corpus, "test_zero_shot", sample_rate=task.sample_rate)
-  recon_fn = jax.jit(task.reconstruct)
+def reconstruct_held_out(codec_workdir: str, corpus: str, out_dir: str, count: int) -> dict:
+  """Encodes and decodes whole held-out utterances with `jaxtts-codec`'s `Codec`; writes wavs,
+  spectrogram PNGs and the reconstruction metrics of `jaxtts.eval.codec_metrics`."""
+  from jaxtts.codec.cli import Codec  # pylint: disable=import-outside-toplevel
+  from jaxtts.eval import codec_metrics  # pylint: disable=import-outside-toplevel
+  codec = Codec(codec_workdir)
+  task = codec.trainer.task
+  source = CorpusSource(corpus, "test_zero_shot", sample_rate=codec.sample_rate)
   os.makedirs(out_dir, exist_ok=True)
   rows = []
   for i in range(min(count, len(source))):
     ex = source.example(i)
     audio = ex["audio"].astype(np.float32) / 32768.0
-    padded = np.pad(audio, (0, -len(audio) % task.sample_rate))  # whole seconds: few shapes
-    recon = np.asarray(recon_fn(params, jnp.asarray(padded)[None]))[0, :len(audio)]
-    mel = float(spectral.multiscale_mel_loss(
-        jnp.asarray(recon)[None], jnp.asarray(audio)[None], sample_rate=task.sample_rate,
-        window_lengths=tuple(trainer.cfg.loss.mel_window_lengths),
-        n_mels=tuple(trainer.cfg.loss.mel_bins)))
+    recon = codec.decode(codec.encode(audio))[:len(audio)]
     name = ex["id"]
-    save_wav(os.path.join(out_dir, f"{name}.target.wav"), audio, task.sample_rate)
-    save_wav(os.path.join(out_dir, f"{name}.recon.wav"), recon, task.sample_rate)
+    save_wav(os.path.join(out_dir, f"{name}.target.wav"), audio, codec.sample_rate)
+    save_wav(os.path.join(out_dir, f"{name}.recon.wav"), recon, codec.sample_rate)
     both = np.concatenate([task.log_mel(audio), task.log_mel(recon)], axis=1)
     save_image(os.path.join(out_dir, f"{name}.png"), both,
                title=f"{name}: target (bins 0-79) | reconstruction (bins 80-159)",
                xlabel="frame", ylabel="mel bin")
-    rows.append({"id": name, "speaker": ex["speaker"], "seconds": len(audio) / task.sample_rate,
-                 "mel_distance": mel, "si_sdr_db": si_sdr(recon, audio)})
+    scores = codec_metrics.compute_all(recon, audio, codec.sample_rate, metrics=METRICS)
+    rows.append({"id": name, "speaker": ex["speaker"],
+                 "seconds": len(audio) / codec.sample_rate, **scores})
   return {"utterances": rows,
-          "mean_mel_distance": float(np.mean([r["mel_distance"] for r in rows])),
-          "mean_si_sdr_db": float(np.mean([r["si_sdr_db"] for r in rows]))}
+          **{f"mean_{m}": float(np.mean([r[m] for r in rows])) for m in METRICS}}
+
+
+def train_stage(config: str, overrides: list[str], workdir: str) -> dict:
+  cfg = config_lib.build_config(os.path.join(ROOT, "configs", config), overrides)
+  t0 = time.perf_counter()
+  result = loop.train(cfg, workdir)
+  seconds = time.perf_counter() - t0
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    logged = [r for r in map(json.loads, f) if "loss" in r]  # training lines, not eval
+  rates = [r["train/steps_per_sec"] for r in logged if "train/steps_per_sec" in r]
+  return {"steps": result["step"], "wall_seconds": seconds,
+          "steps_per_sec_median": float(np.median(rates)) if rates else None,
+          "first_loss": logged[0]["loss"], "final_loss": logged[-1]["loss"], "final": result}
+
+
+def zero_shot(lm_workdir: str, corpus: str, out_dir: str, count: int, seed: int) -> dict:
+  """Synthesizes held-out speakers' texts from 3-second prompts of their other utterances."""
+  from jaxtts.infer import prompts as prompts_lib  # pylint: disable=import-outside-toplevel
+  from jaxtts.infer.synthesize import Synthesizer  # pylint: disable=import-outside-toplevel
+  synth = Synthesizer(lm_workdir)
+  items = prompts_lib.build_prompts(corpus, "test_zero_shot", seconds=(3,), seed=seed)[:count]
+  os.makedirs(out_dir, exist_ok=True)
+  rows = []
+  for item in items:
+    out = synth.synthesize(item["text"], item["prompt_audio"],
+                           prompt_phonemes=item["prompt_phonemes"], seed=seed)
+    name = item["id"]
+    save_wav(os.path.join(out_dir, f"{name}.wav"), out["wav"], out["sample_rate"])
+    save_image(os.path.join(out_dir, f"{name}.alignment.png"), out["alignment_image"],
+               title=f"{name}: alignment", xlabel="frame", ylabel="phoneme")
+    rows.append({"id": name, "text": item["text"], "seconds": len(out["wav"]) / out["sample_rate"],
+                 "stopped_by": out["stopped_by"], "timings": out["timings"]})
+  return {"utterances": rows}
 
 
 def main(argv=None) -> int:
@@ -104,49 +128,61 @@ def main(argv=None) -> int:
   parser.add_argument("--zero-shot-speakers", type=int, default=3)
   parser.add_argument("--utterances-per-speaker", type=int, default=30)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--steps", type=int, default=2000, help="training steps (tiny codec)")
+  parser.add_argument("--codec-steps", type=int, default=1200)
+  parser.add_argument("--lm-steps", type=int, default=500)
   parser.add_argument("--reconstructions", type=int, default=6)
+  parser.add_argument("--zero-shot", type=int, default=4, help="held-out syntheses")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
   t_start = time.perf_counter()
-  corpus, workdir = os.path.join(args.out, "corpus"), os.path.join(args.out, "train")
+  out = args.out
+  corpus, codec_dir = os.path.join(out, "corpus"), os.path.join(out, "train")
+  latents, lm_dir = os.path.join(out, "latents"), os.path.join(out, "gmm_lm")
+  metrics = {}
 
-  print(f"[demo] 1/3 corpus -> {corpus}", flush=True)
-  build = build_corpus(corpus, args)
+  print(f"[demo] 1/6 corpus -> {corpus}", flush=True)
+  metrics["corpus"] = {**build_corpus(corpus, args), **corpus_stats(corpus)}
 
-  print(f"[demo] 2/3 training the tiny GMM-VAE codec -> {workdir}", flush=True)
-  cfg = config_lib.build_config(os.path.join(ROOT, "configs", "gmm_vae.py") + ":tiny", [
-      f"--config.data.dir={corpus}", f"--config.train.steps={args.steps}",
-      f"--config.train.seed={args.seed}", "--config.train.eval_every_steps=500",
-      "--config.train.sample_every_steps=500", "--config.checkpoint.every_steps=250",
-      "--config.discriminator.enabled=False"])  # mel + prior only: fits the 15-minute budget
+  print(f"[demo] 2/6 training the tiny GMM-VAE codec -> {codec_dir}", flush=True)
+  metrics["codec_train"] = train_stage("gmm_vae.py:tiny", [
+      f"--config.data.dir={corpus}", f"--config.train.steps={args.codec_steps}",
+      f"--config.train.seed={args.seed}", "--config.train.eval_every_steps=400",
+      "--config.train.sample_every_steps=600", "--config.checkpoint.every_steps=200",
+      "--config.eval.sample_metrics=('mel_distance','si_sdr')",
+      "--config.discriminator.enabled=False"], codec_dir)  # mel + prior: the CPU budget
+
+  print(f"[demo] 3/6 reconstructing held-out speakers -> {out}/reconstructions", flush=True)
+  metrics["reconstruction_test_zero_shot"] = reconstruct_held_out(
+      codec_dir, corpus, os.path.join(out, "reconstructions"), args.reconstructions)
+
+  print(f"[demo] 4/6 encoding the corpus to latent shards -> {latents}", flush=True)
   t0 = time.perf_counter()
-  result = loop.train(cfg, workdir)
-  train_seconds = time.perf_counter() - t0
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    logged = [r for r in map(json.loads, f) if "loss" in r]  # training lines, not eval
-  rates = [r["train/steps_per_sec"] for r in logged if "train/steps_per_sec" in r]
+  from jaxtts.codec import cli as codec_cli  # pylint: disable=import-outside-toplevel
+  codec_cli.main(["encode-dataset", "--workdir", codec_dir, "--data-dir", corpus,
+                  "--out", latents])
+  metrics["encode_dataset_seconds"] = time.perf_counter() - t0
 
-  print(f"[demo] 3/3 reconstructing held-out speakers -> {args.out}/reconstructions", flush=True)
-  recon = reconstruct_held_out(workdir, corpus, os.path.join(args.out, "reconstructions"),
-                               args.reconstructions)
-  metrics = {
-      "corpus": {**build, **corpus_stats(corpus)},
-      "train": {"steps": result["step"], "wall_seconds": train_seconds,
-                "steps_per_sec_median": float(np.median(rates)) if rates else None,
-                "first_loss": logged[0]["loss"], "final_loss": logged[-1]["loss"],
-                "final": result, "device": str(jax.devices()[0].platform)},
-      "reconstruction_test_zero_shot": recon,
-      "demo_wall_seconds": time.perf_counter() - t_start,
-  }
-  with open(os.path.join(args.out, "metrics.json"), "w") as f:
+  print(f"[demo] 5/6 training the tiny GMM-LM -> {lm_dir}", flush=True)
+  metrics["gmm_lm_train"] = train_stage("gmm_lm.py:tiny", [
+      f"--config.data.dir={latents}", f"--config.train.steps={args.lm_steps}",
+      f"--config.train.seed={args.seed}", "--config.train.eval_every_steps=250",
+      "--config.train.sample_every_steps=250", "--config.checkpoint.every_steps=250",
+      "--config.data.bucket_samples=(48000,80000,112000)"], lm_dir)
+
+  print(f"[demo] 6/6 zero-shot synthesis for held-out speakers -> {out}/zero_shot", flush=True)
+  metrics["zero_shot"] = zero_shot(lm_dir, corpus, os.path.join(out, "zero_shot"),
+                                   args.zero_shot, args.seed)
+  metrics["device"] = str(jax.devices()[0].platform)
+  metrics["demo_wall_seconds"] = time.perf_counter() - t_start
+  with open(os.path.join(out, "metrics.json"), "w") as f:
     json.dump(metrics, f, indent=1, sort_keys=True)
+  recon = metrics["reconstruction_test_zero_shot"]
   print(json.dumps({"demo_wall_seconds": round(metrics["demo_wall_seconds"], 1),
-                    "train_steps_per_sec": metrics["train"]["steps_per_sec_median"],
-                    "first_loss": metrics["train"]["first_loss"],
-                    "final_loss": metrics["train"]["final_loss"],
-                    "held_out_mel_distance": recon["mean_mel_distance"],
-                    "held_out_si_sdr_db": recon["mean_si_sdr_db"]}))
+                    "codec_final_loss": metrics["codec_train"]["final_loss"],
+                    "gmm_lm_first_loss": metrics["gmm_lm_train"]["first_loss"],
+                    "gmm_lm_final_loss": metrics["gmm_lm_train"]["final_loss"],
+                    **{f"held_out_{m}": recon[f"mean_{m}"] for m in METRICS},
+                    "zero_shot_files": len(metrics["zero_shot"]["utterances"])}))
   return 0
 
 

@@ -224,3 +224,11 @@ def test_missing_package_raises_import_error(speech, monkeypatch):
       cm.compute_all(speech, speech, SR, metrics=("si_sdr", "visqol"))
   finally:
     cm._visqol_api.cache_clear()
+
+
+def test_visqol_too_short_is_a_clear_error():
+  rng = np.random.default_rng(0)
+  t = np.arange(1600) / 16000.0
+  ref = (0.3 * np.sin(2 * np.pi * 150 * t) + 0.01 * rng.standard_normal(1600)).astype(np.float32)
+  with pytest.raises(ValueError, match="too short"):
+    cm.visqol(ref, ref, 16000)

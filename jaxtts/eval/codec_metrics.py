@@ -338,6 +338,9 @@ def visqol(estimate, reference, sample_rate: int, *, mapping: str = "lattice") -
   logger.setLevel(max(level, logging.ERROR))
   try:
     value = float(api.measure_from_arrays(ref, est, VISQOL_SAMPLE_RATE).moslqo)
+  except IndexError as e:  # visqol finds no patch in a signal shorter than its patch size
+    raise ValueError(f"ViSQOL: the reference ({len(ref) / sample_rate:.2f} s) is too short "
+                     f"for one comparison patch") from e
   finally:
     logger.setLevel(level)
   if not math.isfinite(value):
