@@ -93,7 +93,12 @@ class GMMLMTask:
     self._codec = None
 
   def _check_manifest(self, data_dir: str) -> None:
-    info = read_manifest(data_dir).get("latents")
+    manifest = read_manifest(data_dir)
+    symbols = len(manifest["phoneme_table"]["symbols"])
+    if symbols > int(self.cfg.model.vocab_size):
+      raise ValueError(f"config.model.vocab_size={self.cfg.model.vocab_size} is smaller than "
+                       f"the {symbols}-symbol phoneme table of {data_dir}/manifest.json")
+    info = manifest.get("latents")
     if not info:
       raise ValueError(f"config.data.dir: {data_dir}/manifest.json has no 'latents' entry; "
                        f"run `jaxtts-codec encode-dataset` and point data.dir at its output")
