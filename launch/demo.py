@@ -103,19 +103,24 @@ def train_stage(config: str, overrides: list[str], workdir: str) -> dict:
 def zero_shot(lm_workdir: str, corpus: str, out_dir: str, count: int, seed: int) -> dict:
   """Synthesizes held-out speakers' texts from 3-second prompts of their other utterances."""
   from jaxtts.infer import prompts as prompts_lib  # pylint: disable=import-outside-toplevel
-  from jaxtts.infer.synthesize import Synthesizer  # pylint: disable=import-outside-toplevel
+  from jaxtts.infer import synthesize  # pylint: disable=import-outside-toplevel
+  Synthesizer, save_alignment_image = synthesize.Synthesizer, synthesize.save_alignment_image
   synth = Synthesizer(lm_workdir)
   items = prompts_lib.build_prompts(corpus, "test_zero_shot", seconds=(3,), seed=seed)[:count]
   os.makedirs(out_dir, exist_ok=True)
   rows = []
   for item in items:
-    out = synth.synthesize(item["text"], item["prompt_audio"],
-                           prompt_phonemes=item["prompt_phonemes"], seed=seed)
+    prompt = item["prompt_audio"].astype(np.float32) / 32768.0
+    out = synth.synthesize(item["text"], prompt, prompt_phonemes=item["prompt_phonemes"],
+                           target_phonemes=item["phonemes"], seed=seed)
     name = item["id"]
+    save_wav(os.path.join(out_dir, f"{name}.prompt.wav"), prompt, out["sample_rate"])
     save_wav(os.path.join(out_dir, f"{name}.wav"), out["wav"], out["sample_rate"])
-    save_image(os.path.join(out_dir, f"{name}.alignment.png"), out["alignment_image"],
-               title=f"{name}: alignment", xlabel="frame", ylabel="phoneme")
-    rows.append({"id": name, "text": item["text"], "seconds": len(out["wav"]) / out["sample_rate"],
+    save_alignment_image(os.path.join(out_dir, f"{name}.alignment.png"), out,
+                         title=f"{name}: alignment (prompt at 0.5)")
+    rows.append({"id": name, "text": item["text"], "prompt_sources": item["source_ids"],
+                 "seconds": len(out["wav"]) / out["sample_rate"],
+                 "durations": [int(d) for d in out["durations"]],
                  "stopped_by": out["stopped_by"], "timings": out["timings"]})
   return {"utterances": rows}
 

@@ -38,9 +38,11 @@ def check_compatible(path: str, abstract_state: Any, limit: int = 8) -> None:
   ``path`` and ``abstract_state`` (missing, unexpected, or of another shape)."""
   saved = _shapes(ocp.PyTreeCheckpointer().metadata(path).item_metadata.tree)
   wanted = _shapes(abstract_state)
-  missing = sorted(set(wanted) - set(saved))
-  unexpected = sorted(set(saved) - set(wanted))
-  reshaped = sorted(k for k in set(saved) & set(wanted) if saved[k] != wanted[k])
+  # Parameters first: the optimizer state repeats their shapes.
+  order = lambda k: (not k.startswith("params/"), k)
+  missing = sorted(set(wanted) - set(saved), key=order)
+  unexpected = sorted(set(saved) - set(wanted), key=order)
+  reshaped = sorted((k for k in set(saved) & set(wanted) if saved[k] != wanted[k]), key=order)
   if not (missing or unexpected or reshaped):
     return
   parts = []
