@@ -41,6 +41,7 @@ setup(
             "jaxtts-corpus=data_pipelines.espeak_corpus:main",
             "jaxtts-train=jaxtts.train.cli:main",
             "jaxtts-codec=jaxtts.codec.cli:main",
+            "jaxtts-synthesize=jaxtts.infer.cli:main",
         ],
     },
 )

@@ -56,7 +56,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       stop_pos_weight=20.0,     # BCE weight of the one positive (last) frame per utterance
   ))
   cfg.synthesis = ml_collections.ConfigDict(dict(
-      max_seconds=30.0,
+      max_seconds=30.0,         # generated speech per utterance (the decoding buffer)
+      max_total_seconds=60.0,   # prompt + generated: longer prompts are refused
       weight_temperature=1.0,
       scale_temperature=0.8,
       stop_threshold=0.5,
@@ -76,7 +77,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                      log_every_steps=10)
     cfg.train.optimizers.model.update(learning_rate=3e-3, warmup_steps=30, grad_clip_norm=1.0)
     cfg.checkpoint.every_steps = 100
-    cfg.synthesis.max_seconds = 8.0
+    cfg.synthesis.update(max_seconds=8.0, max_total_seconds=16.0)
   elif preset == "espeak":
     cfg.model.update(latent_dim=64, latent_hop=200, encoder_layers=3, encoder_dim=256,
                      encoder_ffn_dim=1024, encoder_heads=4, decoder_layers=6, decoder_dim=384,

@@ -48,7 +48,8 @@ def _squeeze_time(params: mixture_lib.MixtureParams) -> mixture_lib.MixtureParam
 def generate(model: GMMLM, params: Any, prompt_latents: jax.Array, prompt_len: jax.Array,
              phonemes: jax.Array, phoneme_len: jax.Array, key: jax.Array, *,
              max_frames: int, weight_temperature: Any = 1.0, scale_temperature: Any = 1.0,
-             stop_threshold: Any = 0.5, stay_mode: str = "st_gumbel") -> dict[str, jax.Array]:
+             stop_threshold: Any = 0.5, stay_mode: str = "st_gumbel",
+             prompt_phoneme_len: Any = None) -> dict[str, jax.Array]:
   """Samples continuations of ``prompt_latents`` for the phonemes of prompt + target text.
 
   Args:
@@ -62,6 +63,8 @@ def generate(model: GMMLM, params: Any, prompt_latents: jax.Array, prompt_len: j
       component / the component mean).
     stop_threshold: stop when ``sigmoid(stop_logit)`` exceeds it.
     stay_mode: alignment decisions, ``"st_gumbel"`` (sampled) or ``"threshold"``.
+    prompt_phoneme_len: ``[B]`` int32 phonemes of the prompt's transcript; given, the prompt
+      aligns within them and generation starts from the last of them (`GMMLM.prefill`).
 
   Returns:
     ``frames`` [B, max_frames, D], ``lengths`` [B] int32, ``phoneme_index`` [B, max_frames]
@@ -74,7 +77,8 @@ def generate(model: GMMLM, params: Any, prompt_latents: jax.Array, prompt_len: j
   cache = _zero_cache(dec, b, p + 1 + max_frames, d, phonemes.shape[1])
   k_prefill, k_loop = jax.random.split(key)
   out, upd = dec.apply({"params": params, "cache": cache}, prompt_latents, prompt_len,
-                       phonemes, phoneme_mask, stay_mode, method=GMMLM.prefill,
+                       phonemes, phoneme_mask, stay_mode, prompt_phoneme_len,
+                       method=GMMLM.prefill,
                        rngs={"alignment": k_prefill}, mutable=["cache"])
   y, y_dec = out["y"], out["y_dec"]
 

@@ -153,13 +153,19 @@ class GMMLM(nn.Module):
 
   # ------------------------------------------------------------------ inference (decode=True)
   def prefill(self, prompt_latents: jax.Array, prompt_len: jax.Array, phonemes: jax.Array,
-              phoneme_mask: jax.Array, stay_mode: str = "st_gumbel") -> dict[str, Any]:
+              phoneme_mask: jax.Array, stay_mode: str = "st_gumbel",
+              prompt_phoneme_len: Optional[jax.Array] = None) -> dict[str, Any]:
     """Teacher-forces ``[BOS, prompt]`` into the KV cache and the alignment state.
 
     Args:
       prompt_latents: ``[B, P, D]``; ``prompt_len`` ``[B]`` int32 real frames per row (>= 0).
       phonemes, phoneme_mask: prompt-text + target-text phonemes ``[B, J]``.
       stay_mode: ``"st_gumbel"`` (sample, as in training) or ``"threshold"`` (greedy).
+      prompt_phoneme_len: ``[B]`` phonemes of the prompt's transcript (the first ones of
+        ``phonemes``). Given, the prompt frames align within those phonemes only and the
+        returned state sits on the last of them (the prompt has said its whole transcript),
+        so a prompt never consumes target text. None: the alignment runs freely over all
+        phonemes (the teacher-forced pass's behaviour).
 
     Returns:
       ``alpha`` [B, J] (state after the last prompt frame), ``prompt_alpha`` [B, P+1, J],
@@ -172,12 +178,20 @@ class GMMLM(nn.Module):
     y, y_dec = self.encode(phonemes, phoneme_mask)
     e = self.energies(frames_in, y)
     u = self._stay(e, 1.0, stay_mode).at[:, 0].set(1.0)
-    alpha_all = monotonic.monotonic_alignment(u, phoneme_mask)            # [B, P+1, J]
+    align_mask = phoneme_mask
+    if prompt_phoneme_len is not None:
+      n_prompt = jnp.maximum(prompt_phoneme_len, 1)[:, None]
+      align_mask = phoneme_mask & (jnp.arange(phonemes.shape[1])[None, :] < n_prompt)
+    alpha_all = monotonic.monotonic_alignment(u, align_mask)              # [B, P+1, J]
     mixture, stop_logits = self.outputs(frames_in, alpha_all, y_dec, mask)
     last = prompt_len[:, None]
     take = lambda a: jnp.take_along_axis(
         a, last.reshape((b, 1) + (1,) * (a.ndim - 2)), axis=1)
-    return {"alpha": take(alpha_all)[:, 0], "prompt_alpha": alpha_all,
+    alpha = take(alpha_all)[:, 0]
+    if prompt_phoneme_len is not None:
+      end = jax.nn.one_hot(prompt_phoneme_len - 1, phonemes.shape[1], dtype=alpha.dtype)
+      alpha = jnp.where((prompt_phoneme_len > 0)[:, None], end, alpha)
+    return {"alpha": alpha, "prompt_alpha": alpha_all,
             "mixture": jax.tree.map(take, mixture), "stop_logits": take(stop_logits),
             "y": y, "y_dec": y_dec}
 

@@ -79,13 +79,12 @@ def build_prompts(source_dir: str, split: str, seconds: Sequence[float] = (3, 8,
       phonemes = np.concatenate([meta[k]["phonemes"] for k in used]).astype(np.int32)
       keep = _cut(durations, want)
       frames = int(durations[:keep].sum())
-      audio = np.concatenate([source.example(k)["audio"] for k in dict.fromkeys(used)]
-                             if len(set(used)) == len(used) else
-                             [source.example(k)["audio"] for k in used])[:frames * hop]
-      used_ids = [meta[k]["id"] for k in used]
-      # Utterances past the cut contributed nothing.
+      # Utterances past the cut contribute nothing.
       ends = np.cumsum([len(meta[k]["durations"]) for k in used])
-      used_ids = used_ids[:int(np.searchsorted(ends, keep)) + 1]
+      used = used[:int(np.searchsorted(ends, keep)) + 1]
+      audio = {k: source.example(k)["audio"] for k in set(used)}
+      audio = np.concatenate([audio[k] for k in used])[:frames * hop]
+      used_ids = [meta[k]["id"] for k in used]
       items.append({
           "id": f"{target['id']}-prompt{float(s):g}s", "target_id": target["id"],
           "text": target["text"], "phonemes": np.asarray(target["phonemes"], np.int32),

@@ -229,9 +229,10 @@ class Synthesizer:
     budget = self.max_frames(max_seconds)
     if frames + budget > limit:
       raise SynthesisInputError(
-          "prompt_audio", f"{frames / self.frame_rate:.2f} s prompt + {budget / self.frame_rate:.2f} s "
-          f"to generate exceeds the limit of {self.max_total_seconds:g} s (max_total_seconds); "
-          f"use a prompt of at most {(limit - budget) / self.frame_rate:.2f} s")
+          "prompt_audio", f"{frames / self.frame_rate:.2f} s prompt + "
+          f"{budget / self.frame_rate:.2f} s to generate exceeds the limit of "
+          f"{self.max_total_seconds:g} s (max_total_seconds); use a prompt of at most "
+          f"{(limit - budget) / self.frame_rate:.2f} s")
     per_phoneme = frames / len(prompt_ids)
     if not MIN_FRAMES_PER_PHONEME <= per_phoneme <= MAX_FRAMES_PER_PHONEME:
       log.warning("prompt_text: %d prompt frames for %d prompt phonemes (%.1f frames per "
@@ -267,8 +268,9 @@ class Synthesizer:
     """Several requests in one `decode.generate` call (results as `synthesize`).
 
     ``items`` are `Request`s or dicts of `prepare`'s arguments (``text``, ``prompt_audio``,
-    ``prompt_text``, ``prompt_phonemes``, ``target_phonemes``). Rows share one PRNG key, so a
-    row's sample differs from the same request synthesized alone. ``timings.generate_s`` is
+    ``prompt_text``, ``prompt_phonemes``, ``target_phonemes``; an ``id`` key is ignored).
+    Rows share one PRNG key, so a row's sample differs from the same request synthesized
+    alone. ``timings.generate_s`` is
     the batch's; ``rtf`` is the batch's total time over its total audio.
     """
     import jax  # pylint: disable=import-outside-toplevel
@@ -279,8 +281,8 @@ class Synthesizer:
     mode = stay_mode or self.defaults["stay_mode"]
     if mode not in STAY_MODES:
       raise SynthesisInputError("stay_mode", f"{mode!r} is not one of {STAY_MODES}")
-    reqs = [it if isinstance(it, Request) else self.prepare(max_seconds=max_seconds, **it)
-            for it in items]
+    reqs = [it if isinstance(it, Request) else self.prepare(
+        max_seconds=max_seconds, **{k: v for k, v in it.items() if k != "id"}) for it in items]
     max_frames = self.max_frames(max_seconds)
     limit = int(round(self.max_total_seconds * self.frame_rate))
     for k, r in enumerate(reqs):
@@ -296,12 +298,14 @@ class Synthesizer:
     prompt_len = np.zeros((b,), np.int32)
     phonemes = np.zeros((b, j), np.int32)
     phoneme_len = np.zeros((b,), np.int32)
+    prompt_phoneme_len = np.zeros((b,), np.int32)
     for row in range(b):
       r = reqs[min(row, n - 1)]  # padding rows repeat the last request; their output is dropped
       ids = np.concatenate([r.prompt_phonemes, r.phonemes])
       prompt[row, :len(r.prompt_latents)] = r.prompt_latents
       prompt_len[row], phonemes[row, :len(ids)], phoneme_len[row] = (
           len(r.prompt_latents), ids, len(ids))
+      prompt_phoneme_len[row] = len(r.prompt_phonemes)
     t0 = time.perf_counter()
     out = decode.generate(
         self.model, self.params, prompt, prompt_len, phonemes, phoneme_len,
@@ -310,7 +314,8 @@ class Synthesizer:
                                  else self.defaults["weight_temperature"]),
         scale_temperature=float(scale_temperature if scale_temperature is not None
                                 else self.defaults["scale_temperature"]),
-        stop_threshold=self.defaults["stop_threshold"], stay_mode=mode)
+        stop_threshold=self.defaults["stop_threshold"], stay_mode=mode,
+        prompt_phoneme_len=prompt_phoneme_len)
     out = jax.tree.map(np.asarray, out)
     generate_s = time.perf_counter() - t0
     results = []

@@ -88,7 +88,7 @@ class GMMLMTask:
                        "data.mode='bucket' and data.features='latents'")
     self.frames_per_bucket = [int(s) // int(cfg.model.latent_hop)
                               for s in cfg.data.bucket_samples]
-    if cfg.data.dir:
+    if cfg.data.dir and os.path.isdir(cfg.data.dir):  # absent: inference without the data
       self._check_manifest(cfg.data.dir)
     self._codec = None
 

@@ -6,6 +6,7 @@ import json
 import os
 from typing import Any
 
+import flax.linen as nn
 import jax
 import ml_collections
 
@@ -33,8 +34,11 @@ def load_trained(workdir: str, step: int | None = None) -> tuple[loop.Trainer, d
   step = checkpointer.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"{checkpointer.directory}: no checkpoint to load")
-  state = trainer.init_state()
-  abstract = ckpt_lib.abstract_with_shardings(state, trainer.state_shardings)
+  # Shapes from the abstract init (no compilation), shardings from the trainer's mesh.
+  shapes = jax.tree.map(lambda x: x.value if isinstance(x, nn.LogicallyPartitioned) else x,
+                        trainer.abstract_boxed,
+                        is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+  abstract = ckpt_lib.abstract_with_shardings(shapes, trainer.state_shardings)
   state = checkpointer.restore(step, abstract, None)
   checkpointer.close()
   params = jax.jit(trainer.eval_params)(state)

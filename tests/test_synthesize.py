@@ -1,0 +1,212 @@
+"""Zero-shot synthesis on a real tiny chain: espeak corpus -> codec (2 steps) -> latent shards
+-> GMM-LM (3 steps) -> `Synthesizer` / `jaxtts-synthesize`; and §5.1 prompts."""
+
+import json
+import logging
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import PYTHON, ROOT, subprocess_env
+from jaxtts.audio.io import save_wav
+from jaxtts.data.source import CorpusSource
+from jaxtts.infer import prompts as prompts_lib
+from jaxtts.infer.synthesize import SynthesisInputError
+
+MAX_SECONDS = 2.0  # every synthesis uses it: one decoder shape
+TEXT = "Good morning."
+
+
+def run(*args, check=True):
+  proc = subprocess.run([PYTHON, *map(str, args)], env=subprocess_env(1), cwd=ROOT,
+                        capture_output=True, text=True, timeout=600)
+  if check:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def train(config, workdir, *overrides):
+  run("-m", "jaxtts.train", "--config", os.path.join(ROOT, "configs", config), "--workdir",
+      workdir, "--config.train.eval_every_steps=0", "--config.train.sample_every_steps=0",
+      "--config.logging.progress_bar=False", "--config.train.batch_size=4", *overrides)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+  root = tmp_path_factory.mktemp("synth_chain")
+  corpus, codec, latents, lm = (str(root / n) for n in ("corpus", "codec", "latents", "lm"))
+  run("-m", "data_pipelines.espeak_corpus", "--out", corpus, "--speakers", 3,
+      "--zero-shot-speakers", 1, "--utterances-per-speaker", 6, "--seed", 0, "--no-progress")
+  train("gmm_vae.py:tiny", codec, f"--config.data.dir={corpus}", "--config.train.steps=2",
+        "--config.checkpoint.every_steps=2", "--config.discriminator.enabled=False",
+        "--config.data.segment_samples=1600", "--config.model.decoder_dim=16",
+        "--config.model.encoder_strides=(8,25)")
+  run("-m", "jaxtts.codec.cli", "encode-dataset", "--workdir", codec, "--data-dir", corpus,
+      "--out", latents)
+  # One length bucket (6 s): one compiled train step; the two longer utterances are filtered.
+  train("gmm_lm.py:tiny", lm, f"--config.data.dir={latents}", "--config.train.steps=3",
+        "--config.checkpoint.every_steps=3", "--config.data.bucket_samples=(96000,)",
+        "--config.data.eval_split=test_zero_shot")
+  prompt = CorpusSource(corpus, "test_zero_shot").example(0)
+  return {"corpus": corpus, "codec": codec, "latents": latents, "lm": lm, "root": root,
+          "prompt_audio": prompt["audio"], "prompt_text": prompt["text"]}
+
+
+@pytest.fixture(scope="module")
+def synth(chain):
+  from jaxtts.infer.synthesize import Synthesizer
+  return Synthesizer(chain["lm"])
+
+
+def _check_result(result, num_phonemes, hop=200):
+  wav = result["wav"]
+  assert wav.dtype == np.float32 and len(wav) > 0 and np.all(np.isfinite(wav))
+  assert result["sample_rate"] == 16000 and len(wav) == result["frames"] * hop
+  assert len(result["durations"]) == len(result["phonemes"]) == num_phonemes
+  assert result["durations"].sum() <= result["frames"]
+  alignment = np.asarray(result["alignment"])
+  assert len(alignment) == result["prompt_frames"] + result["frames"]
+  assert np.all(np.diff(alignment) >= 0) and alignment[0] == 0
+  assert alignment.max() < len(result["prompt_phonemes"]) + num_phonemes
+  assert set(result["timings"]) >= {"encode_s", "generate_s", "decode_s", "rtf"}
+  assert result["stopped_by"] in ("stop_logit", "passed_last_phoneme", "max_frames")
+
+
+def test_synthesize_one_utterance(synth, chain):
+  from jaxtts.text import text_to_ids
+  audio = chain["prompt_audio"]
+  result = synth.synthesize(TEXT, audio, chain["prompt_text"], seed=0, max_seconds=MAX_SECONDS)
+  _check_result(result, len(text_to_ids(TEXT)))
+  assert result["prompt_frames"] == len(audio) // 200
+  assert result["frames"] <= MAX_SECONDS * 80
+  # The same request from phoneme ids (as prompts carry them) and a float prompt.
+  again = synth.synthesize(None, audio.astype(np.float32) / 32768.0,
+                           prompt_phonemes=text_to_ids(chain["prompt_text"]),
+                           target_phonemes=text_to_ids(TEXT), seed=0, max_seconds=MAX_SECONDS)
+  assert again["frames"] == result["frames"]
+  np.testing.assert_array_equal(again["alignment"], result["alignment"])
+
+
+def test_bad_inputs_name_the_field(synth, chain, tmp_path, caplog):
+  audio, text = chain["prompt_audio"], chain["prompt_text"]
+  cases = [
+      (dict(text="", prompt_audio=audio, prompt_text=text), "text"),
+      (dict(text="  ...  ", prompt_audio=audio, prompt_text=text), "text"),
+      (dict(text=TEXT, prompt_audio=audio, prompt_text=""), "prompt_text"),
+      (dict(text=TEXT, prompt_audio=audio[:150], prompt_text=text), "prompt_audio"),
+      (dict(text=TEXT, prompt_audio=str(tmp_path / "nope.wav"), prompt_text=text),
+       "prompt_audio"),
+      (dict(text=TEXT, prompt_audio=np.zeros(16000 * 15, np.float32), prompt_text=text),
+       "prompt_audio"),
+      (dict(text=TEXT, prompt_audio=audio), "prompt_text"),  # no transcript, no sidecar
+      (dict(text=TEXT, prompt_audio=audio, prompt_phonemes=[0, 5]), "prompt_phonemes"),
+  ]
+  for kwargs, field in cases:
+    with pytest.raises(SynthesisInputError) as err:
+      synth.prepare(max_seconds=MAX_SECONDS, **kwargs)
+    assert err.value.field == field and str(err.value).startswith(field + ":"), kwargs
+  with pytest.raises(SynthesisInputError, match="shorter than one latent frame"):
+    synth.prepare(TEXT, audio[:150], text)
+  with pytest.raises(SynthesisInputError, match="limit of 16 s"):
+    synth.prepare(TEXT, np.zeros(16000 * 15, np.float32), text, max_seconds=MAX_SECONDS)
+  with pytest.raises(FileNotFoundError, match="nope.wav"):
+    synth.prepare(TEXT, str(tmp_path / "nope.wav"), text)
+  # A transcript far too short for its audio is only warned about.
+  with caplog.at_level(logging.WARNING, logger="jaxtts.infer"):
+    request = synth.prepare(TEXT, audio, "Oh.", max_seconds=MAX_SECONDS)
+  assert "frames per phoneme" in caplog.text and len(request.prompt_latents) == len(audio) // 200
+
+
+def test_cli_single_utterance_with_sidecar_transcript(chain, tmp_path):
+  save_wav(tmp_path / "prompt.wav", chain["prompt_audio"], 16000)
+  (tmp_path / "prompt.txt").write_text(chain["prompt_text"])
+  out = tmp_path / "out" / "hello.wav"
+  proc = run("-m", "jaxtts.infer", "--workdir", chain["lm"], "--text", TEXT, "--prompt-audio",
+             tmp_path / "prompt.wav", "--out", out, "--max-seconds", MAX_SECONDS, "--seed", 3,
+             "--stay-mode", "threshold", "--scale-temperature", "0.5")
+  summary = json.loads(proc.stdout.splitlines()[-1])
+  import soundfile
+  wav, rate = soundfile.read(out)
+  assert rate == 16000 and len(wav) == summary["frames"] * 200 > 0
+  info = json.load(open(tmp_path / "out" / "hello.json"))
+  assert len(info["durations"]) == len(info["phonemes"]) and info["timings"]["rtf"] > 0
+  assert os.path.getsize(tmp_path / "out" / "hello.alignment.png") > 0
+  assert not [p for p in os.listdir(tmp_path / "out") if ".tmp" in p]
+
+
+def test_cli_manifest_reports_bad_rows(chain, tmp_path):
+  items = prompts_lib.build_prompts(chain["corpus"], "test_zero_shot", seconds=(1,))[:2]
+  path = prompts_lib.write_prompt_manifest(items, str(tmp_path / "prompts"))
+  save_wav(tmp_path / "p.wav", chain["prompt_audio"], 16000)
+  rows = [json.loads(l) for l in open(path)]
+  rows += [{"id": "with_text", "text": "A cat.", "prompt_audio": "p.wav",
+            "prompt_text": chain["prompt_text"]},
+           {"id": "missing", "text": TEXT, "prompt_audio": "missing.wav",
+            "prompt_text": "Hello."}]
+  manifest = tmp_path / "requests.jsonl"
+  manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  out = tmp_path / "out"
+  proc = run("-m", "jaxtts.infer", "--workdir", chain["lm"], "--manifest", manifest,
+             "--out-dir", out, "--max-seconds", MAX_SECONDS, "--batch-size", 4, "--no-progress",
+             check=False)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert "missing.wav" in proc.stderr
+  failures = json.load(open(out / "failures.json"))
+  assert [f["id"] for f in failures] == ["missing"] and "prompt_audio" in failures[0]["reason"]
+  for rid in [r["id"] for r in rows[:-1]]:
+    assert os.path.getsize(out / f"{rid}.wav") > 44
+    info = json.load(open(out / f"{rid}.json"))
+    assert {"durations", "phonemes", "alignment", "timings", "stopped_by"} <= set(info)
+    assert os.path.exists(out / f"{rid}.alignment.png")
+  first = json.load(open(out / f"{rows[0]['id']}.json"))
+  assert first["prompt_frames"] == round(rows[0]["prompt_seconds"] * 80)
+  assert len(first["prompt_phonemes"]) == len(rows[0]["prompt_phonemes"])
+
+
+def test_cli_rejects_another_task_workdir(chain, tmp_path):
+  save_wav(tmp_path / "p.wav", chain["prompt_audio"], 16000)
+  proc = run("-m", "jaxtts.infer", "--workdir", chain["codec"], "--text", TEXT,
+             "--prompt-audio", tmp_path / "p.wav", "--out", tmp_path / "x.wav", check=False)
+  assert proc.returncode == 1
+  assert chain["codec"] in proc.stderr and "'gmm_vae'" in proc.stderr and "gmm_lm" in proc.stderr
+  assert "Traceback" not in proc.stderr and not os.path.exists(tmp_path / "x.wav")
+
+
+def test_build_prompts_cut_at_phoneme_boundaries(chain):
+  corpus = chain["corpus"]
+  src = CorpusSource(corpus, "test_zero_shot")
+  records = {ex["id"]: ex for ex in (src.example(i) for i in range(len(src)))}
+  seconds = (1, 3, 8)
+  items = prompts_lib.build_prompts(corpus, "test_zero_shot", seconds=seconds, seed=0)
+  assert len(items) == len(records) * len(seconds)
+  again = prompts_lib.build_prompts(corpus, "test_zero_shot", seconds=seconds, seed=0)
+  for it, other in zip(items, again):
+    assert it["source_ids"] == other["source_ids"]
+  truncated = concatenated = 0
+  for it in items:
+    target = records[it["target_id"]]
+    assert it["target_id"] not in it["source_ids"]
+    assert all(records[s]["speaker_id"] == target["speaker_id"] for s in it["source_ids"])
+    np.testing.assert_array_equal(it["phonemes"], target["phonemes"])
+    frames = len(it["prompt_audio"]) // 200
+    assert len(it["prompt_audio"]) % 200 == 0 and it["prompt_durations"].sum() == frames
+    assert it["prompt_seconds"] == frames / 80
+    # The prompt is a prefix of the concatenated sources, cut at a phoneme boundary ...
+    audio = np.concatenate([records[s]["audio"] for s in it["source_ids"]])
+    phonemes = np.concatenate([records[s]["phonemes"] for s in it["source_ids"]])
+    durations = np.concatenate([records[s]["durations"] for s in it["source_ids"]])
+    k = len(it["prompt_phonemes"])
+    np.testing.assert_array_equal(it["prompt_audio"], audio[:frames * 200])
+    np.testing.assert_array_equal(it["prompt_phonemes"], phonemes[:k])
+    np.testing.assert_array_equal(it["prompt_durations"], durations[:k])
+    # ... within one phoneme of the requested length.
+    want = it["requested_seconds"] * 80
+    cum = np.concatenate([[0], np.cumsum(durations)])
+    assert cum[k] == frames and cum[k - 1] <= want <= cum[min(k + 1, len(durations))]
+    truncated += len(it["source_ids"]) == 1 and k < len(records[it["source_ids"][0]]["phonemes"])
+    concatenated += len(it["source_ids"]) > 1
+  assert all(len(it["source_ids"]) == 1 for it in items if it["requested_seconds"] == 1)
+  assert all(len(it["source_ids"]) > 1 for it in items if it["requested_seconds"] == 8)
+  assert truncated >= len(records) and concatenated >= len(records)
