@@ -16,7 +16,7 @@ $(STAMP): setup.py
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -rs tests
+	$(BIN)/python -m pytest -q -rs --durations=15 tests
 
 demo: $(STAMP)
 	$(BIN)/python -m launch.demo --out $(DEMO_DIR)

@@ -33,7 +33,9 @@ def workdir(synthetic_corpus, tmp_path_factory):
        "--config.train.batch_size=8", "--config.data.segment_samples=1600",
        "--config.train.eval_every_steps=0", "--config.train.sample_every_steps=0",
        "--config.logging.progress_bar=False", "--config.model.decoder_dim=16",
-       "--config.model.encoder_strides=(8,25)"],
+       "--config.model.encoder_strides=(8,25)",
+       # The program of tests/test_train.py's runs: compiled once (persistent cache).
+       "--config.discriminator.start_step=2"],
       env=subprocess_env(1), cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return str(wd)

@@ -40,7 +40,7 @@ def chain(tmp_path_factory):
   run("-m", "data_pipelines.espeak_corpus", "--out", corpus, "--speakers", 3,
       "--zero-shot-speakers", 1, "--utterances-per-speaker", 6, "--seed", 0, "--no-progress")
   train("gmm_vae.py:tiny", codec, f"--config.data.dir={corpus}", "--config.train.steps=2",
-        "--config.checkpoint.every_steps=2", "--config.discriminator.enabled=False",
+        "--config.checkpoint.every_steps=2", "--config.discriminator.start_step=2",
         "--config.data.segment_samples=1600", "--config.model.decoder_dim=16",
         "--config.model.encoder_strides=(8,25)")
   run("-m", "jaxtts.codec.cli", "encode-dataset", "--workdir", codec, "--data-dir", corpus,
