@@ -81,7 +81,6 @@ def main(argv=None) -> int:
   prompt_len = jnp.full((b,), p, jnp.int32)
   phonemes = jnp.asarray(rng.integers(2, cfg.model.vocab_size, size=(b, j)), jnp.int32)
   phoneme_len = jnp.full((b,), j, jnp.int32)
-  phoneme_mask = jnp.ones((b, j), bool)
 
   k_params, k_align = jax.random.split(jax.random.PRNGKey(args.seed))
   init = jax.jit(lambda kp, ka: model.init({"params": kp, "alignment": ka}, prompt[:1, :8],
