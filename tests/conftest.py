@@ -1,6 +1,7 @@
 """Shared fixtures: small corpora the project makes itself (no downloads)."""
 
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -35,3 +36,41 @@ def subprocess_env(num_devices: int = 1) -> dict:
 
 PYTHON = sys.executable
 COMPILE_CACHE = os.path.join(tempfile.gettempdir(), f"jaxtts-test-jit-cache-{os.getuid()}")
+
+
+def run_python(*args, check=True):
+  proc = subprocess.run([PYTHON, *map(str, args)], env=subprocess_env(1), cwd=ROOT,
+                        capture_output=True, text=True, timeout=600)
+  if check:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def _train(config, workdir, *overrides):
+  run_python("-m", "jaxtts.train", "--config", os.path.join(ROOT, "configs", config),
+             "--workdir", workdir, "--config.train.eval_every_steps=0", "--config.train.sample_every_steps=0",
+      "--config.logging.progress_bar=False", "--config.train.batch_size=4", *overrides)
+
+
+@pytest.fixture(scope="session")
+def chain(tmp_path_factory):
+  """Espeak corpus -> codec (2 steps) -> latent shards -> GMM-LM (3 steps): a real, untrained
+  zero-shot chain shared by the synthesis, evaluation and notebook tests."""
+  root = tmp_path_factory.mktemp("synth_chain")
+  corpus, codec, latents, lm = (str(root / n) for n in ("corpus", "codec", "latents", "lm"))
+  run_python("-m", "data_pipelines.espeak_corpus", "--out", corpus, "--speakers", 3,
+      "--zero-shot-speakers", 1, "--utterances-per-speaker", 6, "--seed", 0, "--no-progress")
+  _train("gmm_vae.py:tiny", codec, f"--config.data.dir={corpus}", "--config.train.steps=2",
+        "--config.checkpoint.every_steps=2", "--config.discriminator.start_step=2",
+        "--config.data.segment_samples=1600", "--config.model.decoder_dim=16",
+        "--config.model.encoder_strides=(8,25)")
+  run_python("-m", "jaxtts.codec.cli", "encode-dataset", "--workdir", codec, "--data-dir", corpus,
+      "--out", latents)
+  # One length bucket (6 s): one compiled train step; the two longer utterances are filtered.
+  _train("gmm_lm.py:tiny", lm, f"--config.data.dir={latents}", "--config.train.steps=3",
+        "--config.checkpoint.every_steps=3", "--config.data.bucket_samples=(96000,)",
+        "--config.data.eval_split=test_zero_shot")
+  from jaxtts.data.source import CorpusSource  # pylint: disable=import-outside-toplevel
+  prompt = CorpusSource(corpus, "test_zero_shot").example(0)
+  return {"corpus": corpus, "codec": codec, "latents": latents, "lm": lm, "root": root,
+          "prompt_audio": prompt["audio"], "prompt_text": prompt["text"]}
