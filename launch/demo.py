@@ -11,6 +11,9 @@ Writes into OUT:
   latents/           `jaxtts-codec encode-dataset` shards (records + latents) for stage 2
   gmm_lm/            the GMM-LM's training workdir (alignment images under samples/)
   zero_shot/         held-out speakers' texts from 3 s prompts: <id>.wav, <id>.alignment.png
+  eval/              `jaxtts-eval zero-shot` of the GMM-LM: report.json, report.md (WER, SIM,
+                     DNSMOS of generated speech beside ground truth and codec resynthesis),
+                     plots/, audio/
   metrics.json       corpus, training figures, reconstruction metrics, synthesis timings
 Rerunning resumes each training from its checkpoints (the corpus is rebuilt only if absent).
 The CPU budget trains the codec without its discriminators; expect rough audio.
@@ -137,18 +140,20 @@ def main(argv=None) -> int:
   parser.add_argument("--lm-steps", type=int, default=500)
   parser.add_argument("--reconstructions", type=int, default=6)
   parser.add_argument("--zero-shot", type=int, default=4, help="held-out syntheses")
+  parser.add_argument("--eval-utterances", type=int, default=6,
+                      help="held-out texts scored by jaxtts-eval zero-shot")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
   t_start = time.perf_counter()
-  out = args.out
+  out = os.path.abspath(args.out)  # workdir configs name their data by absolute path
   corpus, codec_dir = os.path.join(out, "corpus"), os.path.join(out, "train")
   latents, lm_dir = os.path.join(out, "latents"), os.path.join(out, "gmm_lm")
   metrics = {}
 
-  print(f"[demo] 1/6 corpus -> {corpus}", flush=True)
+  print(f"[demo] 1/7 corpus -> {corpus}", flush=True)
   metrics["corpus"] = {**build_corpus(corpus, args), **corpus_stats(corpus)}
 
-  print(f"[demo] 2/6 training the tiny GMM-VAE codec -> {codec_dir}", flush=True)
+  print(f"[demo] 2/7 training the tiny GMM-VAE codec -> {codec_dir}", flush=True)
   metrics["codec_train"] = train_stage("gmm_vae.py:tiny", [
       f"--config.data.dir={corpus}", f"--config.train.steps={args.codec_steps}",
       f"--config.train.seed={args.seed}", "--config.train.eval_every_steps=400",
@@ -156,27 +161,35 @@ def main(argv=None) -> int:
       "--config.eval.sample_metrics=('mel_distance','si_sdr')",
       "--config.discriminator.enabled=False"], codec_dir)  # mel + prior: the CPU budget
 
-  print(f"[demo] 3/6 reconstructing held-out speakers -> {out}/reconstructions", flush=True)
+  print(f"[demo] 3/7 reconstructing held-out speakers -> {out}/reconstructions", flush=True)
   metrics["reconstruction_test_zero_shot"] = reconstruct_held_out(
       codec_dir, corpus, os.path.join(out, "reconstructions"), args.reconstructions)
 
-  print(f"[demo] 4/6 encoding the corpus to latent shards -> {latents}", flush=True)
+  print(f"[demo] 4/7 encoding the corpus to latent shards -> {latents}", flush=True)
   t0 = time.perf_counter()
   from jaxtts.codec import cli as codec_cli  # pylint: disable=import-outside-toplevel
   codec_cli.main(["encode-dataset", "--workdir", codec_dir, "--data-dir", corpus,
                   "--out", latents])
   metrics["encode_dataset_seconds"] = time.perf_counter() - t0
 
-  print(f"[demo] 5/6 training the tiny GMM-LM -> {lm_dir}", flush=True)
+  print(f"[demo] 5/7 training the tiny GMM-LM -> {lm_dir}", flush=True)
   metrics["gmm_lm_train"] = train_stage("gmm_lm.py:tiny", [
       f"--config.data.dir={latents}", f"--config.train.steps={args.lm_steps}",
       f"--config.train.seed={args.seed}", "--config.train.eval_every_steps=250",
       "--config.train.sample_every_steps=250", "--config.checkpoint.every_steps=250",
       "--config.data.bucket_samples=(48000,80000,112000)"], lm_dir)
 
-  print(f"[demo] 6/6 zero-shot synthesis for held-out speakers -> {out}/zero_shot", flush=True)
+  print(f"[demo] 6/7 zero-shot synthesis for held-out speakers -> {out}/zero_shot", flush=True)
   metrics["zero_shot"] = zero_shot(lm_dir, corpus, os.path.join(out, "zero_shot"),
                                    args.zero_shot, args.seed)
+
+  print(f"[demo] 7/7 jaxtts-eval zero-shot -> {out}/eval", flush=True)
+  from jaxtts.eval.zero_shot import evaluate_zero_shot  # pylint: disable=import-outside-toplevel
+  report = evaluate_zero_shot(lm_dir, split="test_zero_shot", prompt_seconds=(3,),
+                              limit=args.eval_utterances, out_dir=os.path.join(out, "eval"),
+                              seed=args.seed, max_seconds=8.0)
+  metrics["zero_shot_eval"] = {"table": report["table"], "num_failed": report["num_failed"],
+                               "wall_seconds": report["wall_seconds"]}
   metrics["device"] = str(jax.devices()[0].platform)
   metrics["demo_wall_seconds"] = time.perf_counter() - t_start
   with open(os.path.join(out, "metrics.json"), "w") as f:
@@ -187,7 +200,10 @@ def main(argv=None) -> int:
                     "gmm_lm_first_loss": metrics["gmm_lm_train"]["first_loss"],
                     "gmm_lm_final_loss": metrics["gmm_lm_train"]["final_loss"],
                     **{f"held_out_{m}": recon[f"mean_{m}"] for m in METRICS},
-                    "zero_shot_files": len(metrics["zero_shot"]["utterances"])}))
+                    "zero_shot_files": len(metrics["zero_shot"]["utterances"]),
+                    **{f"eval_{r['system']}_{k}": r.get(k) for r in report["table"]
+                       for k in ("wer", "sim_prompt", "dnsmos_ovrl")}}))
+  print(report["markdown"])
   return 0
 
 

@@ -87,13 +87,29 @@ class MetricWriter:
       self._tb.close()
 
 
+def figure(**kwargs):
+  """A matplotlib Figure on its own Agg canvas: no pyplot state and no backend switch (inline
+  plots of a notebook that calls these writers keep working)."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  fig = Figure(**kwargs)
+  FigureCanvasAgg(fig)
+  return fig
+
+
+def save_figure(fig, path: str, **kwargs) -> None:
+  """Writes ``fig`` to a temporary name beside ``path`` and renames it."""
+  root, ext = os.path.splitext(path)
+  tmp = f"{root}.tmp-{os.getpid()}{ext or '.png'}"
+  fig.savefig(tmp, **kwargs)
+  os.replace(tmp, path)
+
+
 def save_image(path: str, array: np.ndarray, *, title: str = "", xlabel: str = "",
                ylabel: str = "") -> np.ndarray:
   """Draws a 2-D array [x, y] (x horizontal) to PNG; returns the RGB pixels [H, W, 3]."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  fig, ax = plt.subplots(figsize=(8, 3), dpi=100)
+  fig = figure(figsize=(8, 3), dpi=100)
+  ax = fig.subplots()
   im = ax.imshow(np.asarray(array, np.float32).T, origin="lower", aspect="auto",
                  interpolation="none")
   fig.colorbar(im, ax=ax)
@@ -103,6 +119,5 @@ def save_image(path: str, array: np.ndarray, *, title: str = "", xlabel: str = "
   fig.tight_layout()
   fig.canvas.draw()
   rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-  fig.savefig(path)
-  plt.close(fig)
+  save_figure(fig, path)
   return rgb

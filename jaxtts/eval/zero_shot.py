@@ -1,0 +1,269 @@
+"""`jaxtts-eval zero-shot`: the zero-shot protocol of Lin & He (ICLR 2025) §5.1 / Table 2.
+
+For every utterance of a held-out split (its speakers unseen in training) and every prompt
+length ``s`` (3, 8, 15 s), a prompt is cut from the *other* utterances of the same speaker
+(`jaxtts.infer.prompts.build_prompts`: truncate, or concatenate until ``s``); the trained
+generator synthesizes the utterance's text from it ``K`` times (``--samples-per-text``, seeds
+``seed + k``). Every file is written under ``OUT/audio/`` and scored by `jaxtts.eval.score`:
+
+- ``generated``: the model's speech; WER against the text, SIM against the prompt (Table 2's
+  SIM) and against the ground-truth recording of the same text, DNSMOS.
+- ``ground_truth``: the recording itself (the WER floor of the ASR model on this corpus; its
+  SIM against the same prompts is the ceiling a perfect clone would reach).
+- ``codec_resynthesis``: the recording encoded and decoded by the generator's codec (the
+  ceiling the codec allows).
+- with ``K >= 2``, diversity proxies across the K samples (`jaxtts.eval.diversity`):
+  spread of mean F0 and of per-phoneme durations (Table 5 asks humans for "diversity").
+
+Writes ``OUT/report.json`` (configuration, backends, table, every row, failures, synthesis
+statistics), ``OUT/report.md`` (the table) and ``OUT/plots/`` (metric bars, mel spectrograms
+generated vs ground truth, alignments); ``OUT`` defaults to ``WORKDIR/eval``. Results are
+deterministic for a fixed seed. Requests the generator refuses (e.g. a 15 s prompt over its
+``max_total_seconds``) and rows that fail to score are reported and counted, not fatal.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import time
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+log = logging.getLogger("jaxtts.eval")
+
+SYSTEMS = ("ground_truth", "codec_resynthesis", "generated")
+BAR_METRICS = (("wer", "WER (%)"), ("sim_prompt", "SIM vs prompt"),
+               ("dnsmos_ovrl", "DNSMOS OVRL"))
+
+
+def load_generator(workdir: str, codec_workdir: Optional[str] = None,
+                   step: Optional[int] = None):
+  """The zero-shot generator of a training workdir (today: the ``gmm_lm`` task's
+  `Synthesizer`); other tasks raise a ValueError that names them."""
+  from jaxtts.train import restore  # pylint: disable=import-outside-toplevel
+  task = restore.load_config(workdir).get("task")
+  if task == "gmm_lm":
+    from jaxtts.infer.synthesize import Synthesizer  # pylint: disable=import-outside-toplevel
+    return Synthesizer(workdir, codec_workdir, step)
+  raise ValueError(f"{workdir}: task {task!r} has no zero-shot generator (supported: gmm_lm); "
+                   f"for a codec use `jaxtts-eval codec`")
+
+
+def save_mels(path: str, named_audio: Sequence[tuple[str, np.ndarray]], sample_rate: int) -> None:
+  """Log-mel spectrograms (80 bins, 16 ms hop at 16 kHz) stacked vertically, one per audio."""
+  import librosa  # pylint: disable=import-outside-toplevel
+
+  from jaxtts.train.metrics import figure, save_figure  # pylint: disable=import-outside-toplevel
+  fig = figure(figsize=(8, 2.2 * len(named_audio)))
+  axes = fig.subplots(len(named_audio), 1, squeeze=False)
+  for ax, (title, audio) in zip(axes[:, 0], named_audio):
+    mel = librosa.feature.melspectrogram(y=np.asarray(audio, np.float32), sr=sample_rate,
+                                         n_fft=1024, hop_length=sample_rate // 62, n_mels=80)
+    ax.imshow(librosa.power_to_db(mel + 1e-10, ref=1.0, top_db=80.0), origin="lower",
+              aspect="auto", interpolation="nearest")
+    ax.set_title(title, fontsize=8)
+    ax.set_ylabel("mel bin")
+  axes[-1, 0].set_xlabel("frame")
+  fig.tight_layout()
+  save_figure(fig, path, dpi=90)
+
+
+def _select(items: list[dict], limit: Optional[int]) -> tuple[list[dict], int]:
+  """Keeps the prompts of the first ``limit`` targets with pronounceable text; returns them
+  and the number of targets excluded for empty text."""
+  from jaxtts.eval.asr import normalize_text  # pylint: disable=import-outside-toplevel
+  targets, empty = [], set()
+  for it in items:
+    if not normalize_text(it["text"]) or not len(it["phonemes"]):
+      empty.add(it["target_id"])
+    elif it["target_id"] not in targets:
+      targets.append(it["target_id"])
+  keep = set(targets[:limit] if limit else targets)
+  return [it for it in items if it["target_id"] in keep], len(empty)
+
+
+def _synthesize(synth, items: list[dict], k: int, seed: int, batch_size: int,
+                max_seconds: Optional[float], progress: bool) -> tuple[dict, list[dict]]:
+  """Sample ``k`` of every item: {item id: result}, failures."""
+  from jaxtts.infer.synthesize import SynthesisInputError  # pylint: disable=import-outside-toplevel
+  requests, failures = [], []
+  for it in items:
+    try:
+      requests.append((it["id"], synth.prepare(
+          it["text"], it["prompt_audio"].astype(np.float32) / 32768.0,
+          prompt_phonemes=it["prompt_phonemes"], target_phonemes=it["phonemes"],
+          max_seconds=max_seconds)))
+    except SynthesisInputError as e:
+      failures.append({"id": f"{it['id']}-s{k}", "line": None, "reason": f"synthesis: {e}"})
+  results = {}
+  batches = [requests[i:i + batch_size] for i in range(0, len(requests), batch_size)]
+  if progress:
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+    batches = tqdm(batches, desc=f"synthesizing (sample {k})", leave=False)
+  for b, batch in enumerate(batches):
+    outs = synth.synthesize_batch([r for _, r in batch], seed=seed + 7919 * k + b,
+                                  max_seconds=max_seconds)
+    results.update({name: out for (name, _), out in zip(batch, outs)})
+  return results, failures
+
+
+def _diversity(rows: list[dict], durations: dict[str, np.ndarray]) -> dict[str, float]:
+  """Mean over items of `sample_diversity` across their K generated samples."""
+  from jaxtts.eval.backends import load_audio  # pylint: disable=import-outside-toplevel
+  from jaxtts.eval.diversity import sample_diversity  # pylint: disable=import-outside-toplevel
+  by_item = collections.defaultdict(list)
+  for r in rows:
+    by_item[r["item_id"]].append(r)
+  figures = collections.defaultdict(list)
+  for group in by_item.values():
+    if len(group) < 2:
+      continue
+    wavs = [load_audio(r["wav"], target_rate=16000) for r in group]
+    durs = [durations[r["id"]] for r in group]
+    for key, value in sample_diversity(wavs, 16000, durs).items():
+      if value is not None and np.isfinite(value):
+        figures[key].append(float(value))
+  return {k: float(np.mean(v)) for k, v in figures.items()}
+
+
+def evaluate_zero_shot(workdir: str, *, split: str = "test_zero_shot",
+                       corpus_dir: Optional[str] = None, prompt_seconds: Sequence[float] = (3,),
+                       samples_per_text: int = 1, limit: Optional[int] = None,
+                       out_dir: Optional[str] = None, seed: int = 0,
+                       asr_model: Optional[str] = "base",
+                       speaker_backend: Optional[str] = "ge2e",
+                       speaker_model_path: Optional[str] = None, mos: bool = True,
+                       max_seconds: Optional[float] = None, batch_size: int = 8,
+                       codec_workdir: Optional[str] = None, step: Optional[int] = None,
+                       plots: int = 4, progress: bool = True, scorer=None) -> dict[str, Any]:
+  """Runs the protocol of the module docstring; returns the report (also written to disk)
+  with ``table`` (rows: ``prompt``, ``system``, ``n``, ``wer``, ``cer``, ``sim_prompt``,
+  ``sim_reference``, ``dnsmos_*``...), ``rows``, ``failures``, ``markdown``, ``out_dir``."""
+  from jaxtts.audio.io import save_wav  # pylint: disable=import-outside-toplevel
+  from jaxtts.data.source import CorpusSource  # pylint: disable=import-outside-toplevel
+  from jaxtts.eval import report as report_lib  # pylint: disable=import-outside-toplevel
+  from jaxtts.eval.score import Scorer, summarize  # pylint: disable=import-outside-toplevel
+  from jaxtts.infer import prompts as prompts_lib  # pylint: disable=import-outside-toplevel
+  from jaxtts.infer.synthesize import save_alignment_image  # pylint: disable=import-outside-toplevel
+  if samples_per_text < 1:
+    raise ValueError(f"--samples-per-text must be >= 1, got {samples_per_text}")
+  if not prompt_seconds or min(prompt_seconds) <= 0:
+    raise ValueError(f"--prompt-seconds must be positive, got {list(prompt_seconds)}")
+  t_start = time.perf_counter()
+  synth = load_generator(workdir, codec_workdir, step)
+  corpus_dir = corpus_dir or synth.cfg.data.dir
+  if not os.path.isfile(os.path.join(corpus_dir, "manifest.json")):
+    raise FileNotFoundError(f"--corpus-dir: {corpus_dir!r} has no manifest.json (default: the "
+                            f"workdir's config.data.dir); pass the corpus or latent shards")
+  out_dir = os.path.abspath(out_dir or os.path.join(workdir, "eval"))
+  audio_dirs = {n: os.path.join(out_dir, "audio", n)
+                for n in ("generated", "prompts", "ground_truth", "codec_resynthesis")}
+  for d in (*audio_dirs.values(), os.path.join(out_dir, "plots")):
+    os.makedirs(d, exist_ok=True)
+  items, num_empty = _select(prompts_lib.build_prompts(corpus_dir, split, prompt_seconds, seed),
+                             limit)
+  if not items:
+    raise ValueError(f"split {split!r} of {corpus_dir} has no utterance to evaluate (targets "
+                     f"need another utterance of their speaker for the prompt)")
+  source = CorpusSource(corpus_dir, split)
+  index = {source.example(i)["id"]: i for i in range(len(source))}
+  rate = synth.sample_rate
+
+  # Ground truth and codec resynthesis of every target, prompts of every item.
+  rows, failures = [], []
+  targets = {}
+  for it in items:
+    tid = it["target_id"]
+    if tid not in targets:
+      audio = source.example(index[tid])["audio"].astype(np.float32) / 32768.0
+      gt = os.path.join(audio_dirs["ground_truth"], f"{tid}.wav")
+      save_wav(gt, audio, rate)
+      codec = os.path.join(audio_dirs["codec_resynthesis"], f"{tid}.wav")
+      save_wav(codec, synth.codec.decode(synth.codec.encode(audio))[:len(audio)], rate)
+      targets[tid] = {"ground_truth": gt, "codec_resynthesis": codec, "audio": audio}
+    prompt = os.path.join(audio_dirs["prompts"], f"{it['id']}.wav")
+    save_wav(prompt, it["prompt_audio"], rate)
+    it["prompt_wav"] = prompt
+    for system in ("ground_truth", "codec_resynthesis"):
+      rows.append({"id": f"{it['id']}-{system}", "wav": targets[tid][system], "text": it["text"],
+                   "prompt_wav": prompt, "reference_wav": targets[tid]["ground_truth"],
+                   "system": system, "prompt_seconds": it["requested_seconds"],
+                   "item_id": it["id"]})
+
+  # Generation.
+  durations, synthesis = {}, []
+  t0 = time.perf_counter()
+  for k in range(samples_per_text):
+    results, synth_failures = _synthesize(synth, items, k, seed + k, batch_size, max_seconds,
+                                          progress)
+    failures += synth_failures
+    for n, it in enumerate(items):
+      if it["id"] not in results:
+        continue
+      out, name = results[it["id"]], f"{it['id']}-s{k}"
+      wav = os.path.join(audio_dirs["generated"], f"{name}.wav")
+      save_wav(wav, out["wav"], rate)
+      durations[name] = np.asarray(out["durations"])
+      synthesis.append({"id": name, "seconds": len(out["wav"]) / rate,
+                        "stopped_by": out["stopped_by"], "frames": int(out["frames"]),
+                        "phonemes": len(out["phonemes"]), "rtf": out["timings"]["rtf"]})
+      rows.append({"id": name, "wav": wav, "text": it["text"], "prompt_wav": it["prompt_wav"],
+                   "reference_wav": targets[it["target_id"]]["ground_truth"],
+                   "system": "generated", "prompt_seconds": it["requested_seconds"],
+                   "item_id": it["id"], "stopped_by": out["stopped_by"]})
+      if k == 0 and n < plots:
+        save_alignment_image(os.path.join(out_dir, "plots", f"alignment-{name}.png"), out,
+                             title=f"{name}: alignment (prompt at 0.5)")
+        save_mels(os.path.join(out_dir, "plots", f"mel-{name}.png"),
+                  [(f"generated {name}", out["wav"]),
+                   (f"ground truth {it['target_id']}", targets[it["target_id"]]["audio"])], rate)
+  generate_seconds = time.perf_counter() - t0
+
+  # Scoring and the table.
+  scorer = scorer or Scorer(asr_model, speaker_backend, speaker_model_path, mos)
+  scored, score_failures, empty_rows = scorer.score_rows(rows, progress)
+  failures += score_failures
+  table = []
+  for s in prompt_seconds:
+    for system in SYSTEMS:
+      group = [r for r in scored if r["system"] == system and r["prompt_seconds"] == float(s)]
+      line = {"prompt": f"{float(s):g} s", "system": system, **summarize(group)}
+      if system == "generated" and samples_per_text > 1:
+        line.update(_diversity(group, durations))
+      table.append(line)
+  for r in scored:
+    r.pop("line", None)
+  stops = collections.Counter(x["stopped_by"] for x in synthesis)
+  result = {
+      "workdir": os.path.abspath(workdir), "corpus_dir": os.path.abspath(corpus_dir),
+      "split": split, "prompt_seconds": [float(s) for s in prompt_seconds],
+      "samples_per_text": samples_per_text, "seed": seed, "limit": limit,
+      "num_targets": len(targets), "num_items": len(items),
+      "num_failed": len(failures), "num_empty_text": num_empty + empty_rows,
+      "num_metric_failures": sum(len(r.get("errors", ())) for r in scored),
+      "backends": scorer.describe(), "table": table, "rows": scored, "failures": failures,
+      "synthesis": {"stopped_by": dict(stops), "seconds": generate_seconds,
+                    "mean_generated_seconds": float(np.mean([x["seconds"] for x in synthesis]))
+                    if synthesis else None,
+                    "median_rtf": float(np.median([x["rtf"] for x in synthesis]))
+                    if synthesis else None, "utterances": synthesis},
+      "out_dir": out_dir,
+  }
+  result["wall_seconds"] = time.perf_counter() - t_start
+  notes = [f"{len(targets)} target utterances of split `{split}`, prompts of "
+           f"{', '.join(f'{float(s):g}' for s in prompt_seconds)} s from other utterances of "
+           f"the same speaker, {samples_per_text} sample(s) per text, seed {seed}.",
+           "SIM (prompt) is the papers' SIM; SIM (ground truth) compares with the recording of "
+           "the same text. DNSMOS is a no-reference MOS proxy, not a listening test.",
+           f"Generation stopped by: {json.dumps(dict(stops))}."]
+  result["markdown"] = report_lib.markdown_report(
+      f"Zero-shot evaluation of {os.path.basename(os.path.abspath(workdir))}", result,
+      report_lib.ZERO_SHOT_COLUMNS, notes)
+  report_lib.metric_bars(os.path.join(out_dir, "plots", "metrics.png"), table, BAR_METRICS)
+  report_lib.write_report(out_dir, result)
+  log.info("zero-shot report: %s", os.path.join(out_dir, "report.md"))
+  return result

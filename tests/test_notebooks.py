@@ -1,0 +1,126 @@
+"""The Colab notebooks in notebooks/, executed end to end (nbclient, a python3 kernel of this
+interpreter) against the tiny trained chain of conftest: parameters come from JAXTTS_*
+environment variables, which the kernel inherits."""
+
+import glob
+import json
+import math
+import os
+import re
+import sys
+
+import pytest
+
+from conftest import ROOT, subprocess_env
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+pytestmark = pytest.mark.slow
+
+NOTEBOOKS = os.path.join(ROOT, "notebooks")
+TIMEOUT_S = 600  # per cell
+
+
+@pytest.fixture
+def kernel_env(tmp_path, monkeypatch):
+  """A ``python3`` kernelspec that runs this interpreter, first on JUPYTER_PATH (a user-level
+  ``python3`` spec of another Python cannot shadow it), and the child JAX environment."""
+  spec_dir = tmp_path / "jupyter" / "kernels" / "python3"
+  spec_dir.mkdir(parents=True)
+  (spec_dir / "kernel.json").write_text(json.dumps({
+      "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+      "display_name": "Python 3 (jaxtts tests)", "language": "python"}))
+  monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+  monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))  # no user startup files
+  for key, value in subprocess_env(1).items():  # JAX_PLATFORMS=cpu, PYTHONPATH, compile cache
+    monkeypatch.setenv(key, value)
+  monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+  for key in [k for k in os.environ if k.startswith("JAXTTS_")]:
+    monkeypatch.delenv(key)
+  from jupyter_client.kernelspec import KernelSpecManager
+  assert KernelSpecManager().get_kernel_spec("python3").argv[0] == sys.executable
+  return monkeypatch
+
+
+def _execute(name, tmp_path):
+  """Runs a notebook (cwd ``tmp_path``); keeps the executed copy there for debugging."""
+  path = os.path.join(NOTEBOOKS, name)
+  nb = nbformat.read(path, as_version=4)
+  assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
+      f"{name} is committed with outputs; clear them")
+  client = nbclient.NotebookClient(nb, timeout=TIMEOUT_S, kernel_name="python3",
+                                   resources={"metadata": {"path": str(tmp_path)}})
+  try:
+    client.execute()
+  finally:
+    nbformat.write(nb, str(tmp_path / name))
+  outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+  assert not [o for o in outputs if o.output_type == "error"]
+  return outputs
+
+
+def _stdout(outputs):
+  return "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stdout")
+
+
+def _data(outputs, mime):
+  return [o.data[mime] for o in outputs
+          if o.output_type in ("display_data", "execute_result") and mime in o.data]
+
+
+def test_zero_shot_notebook(chain, kernel_env, tmp_path):
+  from jaxtts.audio.io import save_wav
+  prompt = tmp_path / "prompt.wav"
+  save_wav(prompt, chain["prompt_audio"], 16000)
+  out_dir = tmp_path / "outputs"
+  for key, value in {"WORKDIR": chain["lm"], "PROMPT_AUDIO": prompt,
+                     "PROMPT_TEXT": chain["prompt_text"], "TEXT": "Good morning.",
+                     "MAX_SECONDS": 2, "EVAL_LIMIT": 1, "OUTPUT_DIR": out_dir}.items():
+    kernel_env.setenv(f"JAXTTS_{key}", str(value))  # the codec: from the latent manifest
+
+  outputs = _execute("zero_shot_colab.ipynb", tmp_path)
+
+  text = _stdout(outputs)
+  assert "Not in Colab" in text and re.search(r"task +gmm_lm \(step \d+\)", text), text
+  assert chain["codec"] in text and "16000 Hz" in text
+  rtf = re.search(r"RTF (\d+\.\d+)", text)
+  assert rtf and float(rtf.group(1)) > 0, text
+  assert "durations (frames):" in text
+  audio = [h for h in _data(outputs, "text/html") if "<audio" in h]
+  assert len(audio) == 2  # prompt and synthesis
+  pngs = _data(outputs, "image/png")
+  assert len(pngs) >= 2  # the alignment figure and the first evaluation plot
+  assert os.path.getsize(out_dir / "synthesis.wav") > 44
+  assert os.path.getsize(out_dir / "synthesis.alignment.png") > 0
+  # The evaluation: its report table, and the plots it wrote.
+  tables = [m for m in _data(outputs, "text/markdown") if "WER" in m]
+  assert len(tables) == 1 and "|" in tables[0], _data(outputs, "text/markdown")
+  plots = glob.glob(str(out_dir / "eval" / "**" / "*.png"), recursive=True)
+  assert plots and all(p in text for p in plots)
+
+
+def test_codec_notebook(chain, kernel_env, tmp_path):
+  from jaxtts.audio.io import save_wav
+  audio = tmp_path / "utterance.wav"
+  save_wav(audio, chain["prompt_audio"], 16000)
+  out_dir = tmp_path / "outputs"
+  for key, value in {"CODEC_WORKDIR": chain["codec"], "AUDIO": audio, "EVAL_LIMIT": 1,
+                     "OUTPUT_DIR": out_dir}.items():
+    kernel_env.setenv(f"JAXTTS_{key}", str(value))
+
+  outputs = _execute("codec_colab.ipynb", tmp_path)
+
+  text = _stdout(outputs)
+  frames = -(-len(chain["prompt_audio"]) // 200)
+  assert f"latents        shape ({frames}, " in text and "80 frames/s" in text, text
+  for metric in ("mel_distance", "stft_distance", "si_sdr", "pesq_wb", "stoi"):
+    value = re.search(rf"^{metric}\s+(-?\d+\.\d+)\s+(lower|higher)$", text, re.M)
+    assert value and math.isfinite(float(value.group(1))), (metric, text)
+  assert "visqol" not in text  # behind JAXTTS_RUN_VISQOL
+  assert len([h for h in _data(outputs, "text/html") if "<audio" in h]) == 2
+  assert _data(outputs, "image/png")  # spectrograms and latents
+  assert os.path.getsize(out_dir / "reconstruction.wav") > 44
+  tables = [m for m in _data(outputs, "text/markdown") if "|" in m and "mel_distance" in m]
+  assert len(tables) == 1, _data(outputs, "text/markdown")
