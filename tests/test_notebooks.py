@@ -9,13 +9,11 @@ import os
 import re
 import sys
 
+import nbclient
+import nbformat
 import pytest
 
 from conftest import ROOT, subprocess_env
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
 
 pytestmark = pytest.mark.slow
 

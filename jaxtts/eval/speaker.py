@@ -7,9 +7,10 @@ Two encoders are offered:
 
 * ``"ge2e"`` (`GE2EEncoder`, default, offline): Resemblyzer's GE2E d-vector (an LSTM trained
   with the generalized end-to-end loss on LibriSpeech/VoxCeleb, weights shipped in the wheel).
-  It is *not* the papers' WavLM-TDNN: its cosines sit in a different, higher range
-  (unrelated speakers often score 0.5-0.8), so absolute values are not comparable with the
-  papers' tables; only comparisons between systems scored with it are meaningful.
+  It is *not* the papers' WavLM-TDNN: its cosines sit in a different, higher range (on the
+  espeak test corpus: 0.88 on average between clips of one voice, 0.58 between different
+  voices, up to 0.74), so absolute values are not comparable with the papers' tables; only
+  comparisons between systems scored with it are meaningful.
 * ``"wavlm"`` (`WavLMEncoder`): a HuggingFace ``WavLMForXVector`` checkpoint folder that the
   user downloaded (e.g. ``microsoft/wavlm-base-plus-sv``); needs ``pip install transformers``.
   Closer to the papers' model family, still not their exact fine-tuned WavLM-large checkpoint.
