@@ -29,7 +29,8 @@ setup(
         "espeakng-loader>=0.2.4,<0.3",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "nbclient>=0.10",
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "filelock>=3.12",
+                "nbclient>=0.10",
                 "nbformat>=5.10", "ipykernel>=6.29"],
         # Codec metrics (installed by `make test` and `make demo`).
         "eval": ["pesq>=0.0.4", "pystoi>=0.4.1", "visqol-python[lattice,accel]>=3.8"],

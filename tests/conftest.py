@@ -1,6 +1,7 @@
 """Shared fixtures: small corpora the project makes itself (no downloads)."""
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,25 +53,62 @@ def _train(config, workdir, *overrides):
       "--config.logging.progress_bar=False", "--config.train.batch_size=4", *overrides)
 
 
+def _build_once(tmp_path_factory, worker_id: str, name: str, build):
+  """``build(dir)`` once per test run: pytest-xdist workers share the directory (in their
+  common temp dir) under a file lock; a build that died half-way is redone."""
+  from filelock import FileLock  # pylint: disable=import-outside-toplevel
+  base = tmp_path_factory.getbasetemp()
+  shared = base.parent if worker_id != "master" else base
+  root = shared / name
+  with FileLock(str(shared / f"{name}.lock")):
+    if not (root / ".done").exists():
+      if root.exists():
+        shutil.rmtree(root)
+      root.mkdir()
+      build(root)
+      (root / ".done").write_text("ok")
+  return root
+
+
 @pytest.fixture(scope="session")
-def chain(tmp_path_factory):
+def reference_run(synthetic_corpus, tmp_path_factory, worker_id):
+  """An uninterrupted 6-step tiny-codec run on one device: the reference of the trainer's
+  sharding, multi-process and resume tests (`train_helpers`)."""
+  from train_helpers import run, train_cmd  # pylint: disable=import-outside-toplevel
+  # Eval and samples at the last step (they read their own iterator; training is unaffected).
+  # The synthetic valid split is smaller than a batch; the held-out speaker's split is not.
+  root = _build_once(tmp_path_factory, worker_id, "reference_run", lambda r: run(train_cmd(
+      r / "workdir", synthetic_corpus, 6, **{"train.eval_every_steps": 6,
+                                             "train.sample_every_steps": 6,
+                                             "data.eval_split": "test_zero_shot"})))
+  return str(root / "workdir")
+
+
+@pytest.fixture(scope="session")
+def chain(tmp_path_factory, worker_id):
   """Espeak corpus -> codec (2 steps) -> latent shards -> GMM-LM (3 steps): a real, untrained
-  zero-shot chain shared by the synthesis, evaluation and notebook tests."""
-  root = tmp_path_factory.mktemp("synth_chain")
-  corpus, codec, latents, lm = (str(root / n) for n in ("corpus", "codec", "latents", "lm"))
-  run_python("-m", "data_pipelines.espeak_corpus", "--out", corpus, "--speakers", 3,
-      "--zero-shot-speakers", 1, "--utterances-per-speaker", 6, "--seed", 0, "--no-progress")
-  _train("gmm_vae.py:tiny", codec, f"--config.data.dir={corpus}", "--config.train.steps=2",
-        "--config.checkpoint.every_steps=2", "--config.discriminator.start_step=2",
-        "--config.data.segment_samples=1600", "--config.model.decoder_dim=16",
-        "--config.model.encoder_strides=(8,25)")
-  run_python("-m", "jaxtts.codec.cli", "encode-dataset", "--workdir", codec, "--data-dir", corpus,
-      "--out", latents)
-  # One length bucket (6 s): one compiled train step; the two longer utterances are filtered.
-  _train("gmm_lm.py:tiny", lm, f"--config.data.dir={latents}", "--config.train.steps=3",
-        "--config.checkpoint.every_steps=3", "--config.data.bucket_samples=(96000,)",
-        "--config.data.eval_split=test_zero_shot")
+  zero-shot chain shared by the synthesis, evaluation and notebook tests (built once)."""
   from jaxtts.data.source import CorpusSource  # pylint: disable=import-outside-toplevel
+  root = _build_once(tmp_path_factory, worker_id, "synth_chain",
+                     lambda r: _build_chain(*(str(r / n) for n in ("corpus", "codec", "latents",
+                                                                   "lm"))))
+  corpus, codec, latents, lm = (str(root / n) for n in ("corpus", "codec", "latents", "lm"))
   prompt = CorpusSource(corpus, "test_zero_shot").example(0)
   return {"corpus": corpus, "codec": codec, "latents": latents, "lm": lm, "root": root,
           "prompt_audio": prompt["audio"], "prompt_text": prompt["text"]}
+
+
+def _build_chain(corpus, codec, latents, lm):
+  run_python("-m", "data_pipelines.espeak_corpus", "--out", corpus, "--speakers", 3,
+             "--zero-shot-speakers", 1, "--utterances-per-speaker", 6, "--seed", 0,
+             "--no-progress")
+  _train("gmm_vae.py:tiny", codec, f"--config.data.dir={corpus}", "--config.train.steps=2",
+         "--config.checkpoint.every_steps=2", "--config.discriminator.start_step=2",
+         "--config.data.segment_samples=1600", "--config.model.decoder_dim=16",
+         "--config.model.encoder_strides=(8,25)")
+  run_python("-m", "jaxtts.codec.cli", "encode-dataset", "--workdir", codec, "--data-dir",
+             corpus, "--out", latents)
+  # One length bucket (6 s): one compiled train step; the two longer utterances are filtered.
+  _train("gmm_lm.py:tiny", lm, f"--config.data.dir={latents}", "--config.train.steps=3",
+         "--config.checkpoint.every_steps=3", "--config.data.bucket_samples=(96000,)",
+         "--config.data.eval_split=test_zero_shot")

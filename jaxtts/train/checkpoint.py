@@ -80,6 +80,11 @@ class Checkpointer:
       items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
     return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
 
+  def check(self, step: int, abstract_state: Any) -> None:
+    """`check_compatible` of checkpoint ``step`` against ``abstract_state`` (shapes only, e.g.
+    from `jax.eval_shape`, so a run can refuse another config before compiling anything)."""
+    check_compatible(os.path.join(self.directory, str(step), "state"), abstract_state)
+
   def restore(self, step: int, abstract_state: Any,
               data_iterator: grain.DatasetIterator | None) -> Any:
     """Restores `state` into `abstract_state`'s shapes/shardings and the iterator in place.

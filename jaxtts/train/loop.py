@@ -214,8 +214,10 @@ class Trainer:
     checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                          max_to_keep=cfg.checkpoint.max_to_keep,
                                          async_save=cfg.checkpoint.async_save)
-    state = self.init_state()
     latest = checkpointer.latest_step()
+    if latest is not None:  # another config's checkpoint is refused before any compilation
+      checkpointer.check(latest, nn.meta.unbox(self.abstract_boxed))
+    state = self.init_state()
     if latest is not None:
       abstract = ckpt_lib.abstract_with_shardings(state, self.state_shardings)
       state = checkpointer.restore(latest, abstract, train_iter)

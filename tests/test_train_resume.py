@@ -1,0 +1,102 @@
+"""Trainer checks against an uninterrupted run (the session `reference_run`): two
+`jax.distributed` processes, SIGKILL and SIGTERM resumes, and refusing another config's
+checkpoint. Each run is a child process (`python -m jaxtts.train`).
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, subprocess_env
+from train_helpers import assert_params_close, final_params, losses, run, train_cmd
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.multiprocess
+def test_two_processes_match_single_process(reference_run, synthetic_corpus, tmp_path):
+  """Two `jax.distributed` processes on localhost, two CPU devices each, vs one process."""
+  port = _free_port()
+  procs = []
+  for pid in range(2):
+    cmd = train_cmd(tmp_path, synthetic_corpus, 6) + [
+        "--coordinator-address", f"localhost:{port}", "--num-processes", "2",
+        "--process-id", str(pid)]
+    procs.append(subprocess.Popen(cmd, env=subprocess_env(2), cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+  for p in procs:
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-4000:]
+  ref, got = losses(reference_run), losses(tmp_path)
+  np.testing.assert_allclose([got[s] for s in sorted(ref)], [ref[s] for s in sorted(ref)],
+                             rtol=1e-4)
+  assert_params_close(final_params(reference_run)[1], final_params(tmp_path)[1], atol=1e-4)
+
+
+def test_sigkill_then_resume_matches_uninterrupted(reference_run, synthetic_corpus, tmp_path):
+  cmd = train_cmd(tmp_path, synthetic_corpus, 6, **{"checkpoint.async_save": False})
+  proc = subprocess.Popen(cmd, env=subprocess_env(1), cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  ckpt_dir = tmp_path / "checkpoints"
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if ckpt_dir.exists() and any(d.isdigit() for d in os.listdir(ckpt_dir)):
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, "the run ended before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
+  assert killed_at < 6
+  run(cmd)  # the same command resumes
+  ref, got = losses(reference_run), losses(tmp_path)
+  assert sorted(got) == sorted(ref)
+  np.testing.assert_allclose([got[s] for s in sorted(ref)], [ref[s] for s in sorted(ref)],
+                             rtol=1e-6)
+  assert_params_close(final_params(reference_run)[1], final_params(tmp_path)[1], atol=1e-6)
+
+
+def test_sigterm_saves_and_resume_matches(reference_run, synthetic_corpus, tmp_path):
+  """SIGTERM (preemption): the run saves the step it reached, exits 143, and resumes exactly."""
+  cmd = train_cmd(tmp_path, synthetic_corpus, 6, **{"checkpoint.every_steps": 100})
+  proc = subprocess.Popen(cmd, env=subprocess_env(1), cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  started = tmp_path / "config.json"  # written once the SIGTERM handler is installed
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None and not started.exists():
+    time.sleep(0.02)
+  assert proc.poll() is None, "the run ended before SIGTERM could be sent"
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 143, err[-3000:]
+  saved = [int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()]
+  assert len(saved) == 1 and 0 <= saved[0] < 6, saved  # only the SIGTERM save (every 100)
+  run(cmd)
+  ref, got = losses(reference_run), losses(tmp_path)
+  np.testing.assert_allclose([got[s] for s in sorted(ref)], [ref[s] for s in sorted(ref)],
+                             rtol=1e-6)
+  assert_params_close(final_params(reference_run)[1], final_params(tmp_path)[1], atol=1e-6)
+
+
+def test_checkpoint_of_another_config_is_refused(reference_run, synthetic_corpus, tmp_path):
+  """Resuming a workdir with a config whose parameter shapes differ exits 2 naming the keys,
+  and leaves the workdir's config.json and checkpoints as they were."""
+  workdir = tmp_path / "w"
+  shutil.copytree(reference_run, workdir)
+  before = open(workdir / "config.json").read()
+  proc = run(train_cmd(workdir, synthetic_corpus, 8, **{"model.decoder_dim": 24}), check=False)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert "another configuration" in proc.stderr and "params/generator/" in proc.stderr
+  assert "shape differs" in proc.stderr
+  assert open(workdir / "config.json").read() == before
+  assert max(int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit()) == 6
