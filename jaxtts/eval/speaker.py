@@ -1,13 +1,14 @@
 """Speaker similarity (SIM): cosine of speaker embeddings of a generated and a reference clip.
 
-Zero-shot TTS papers (VALL-E, NaturalSpeech 2/3, and the GMM-LM paper) report SIM with a
-WavLM-large + ECAPA-TDNN speaker-verification model, between the generated speech and the
-speaker's prompt (SIM-o: original prompt; SIM-r: the prompt reconstructed by the codec).
+Zero-shot TTS papers report SIM between the generated speech and the speaker's prompt
+(SIM-o: original prompt; SIM-r: the prompt reconstructed by the codec) with a
+speaker-verification model: VALL-E and NaturalSpeech 2/3 a WavLM-large + ECAPA-TDNN, the GMM-LM
+paper (Lin & He 2025, §4) a WeSpeaker model trained on VoxCeleb.
 Two encoders are offered:
 
 * ``"ge2e"`` (`GE2EEncoder`, default, offline): Resemblyzer's GE2E d-vector (an LSTM trained
   with the generalized end-to-end loss on LibriSpeech/VoxCeleb, weights shipped in the wheel).
-  It is *not* the papers' WavLM-TDNN: its cosines sit in a different, higher range (on the
+  It is *not* the papers' models: its cosines sit in a different, higher range (on the
   espeak test corpus: 0.88 on average between clips of one voice, 0.58 between different
   voices, up to 0.74), so absolute values are not comparable with the papers' tables; only
   comparisons between systems scored with it are meaningful.
