@@ -21,7 +21,7 @@ $(STAMP): setup.py
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -rs --durations=20 -n 2 --dist loadfile tests
+	$(BIN)/python -m pytest -q -rs --durations=20 -n 2 --dist loadfile --max-worker-restart=0 tests
 
 demo: $(STAMP)
 	$(BIN)/python -m launch.demo --out $(DEMO_DIR)

@@ -10,6 +10,14 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# numba's `guvectorize(cache=True)` (librosa's pitch and beat code) writes a function's two
+# cache files separately; processes compiling at once can mix them and segfault on load
+# (numba/numba#10128; seen here with two pytest-xdist workers in a fresh venv). Each worker,
+# and the children it starts, gets its own numba cache.
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(
+    tempfile.gettempdir(), f"jaxtts-test-numba-{os.getuid()}-"
+    f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"))
+
 
 @pytest.fixture(scope="session")
 def synthetic_corpus(tmp_path_factory):
