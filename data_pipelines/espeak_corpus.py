@@ -778,7 +778,7 @@ def build(out_dir: str, *, speakers: int = 12, zero_shot_speakers: int = 3,
       json.dump(manifest, f, sort_keys=True, indent=1)
       f.write("\n")
     # <split>.speaker_index.npy: class-balanced sampling reads it instead of every record.
-    write_speaker_index(tmp)
+    write_speaker_index(tmp, [s for s in SPLITS if counts[s]])  # e.g. no zero-shot speakers
     if os.path.exists(out_dir):
       old = out_dir + f".old-{os.getpid()}"
       os.rename(out_dir, old)

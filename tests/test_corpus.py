@@ -213,3 +213,16 @@ def test_speaker_index_matches_records(corpora):
   for split in ("train", "valid", "test_zero_shot"):
     index = np.load(os.path.join(corpora["a"], f"{split}.speaker_index.npy"))
     np.testing.assert_array_equal(index, [r["speaker_id"] for r in _records(corpora["a"], split)])
+
+
+def test_corpus_without_zero_shot_speakers(tmp_path):
+  """`--zero-shot-speakers 0`: an empty test_zero_shot split that says so when opened."""
+  from jaxtts.data.source import CorpusError, CorpusSource
+  out = str(tmp_path / "c")
+  C.build(out, seed=0, workers=1, **{**TINY, "zero_shot_speakers": 0})
+  manifest = json.load(open(os.path.join(out, "manifest.json")))
+  assert manifest["splits"]["test_zero_shot"]["num_examples"] == 0
+  assert len(CorpusSource(out, "train")) == manifest["splits"]["train"]["num_examples"] > 0
+  assert not os.path.exists(os.path.join(out, "test_zero_shot.speaker_index.npy"))
+  with pytest.raises(CorpusError, match="test_zero_shot.*no examples"):
+    CorpusSource(out, "test_zero_shot")
