@@ -312,11 +312,15 @@ class _BucketBatchIterator(grain.DatasetIterator):
     # Per bucket: list of (ordinal, parent state before the element, element).
     self._buffers: list[list[tuple[int, Any, dict]]] = [[] for _ in self._spec.bucket_samples]
 
+  def _samples_of(self, element: dict) -> int:
+    """Length in audio samples: of the waveform, or of the latents (frames x hop)."""
+    return (len(element["latents"]) * self._spec.latent_hop if self._spec.latent_hop
+            else len(element["audio"]))
+
   def _bucket_of(self, element: dict) -> int | None:
     """Bucket index, or None after counting a filtered element."""
     p = len(element["phonemes"])
-    t = (len(element["latents"]) * self._spec.latent_hop if self._spec.latent_hop
-         else len(element["audio"]))
+    t = self._samples_of(element)
     key = None
     if t > self._spec.bucket_samples[-1]:
       key = "filtered_audio_too_long"
@@ -393,7 +397,8 @@ class _BucketBatchIterator(grain.DatasetIterator):
       state_before = copy.deepcopy(self._parent.get_state())
       element = next(self._parent)
       if ordinal in wanted:
-        bucket = int(np.searchsorted(self._spec.bucket_samples, len(element["audio"])))
+        bucket = int(np.searchsorted(self._spec.bucket_samples, self._samples_of(element),
+                                     side="left"))
         if bucket != wanted[ordinal]:
           raise ValueError(f"iterator state does not match the data: element {ordinal} "
                            f"replays into bucket {bucket}, the state says {wanted[ordinal]}")
