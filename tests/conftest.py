@@ -1,5 +1,6 @@
 """Shared fixtures: small corpora the project makes itself (no downloads)."""
 
+import faulthandler
 import os
 import shutil
 import subprocess
@@ -17,6 +18,59 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(
     tempfile.gettempdir(), f"jaxtts-test-numba-{os.getuid()}-"
     f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"))
+
+
+# One thread per runtime in each worker (two workers share the CI machine's two cores): OpenMP
+# (torch, CTranslate2), OpenBLAS and MKL; children inherit it.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+  os.environ.setdefault(_var, "1")
+
+# A native crash of a pytest-xdist worker (SIGSEGV, abort) is dumped by faulthandler to a file
+# of that worker, and the controller prints the innermost frames of every thread at the end of
+# the run, where CI logs keep them (pytest's own faulthandler plugin is off: pyproject.toml).
+CRASH_DIR_VAR = "JAXTTS_TEST_CRASH_DIR"
+_crash_file = None
+
+
+def pytest_configure(config):
+  global _crash_file  # pylint: disable=global-statement
+  worker = os.environ.get("PYTEST_XDIST_WORKER")
+  if worker and os.environ.get(CRASH_DIR_VAR):
+    _crash_file = open(os.path.join(os.environ[CRASH_DIR_VAR], f"{worker}.txt"), "w")  # pylint: disable=consider-using-with
+    faulthandler.enable(file=_crash_file, all_threads=True)
+    return
+  faulthandler.enable(file=sys.stderr, all_threads=True)
+  if getattr(config.option, "numprocesses", None):
+    os.environ[CRASH_DIR_VAR] = tempfile.mkdtemp(prefix="jaxtts-test-crash-")
+
+
+def _innermost_frames(dump: str, per_thread: int = 12) -> list:
+  """The fault line and each thread's first ``per_thread`` frames (most recent first)."""
+  out, kept = [], 0
+  for line in dump.splitlines():
+    if line.startswith("Extension modules"):
+      continue
+    if not line.startswith("  "):
+      out.append(line)
+      kept = 0
+    elif kept < per_thread:
+      out.append(line)
+      kept += 1
+  return out
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter):
+  crash_dir = os.environ.get(CRASH_DIR_VAR)
+  if os.environ.get("PYTEST_XDIST_WORKER") or not crash_dir or not os.path.isdir(crash_dir):
+    return
+  for name in sorted(os.listdir(crash_dir)):
+    with open(os.path.join(crash_dir, name)) as f:
+      dump = f.read().strip()
+    if dump:
+      terminalreporter.section(f"native crash of worker {name[:-4]} (faulthandler)")
+      for line in _innermost_frames(dump):
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,9 @@ import json
 import math
 import os
 import re
+import subprocess
 import sys
 
-import nbclient
 import nbformat
 import pytest
 
@@ -37,23 +37,37 @@ def kernel_env(tmp_path, monkeypatch):
   monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
   for key in [k for k in os.environ if k.startswith("JAXTTS_")]:
     monkeypatch.delenv(key)
-  from jupyter_client.kernelspec import KernelSpecManager
-  assert KernelSpecManager().get_kernel_spec("python3").argv[0] == sys.executable
   return monkeypatch
 
 
+# nbclient runs in a child process: its asyncio loop, zmq sockets and their threads then never
+# share a pytest worker with the JAX, torch and CTranslate2 runtimes of the other tests.
+_RUNNER = """
+import sys, nbclient, nbformat
+from jupyter_client.kernelspec import KernelSpecManager
+assert KernelSpecManager().get_kernel_spec("python3").argv[0] == sys.executable, "kernelspec"
+src, dst, cwd, timeout = sys.argv[1:]
+nb = nbformat.read(src, as_version=4)
+try:
+  nbclient.NotebookClient(nb, timeout=int(timeout), kernel_name="python3",
+                          resources={"metadata": {"path": cwd}}).execute()
+finally:
+  nbformat.write(nb, dst)
+"""
+
+
 def _execute(name, tmp_path):
-  """Runs a notebook (cwd ``tmp_path``); keeps the executed copy there for debugging."""
+  """Runs a notebook (cwd ``tmp_path``) in a child process; keeps the executed copy there."""
   path = os.path.join(NOTEBOOKS, name)
   nb = nbformat.read(path, as_version=4)
   assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
       f"{name} is committed with outputs; clear them")
-  client = nbclient.NotebookClient(nb, timeout=TIMEOUT_S, kernel_name="python3",
-                                   resources={"metadata": {"path": str(tmp_path)}})
-  try:
-    client.execute()
-  finally:
-    nbformat.write(nb, str(tmp_path / name))
+  executed = tmp_path / name
+  proc = subprocess.run([sys.executable, "-c", _RUNNER, path, str(executed), str(tmp_path),
+                         str(TIMEOUT_S)], env=dict(os.environ), capture_output=True, text=True,
+                        timeout=4 * TIMEOUT_S)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  nb = nbformat.read(str(executed), as_version=4)
   outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
   assert not [o for o in outputs if o.output_type == "error"]
   return outputs
