@@ -61,6 +61,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       weight_temperature=1.0,
       scale_temperature=0.8,
       stop_threshold=0.5,
+      stop_on_last_phoneme_only=True,  # the stop logit counts only on the last phoneme
       stay_mode="st_gumbel",    # st_gumbel (sample) | threshold (greedy)
   ))
   cfg.train.optimizers.model = base.optimizer_config(

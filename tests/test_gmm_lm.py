@@ -189,3 +189,22 @@ def test_tiny_training_on_latent_shards_reduces_loss(tmp_path):
   assert evals and np.isfinite(evals[-1]["eval/nll_per_dim"])
   samples = [n for _, _, names in os.walk(workdir / "samples") for n in names]
   assert any(n.endswith("alignment.png") for n in samples), samples
+
+
+def test_stop_logit_counts_only_on_the_last_phoneme():
+  """With ``stop_threshold=-1`` the stop logit says "stop" at every frame: by default a row
+  still runs until its alignment reaches the last phoneme; ungated it stops at once."""
+  model = _small(energy_bias_init=-2.0)
+  params = _init(model)
+  prompt, phonemes = jnp.zeros((B, 2, D)), jnp.ones((B, J), jnp.int32)
+  gated = generate(model, params, prompt, jnp.array([2, 0]), phonemes, jnp.array([4, 6]),
+                   jax.random.key(0), max_frames=40, stop_threshold=-1.0)
+  lengths, idx = np.asarray(gated["lengths"]), np.asarray(gated["phoneme_index"])
+  assert (np.asarray(gated["stopped_by"]) == 0).all()
+  for b, n_ph in enumerate((4, 6)):
+    assert idx[b, lengths[b] - 1] == n_ph - 1 and (idx[b, :lengths[b] - 1] < n_ph - 1).all()
+  ungated = generate(model, params, prompt, jnp.array([2, 0]), phonemes, jnp.array([4, 6]),
+                     jax.random.key(0), max_frames=40, stop_threshold=-1.0,
+                     stop_on_last_phoneme_only=False)
+  assert (np.asarray(ungated["lengths"]) == 1).all()
+  assert (np.asarray(ungated["stopped_by"]) == 0).all()

@@ -5,7 +5,9 @@ state (`GMMLM.prefill`), then samples in a ``lax.while_loop`` with fixed-size bu
 
   each step: sample a component from ``softmax(logits / weight_temperature)`` and a frame
   ``nu + scale_temperature * tau * eps`` (eq. 6); write it; the row stops when the stop logit
-  says this frame is the last (``sigmoid > stop_threshold``); otherwise the frame is fed back
+  says this frame is the last (``sigmoid > stop_threshold``; by default only once the
+  alignment is on the last phoneme, so a stop logit cannot cut words, e.g. right after a
+  prompt that ends an utterance); otherwise the frame is fed back
   (`GMMLM.step`): the alignment advances by the hard rule, and the row also stops once the
   alignment has passed its last phoneme. ``max_frames`` bounds every row (the buffer size),
   so decoding never runs past its buffer.
@@ -49,7 +51,7 @@ def generate(model: GMMLM, params: Any, prompt_latents: jax.Array, prompt_len: j
              phonemes: jax.Array, phoneme_len: jax.Array, key: jax.Array, *,
              max_frames: int, weight_temperature: Any = 1.0, scale_temperature: Any = 1.0,
              stop_threshold: Any = 0.5, stay_mode: str = "st_gumbel",
-             prompt_phoneme_len: Any = None) -> dict[str, jax.Array]:
+             prompt_phoneme_len: Any = None, stop_on_last_phoneme_only: Any = True) -> dict[str, jax.Array]:
   """Samples continuations of ``prompt_latents`` for the phonemes of prompt + target text.
 
   Args:
@@ -65,6 +67,8 @@ def generate(model: GMMLM, params: Any, prompt_latents: jax.Array, prompt_len: j
     stay_mode: alignment decisions, ``"st_gumbel"`` (sampled) or ``"threshold"``.
     prompt_phoneme_len: ``[B]`` int32 phonemes of the prompt's transcript; given, the prompt
       aligns within them and generation starts from the last of them (`GMMLM.prefill`).
+    stop_on_last_phoneme_only: the stop logit counts only while the alignment is on the
+      row's last phoneme (the hard alignment says exactly where it is); False: anywhere.
 
   Returns:
     ``frames`` [B, max_frames, D], ``lengths`` [B] int32, ``phoneme_index`` [B, max_frames]
@@ -96,7 +100,9 @@ def generate(model: GMMLM, params: Any, prompt_latents: jax.Array, prompt_len: j
     phoneme_index = carry["phoneme_index"].at[:, i].set(
         jnp.where(active, jnp.argmax(carry["alpha"], axis=-1), -1))
     lengths = carry["lengths"] + active.astype(jnp.int32)
-    stop_now = active & (jax.nn.sigmoid(carry["stop_logits"][:, 0]) > stop_threshold)
+    on_last = jnp.argmax(carry["alpha"], axis=-1) >= phoneme_len - 1
+    stop_now = active & (on_last | ~jnp.asarray(stop_on_last_phoneme_only)) & (
+        jax.nn.sigmoid(carry["stop_logits"][:, 0]) > stop_threshold)
     step_out, upd = dec.apply({"params": params, "cache": carry["cache"]}, frame[:, None],
                               carry["alpha"], y, y_dec, phoneme_mask, active & ~stop_now,
                               stay_mode, method=GMMLM.step, rngs={"alignment": k_stay},

@@ -147,6 +147,8 @@ class Synthesizer:
                      "weight_temperature": float(syn.weight_temperature),
                      "scale_temperature": float(syn.scale_temperature),
                      "stop_threshold": float(syn.stop_threshold),
+                     "stop_on_last_phoneme_only": bool(
+                         syn.get("stop_on_last_phoneme_only", True)),
                      "stay_mode": str(syn.stay_mode)}
     self.max_total_seconds = float(max_total_seconds or syn.get("max_total_seconds", 0.0)
                                    or 2.0 * float(syn.max_seconds))
@@ -315,7 +317,8 @@ class Synthesizer:
         scale_temperature=float(scale_temperature if scale_temperature is not None
                                 else self.defaults["scale_temperature"]),
         stop_threshold=self.defaults["stop_threshold"], stay_mode=mode,
-        prompt_phoneme_len=prompt_phoneme_len)
+        prompt_phoneme_len=prompt_phoneme_len,
+        stop_on_last_phoneme_only=self.defaults["stop_on_last_phoneme_only"])
     out = jax.tree.map(np.asarray, out)
     generate_s = time.perf_counter() - t0
     results = []
