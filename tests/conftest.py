@@ -13,12 +13,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # numba's `guvectorize(cache=True)` (librosa's pitch and beat code) writes a function's two
 # cache files separately; processes compiling at once can mix them and segfault on load
-# (numba/numba#10128; seen here with two pytest-xdist workers in a fresh venv). Each worker,
-# and the children it starts, gets its own numba cache.
-os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(
-    tempfile.gettempdir(), f"jaxtts-test-numba-{os.getuid()}-"
-    f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"))
-
+# (numba/numba#10128; seen here with two pytest-xdist workers: librosa.pyin crashed a worker).
+# Each process gets its own numba cache: the workers here (assigned, not `setdefault`: the
+# xdist controller imports this file first and its environment is the workers'), and each
+# child process through `subprocess_env`.
+NUMBA_CACHE_BASE = os.path.join(tempfile.gettempdir(), f"jaxtts-test-numba-{os.getuid()}")
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+os.environ["NUMBA_CACHE_DIR"] = f"{NUMBA_CACHE_BASE}-{_WORKER}"
+_children = iter(range(1 << 30))
 
 # One thread per runtime in each worker (two workers share the CI machine's two cores): OpenMP
 # (torch, CTranslate2), OpenBLAS and MKL; children inherit it.
@@ -90,6 +92,7 @@ def subprocess_env(num_devices: int = 1) -> dict:
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
   env.setdefault("PYTHONHASHSEED", "0")
+  env["NUMBA_CACHE_DIR"] = f"{NUMBA_CACHE_BASE}-{_WORKER}-child{next(_children)}"
   # Runs of one shape share compiled programs through JAX's persistent cache (CPU).
   env["JAX_COMPILATION_CACHE_DIR"] = COMPILE_CACHE
   env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
