@@ -1,26 +1,56 @@
 """Shared fixtures: small corpora the project makes itself (no downloads)."""
 
 import faulthandler
+import glob
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import zlib
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# numba's `guvectorize(cache=True)` (librosa's pitch and beat code) writes a function's two
-# cache files separately; processes compiling at once can mix them and segfault on load
-# (numba/numba#10128; seen here with two pytest-xdist workers: librosa.pyin crashed a worker).
-# Each process gets its own numba cache: the workers here (assigned, not `setdefault`: the
-# xdist controller imports this file first and its environment is the workers'), and each
-# child process through `subprocess_env`.
-NUMBA_CACHE_BASE = os.path.join(tempfile.gettempdir(), f"jaxtts-test-numba-{os.getuid()}")
-_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
-os.environ["NUMBA_CACHE_DIR"] = f"{NUMBA_CACHE_BASE}-{_WORKER}"
+# numba's `guvectorize(cache=True)` (librosa compiles its utilities at import, pYIN's on first
+# call) writes a function's two cache files separately; processes compiling into one cache at
+# once can mix them and segfault on load (numba/numba#10128; seen here: two pytest-xdist
+# workers, or two trainer processes, importing librosa together, then librosa.pyin crashed a
+# worker). So no two processes share a numba cache: the controller fills a template once
+# (`_warm_numba_template`, serially), and every worker and child process gets a private copy.
+NUMBA_CACHE_BASE = os.path.join(
+    tempfile.gettempdir(),
+    f"jaxtts-test-numba-{os.getuid()}-{zlib.crc32(sys.prefix.encode()):08x}")
+NUMBA_TEMPLATE = NUMBA_CACHE_BASE + "-template"
+RUN_VAR = "JAXTTS_TEST_RUN"
+_WARM = ("import numpy as np, librosa; t = np.arange(16000) / 16000; "
+         "librosa.pyin((0.5 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), fmin=60, "
+         "fmax=500, sr=16000)")
 _children = iter(range(1 << 30))
+
+
+def _warm_numba_template():
+  from filelock import FileLock  # pylint: disable=import-outside-toplevel
+  with FileLock(NUMBA_TEMPLATE + ".lock"):
+    if os.path.exists(os.path.join(NUMBA_TEMPLATE, ".done")):
+      return
+    shutil.rmtree(NUMBA_TEMPLATE, ignore_errors=True)
+    subprocess.run([sys.executable, "-c", _WARM], check=True, capture_output=True, timeout=900,
+                   env=dict(os.environ, NUMBA_CACHE_DIR=NUMBA_TEMPLATE))
+    with open(os.path.join(NUMBA_TEMPLATE, ".done"), "w") as f:
+      f.write("ok")
+
+
+def private_numba_cache(name: str) -> str:
+  """A fresh copy of the template numba cache for one process of this run; returns its path."""
+  path = f"{NUMBA_CACHE_BASE}-run{os.environ.get(RUN_VAR, os.getpid())}-{name}"
+  shutil.rmtree(path, ignore_errors=True)
+  if os.path.isdir(NUMBA_TEMPLATE):
+    shutil.copytree(NUMBA_TEMPLATE, path, ignore=shutil.ignore_patterns(".done"))
+  else:
+    os.makedirs(path)
+  return path
 
 # One thread per runtime in each worker (two workers share the CI machine's two cores): OpenMP
 # (torch, CTranslate2), OpenBLAS and MKL; children inherit it.
@@ -37,13 +67,27 @@ _crash_file = None
 def pytest_configure(config):
   global _crash_file  # pylint: disable=global-statement
   worker = os.environ.get("PYTEST_XDIST_WORKER")
-  if worker and os.environ.get(CRASH_DIR_VAR):
-    _crash_file = open(os.path.join(os.environ[CRASH_DIR_VAR], f"{worker}.txt"), "w")  # pylint: disable=consider-using-with
-    faulthandler.enable(file=_crash_file, all_threads=True)
-    return
+  if worker:  # the controller set up the run (below) before starting the workers
+    os.environ["NUMBA_CACHE_DIR"] = private_numba_cache(worker)
+    if os.environ.get(CRASH_DIR_VAR):
+      _crash_file = open(os.path.join(os.environ[CRASH_DIR_VAR], f"{worker}.txt"), "w")  # pylint: disable=consider-using-with
+      faulthandler.enable(file=_crash_file, all_threads=True)
+      return
+  else:
+    os.environ[RUN_VAR] = str(os.getpid())
+    _warm_numba_template()
+    os.environ["NUMBA_CACHE_DIR"] = private_numba_cache("main")
   faulthandler.enable(file=sys.stderr, all_threads=True)
-  if getattr(config.option, "numprocesses", None):
+  if not worker and getattr(config.option, "numprocesses", None):
     os.environ[CRASH_DIR_VAR] = tempfile.mkdtemp(prefix="jaxtts-test-crash-")
+
+
+def pytest_unconfigure(config):  # pylint: disable=unused-argument
+  if not os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get(RUN_VAR):
+    for path in glob.glob(f"{NUMBA_CACHE_BASE}-run{os.environ[RUN_VAR]}-*"):
+      shutil.rmtree(path, ignore_errors=True)
+    if os.environ.get(CRASH_DIR_VAR):
+      shutil.rmtree(os.environ[CRASH_DIR_VAR], ignore_errors=True)
 
 
 def _innermost_frames(dump: str, per_thread: int = 12) -> list:
@@ -92,7 +136,8 @@ def subprocess_env(num_devices: int = 1) -> dict:
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
   env.setdefault("PYTHONHASHSEED", "0")
-  env["NUMBA_CACHE_DIR"] = f"{NUMBA_CACHE_BASE}-{_WORKER}-child{next(_children)}"
+  env["NUMBA_CACHE_DIR"] = private_numba_cache(
+      f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-child{next(_children)}")
   # Runs of one shape share compiled programs through JAX's persistent cache (CPU).
   env["JAX_COMPILATION_CACHE_DIR"] = COMPILE_CACHE
   env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
