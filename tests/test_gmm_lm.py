@@ -208,3 +208,25 @@ def test_stop_logit_counts_only_on_the_last_phoneme():
                      stop_on_last_phoneme_only=False)
   assert (np.asarray(ungated["lengths"]) == 1).all()
   assert (np.asarray(ungated["stopped_by"]) == 0).all()
+
+
+def test_frame_noise_corrupts_only_the_previous_frames_in_training():
+  """``frame_noise_std`` adds noise to the teacher-forced inputs x_1.. (not to BOS x_0, not to
+  the targets) when ``deterministic=False``; evaluation passes are unaffected."""
+  lat = jax.random.normal(jax.random.key(7), (B, 12, D))
+  args = (lat, jnp.ones((B, 12), bool), jnp.ones((B, J), jnp.int32), jnp.ones((B, J), bool))
+  clean, noisy = _small(), _small(frame_noise_std=0.5)
+  params = _init(clean)
+  rngs = {"alignment": jax.random.key(8), "dropout": jax.random.key(9)}
+
+  def run(model, deterministic):
+    return model.apply({"params": params}, *args, deterministic=deterministic, rngs=rngs,
+                       alignment="expected")
+  ref, same = run(clean, True), run(noisy, True)
+  np.testing.assert_array_equal(same["mixture"].means, ref["mixture"].means)
+  train_clean, train_noisy = run(clean, False), run(noisy, False)
+  np.testing.assert_array_equal(train_clean["mixture"].means, ref["mixture"].means)
+  diff = np.abs(np.asarray(train_noisy["mixture"].means - ref["mixture"].means))
+  # Causal decoder: step 0 sees only BOS (unchanged); every later step sees a noisy frame.
+  assert diff[:, 0].max() < 1e-6 and diff[:, 1:].max(axis=(-1, -2)).min() > 1e-4
+  assert np.abs(np.asarray(train_noisy["energies"] - ref["energies"]))[:, 1:].min() > 0

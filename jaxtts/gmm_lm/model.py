@@ -65,6 +65,7 @@ class GMMLM(nn.Module):
   energy_bias_init: float = 2.0
   noise_std: float = 1.0
   dropout: float = 0.1
+  frame_noise_std: float = 0.0
   remat: bool = False
   decode: bool = False
   dtype: Any = jnp.float32
@@ -131,7 +132,7 @@ class GMMLM(nn.Module):
       latent_mask: ``[B, I]`` bool, real frames (prefix).
       phonemes: ``[B, J]`` int32 ids; ``phoneme_mask`` ``[B, J]`` bool (prefix).
       temperature: Gumbel-softmax temperature ``s`` of eq. 11 (scalar, may be traced).
-      deterministic: disables dropout.
+      deterministic: disables dropout and the input-frame noise (``frame_noise_std``).
       alignment: overrides ``self.alignment`` (e.g. ``"expected"`` for a noiseless eval).
 
     Returns:
@@ -141,6 +142,11 @@ class GMMLM(nn.Module):
     """
     mode = alignment or self.alignment
     frames_in = jnp.concatenate([jnp.zeros_like(latents[:, :1]), latents[:, :-1]], axis=1)
+    if self.frame_noise_std > 0 and not deterministic:
+      # Exposure-bias remedy (cf. Tacotron 2's always-on pre-net dropout): the energies and the
+      # decoder learn from corrupted previous frames, as they will meet sampled ones.
+      noise = jax.random.normal(self.make_rng("dropout"), frames_in.shape, frames_in.dtype)
+      frames_in = frames_in + self.frame_noise_std * noise.at[:, 0].set(0.0)
     y, y_dec = self.encode(phonemes, phoneme_mask, deterministic)
     e = self.energies(frames_in, y)
     if mode == "cross_attention":

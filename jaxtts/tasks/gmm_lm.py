@@ -52,7 +52,9 @@ def build_model(cfg: ml_collections.ConfigDict, **overrides) -> GMMLM:
       decoder_heads=m.decoder_heads, kernel_size=m.kernel_size, position=m.position,
       num_components=m.num_components, covariance=m.covariance, min_scale=m.min_scale,
       alignment=a.mode, energy_dim=a.energy_dim, energy_bias_init=a.energy_bias_init,
-      noise_std=a.noise_std, dropout=m.dropout, remat=m.remat,
+      noise_std=a.noise_std, dropout=m.dropout,
+      frame_noise_std=m.get("frame_noise_std", 0.0),  # absent from older workdirs' configs
+      remat=m.remat,
       dtype=DTYPES[cfg.train.compute_dtype])
   kwargs.update(overrides)
   return GMMLM(**kwargs)
