@@ -208,8 +208,18 @@ def test_stats_and_durations():
   assert stats["visited_fraction"] == pytest.approx((3 / 3 + 2 / 4) / 2)
   assert stats["mean_duration"] == pytest.approx((5 / 3 + 4 / 2) / 2)
   assert stats["reached_end"] == pytest.approx(0.5)
+  # Last phoneme first reached at frame 3 of 5 in row 0, never in row 1.
+  assert stats["last_phoneme_onset"] == pytest.approx((3 / 5 + 1.0) / 2)
   jitted = jax.jit(mono.alignment_stats)(alpha, frame_mask, phoneme_mask)
   assert float(jitted["reached_end"]) == pytest.approx(0.5)
+  # Reference durations: row 0 path 0,1,1,2,2 (durations 1,2,2); row 1 path 0,1,2,3
+  # (durations 1,1,1,3: 2 phonemes ahead of the alignment at the last real frame).
+  ref = jnp.asarray([[1, 2, 2, 0], [1, 1, 1, 3]])
+  got = {k: float(v) for k, v in
+         mono.alignment_stats(alpha, frame_mask, phoneme_mask, ref).items()}
+  diffs = np.abs(np.asarray([0, 0, 1, 2, 2, 0, 1, 1, 1]) - [0, 1, 1, 2, 2, 0, 1, 2, 3])
+  assert got["reference_phoneme_error"] == pytest.approx(diffs.mean())
+  assert got["reference_within_1"] == pytest.approx(np.mean(diffs <= 1)) and diffs.max() == 2
 
 
 def test_context_selects_features():
@@ -220,3 +230,54 @@ def test_context_selects_features():
   ctx = np.asarray(mono.alignment_context(alpha, feats))
   pos = np.asarray(alpha).argmax(-1)
   np.testing.assert_array_equal(ctx, np.take_along_axis(np.asarray(feats), pos[..., None], 1))
+
+
+def test_mass_falls_off_past_the_last_phoneme_without_hold():
+  """``hold_last=False`` is Algorithm 1's shift as written: advancing from the last real
+  phoneme leaves an all-zero alignment (zero context) for the rest of the row; the scan
+  equals the NumPy loop in both settings."""
+  u = np.zeros((2, 6, 4), np.float32)  # always advance
+  u[1] = 1.0
+  u[1, 2:, :] = 0.0                    # row 1: stay twice, then advance
+  mask = _mask([3, 4], 4)
+  held = np.asarray(mono.monotonic_alignment(jnp.asarray(u), mask))
+  fell = np.asarray(mono.monotonic_alignment(jnp.asarray(u), mask, hold_last=False))
+  np.testing.assert_array_equal(held[0].argmax(-1), [1, 2, 2, 2, 2, 2])
+  np.testing.assert_array_equal(fell[0].sum(-1), [1, 1, 0, 0, 0, 0])
+  np.testing.assert_array_equal(fell[1].argmax(-1)[:5], [0, 0, 1, 2, 3])
+  np.testing.assert_array_equal(fell[1].sum(-1), [1, 1, 1, 1, 1, 0])
+  for hold, got in ((True, held), (False, fell)):
+    np.testing.assert_array_equal(got, mono.monotonic_alignment_reference(u, mask,
+                                                                          hold_last=hold))
+
+
+def test_sequence_straight_through_is_hard_forward_relaxed_backward():
+  """Forward: the Bernoulli (hard) alignment exactly; backward: the gradient of the relaxed
+  (Gumbel-softmax) alignment, which reaches every phoneme's decision, not only the visited
+  phoneme's as the per-step estimator's does."""
+  e, mask, lengths = _problem(8, 3, 20, 6, offset=1.0)
+  key = _key(9)
+  w = _normal(3, (3, 20, 6))
+
+  def objective(e, how):
+    u_hard = mono.sample_stay(key, e, 0.5, "st_gumbel")
+    u_soft = mono.sample_stay(key, e, 0.5, "gumbel")
+    if how == "sequence":
+      alpha = mono.straight_through_alignment(u_hard, u_soft, mask)
+    elif how == "step":
+      alpha = mono.monotonic_alignment(u_hard, mask)
+    else:
+      alpha = mono.monotonic_alignment(u_soft, mask)
+    return jnp.sum(alpha * w), alpha
+
+  (_, a_seq), g_seq = jax.value_and_grad(objective, has_aux=True)(e, "sequence")
+  (_, a_step), g_step = jax.value_and_grad(objective, has_aux=True)(e, "step")
+  _, g_soft = jax.value_and_grad(objective, has_aux=True)(e, "soft")
+  np.testing.assert_array_equal(a_seq, a_step)
+  _check_hard_path(a_seq, lengths)
+  np.testing.assert_allclose(g_seq, g_soft, rtol=1e-6, atol=1e-7)
+  # Per-step: off the hard path (alpha_{i-1, j} = 0) a decision gets no gradient.
+  prev = np.concatenate([np.asarray(mono.initial_alignment(mask))[:, None],
+                         np.asarray(a_step)[:, :-1]], axis=1)
+  assert np.all(np.asarray(g_step)[prev == 0] == 0)
+  assert np.abs(np.asarray(g_seq)[(prev == 0) & mask[:, None, :]]).max() > 0

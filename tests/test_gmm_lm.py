@@ -100,8 +100,9 @@ def test_generation_respects_max_frames_and_stops_past_last_phoneme():
   assert (np.asarray(capped["stopped_by"]) == 2).all()
 
 
-def test_straight_through_gradient_reaches_the_energies():
-  model = _small(dropout=0.0)
+@pytest.mark.parametrize("straight_through", ["sequence", "step"])
+def test_straight_through_gradient_reaches_the_energies(straight_through):
+  model = _small(dropout=0.0, straight_through=straight_through)
   params = _init(model)
   lat = jax.random.normal(jax.random.key(0), (B, 12, D))
   fmask = jnp.ones((B, 12), bool)
@@ -113,6 +114,10 @@ def test_straight_through_gradient_reaches_the_energies():
                       rngs={"alignment": jax.random.key(7)})
     return mixture_lib.mixture_nll(out["mixture"], lat, fmask)
 
+  out = model.apply({"params": params}, lat, fmask, ph, pmask, 0.5,
+                    rngs={"alignment": jax.random.key(7)})
+  np.testing.assert_array_equal(np.asarray(out["alpha"]).sum(-1), 1.0)  # hard forward
+  assert set(np.unique(np.asarray(out["alpha"]))) == {0.0, 1.0}
   grads = jax.grad(loss)(params)
   for name in ("query", "key"):
     g = np.asarray(grads["energy"][name]["kernel"])
@@ -185,6 +190,8 @@ def test_tiny_training_on_latent_shards_reduces_loss(tmp_path):
   train = [r for r in records if "loss" in r]
   assert train[-1]["loss"] < train[0]["loss"] - 0.3, [r["loss"] for r in train]
   assert train[-1]["train/alignment/reached_end"] > train[0]["train/alignment/reached_end"]
+  # The synthetic corpus carries its true durations: the alignment is scored against them.
+  assert all(0.0 <= r["train/alignment/reference_within_1"] <= 1.0 for r in train)
   evals = [r for r in records if "eval/loss" in r]
   assert evals and np.isfinite(evals[-1]["eval/nll_per_dim"])
   samples = [n for _, _, names in os.walk(workdir / "samples") for n in names]

@@ -20,8 +20,9 @@ pre-sigmoid Gaussian noise, the noiseless expectation, or a greedy threshold (Ta
 Conventions: here ``alpha_{-1}`` is the one-hot at phoneme 0 and ``alpha_i`` is computed for
 every ``i = 0..I-1`` (Algorithm 1 starts at ``alpha_0 = [1, 0, ...]`` and loops from ``i = 1``;
 pass ``u[:, 0] = 1`` to pin frame 0 to phoneme 0 as it does). Phoneme masks are prefix masks
-(real phonemes first). At each row's last real phoneme ``u`` is forced to 1, so alignment mass
-never enters padding and ``alpha`` is exactly 0 on padded phonemes. Results are float32
+(real phonemes first); ``alpha`` is exactly 0 on padded phonemes. Past the end: by default
+``u`` is forced to 1 at each row's last real phoneme (the alignment parks there);
+``hold_last=False`` lets mass that advances past it fall off, as Algorithm 1's ``shift`` does. Results are float32
 (float64 when given float64 under ``jax_enable_x64``, for finite-difference checks).
 """
 
@@ -149,29 +150,35 @@ def initial_alignment(phoneme_mask: jax.Array, dtype: Any = jnp.float32) -> jax.
   return jnp.zeros(mask.shape, dtype).at[..., 0].set(1.0) * mask
 
 
-def alignment_step(alpha_prev: jax.Array, u_i: jax.Array, phoneme_mask: jax.Array) -> jax.Array:
+def alignment_step(alpha_prev: jax.Array, u_i: jax.Array, phoneme_mask: jax.Array,
+                   hold_last: bool = True) -> jax.Array:
   """One step of Algorithm 1 step 7 (the scan body and the decoder's inference update).
 
-  ``alpha_i = alpha_{i-1} * u_i + shift(alpha_{i-1} * (1 - u_i), 1)`` with ``u_i`` forced to 1
-  at the last real phoneme and ``alpha_i`` zeroed on padding.
+  ``alpha_i = alpha_{i-1} * u_i + shift(alpha_{i-1} * (1 - u_i), 1)``, ``alpha_i`` zeroed on
+  padding. ``hold_last=True`` forces ``u_i = 1`` at the last real phoneme (the alignment parks
+  there); ``False`` is Algorithm 1 as written: mass that advances past the last real phoneme
+  falls off, ``alpha_i`` becomes all-zero and the context ``Y^T alpha_i`` is zero from then on.
 
   Args:
     alpha_prev: ``[B, J]`` alignment at step ``i - 1``.
     u_i: ``[B, J]`` stay decisions for step ``i`` (1 = stay, 0 = advance).
     phoneme_mask: ``[B, J]`` bool, True on real phonemes (prefix mask).
+    hold_last: see above (static).
 
   Returns:
     ``[B, J]`` ``alpha_i`` (float32, or the promoted dtype of the inputs).
   """
   mask = jnp.asarray(phoneme_mask, bool)
-  u_i = jnp.where(last_phoneme_mask(mask), 1.0, _float(u_i))
+  u_i = _float(u_i)
+  if hold_last:
+    u_i = jnp.where(last_phoneme_mask(mask), 1.0, u_i)
   move = alpha_prev * (1.0 - u_i)
   shifted = jnp.concatenate([jnp.zeros_like(move[..., :1]), move[..., :-1]], axis=-1)
   return jnp.where(mask, alpha_prev * u_i + shifted, 0.0)
 
 
 def monotonic_alignment(u: jax.Array, phoneme_mask: jax.Array,
-                        alpha0: Optional[jax.Array] = None) -> jax.Array:
+                        alpha0: Optional[jax.Array] = None, hold_last: bool = True) -> jax.Array:
   """All alignments ``alpha [B, I, J]`` by a ``lax.scan`` of ``alignment_step`` over frames.
 
   Args:
@@ -179,9 +186,12 @@ def monotonic_alignment(u: jax.Array, phoneme_mask: jax.Array,
       scan carry is ``alpha [B, J]`` and each step is elementwise. Differentiable in ``u``.
     phoneme_mask: ``[B, J]`` bool, True on real phonemes (prefix mask).
     alpha0: optional ``[B, J]`` ``alpha_{-1}``; default ``initial_alignment(phoneme_mask)``.
+    hold_last: park on the last real phoneme (default) or let mass fall off past it
+      (`alignment_step`).
 
   Returns:
-    ``[B, I, J]`` float32 (float64 for float64 inputs); one-hot rows when ``u`` is binary.
+    ``[B, I, J]`` float32 (float64 for float64 inputs); one-hot (or all-zero, past the end
+    with ``hold_last=False``) rows when ``u`` is binary.
   """
   mask = jnp.asarray(phoneme_mask, bool)
   u = _float(u)
@@ -190,15 +200,32 @@ def monotonic_alignment(u: jax.Array, phoneme_mask: jax.Array,
   xs = einops.rearrange(u.astype(dtype), "b i j -> i b j")
 
   def body(alpha, u_i):
-    alpha = alignment_step(alpha, u_i, mask)
+    alpha = alignment_step(alpha, u_i, mask, hold_last)
     return alpha, alpha
 
   _, alphas = jax.lax.scan(body, jnp.asarray(alpha0, dtype), xs)
   return einops.rearrange(alphas, "i b j -> b i j")
 
 
-def monotonic_alignment_reference(u: Any, phoneme_mask: Any,
-                                  alpha0: Optional[Any] = None) -> np.ndarray:
+def straight_through_alignment(u_hard: jax.Array, u_soft: jax.Array, phoneme_mask: jax.Array,
+                               hold_last: bool = True) -> jax.Array:
+  """Sequence-level straight-through: the hard alignment forward, the gradient of the relaxed
+  one backward: ``alpha_hard + alpha_soft - stop_gradient(alpha_soft)``.
+
+  ``u_hard`` / ``u_soft`` ``[B, I, J]`` are eq. 10's Bernoulli and eq. 11's relaxed decisions
+  from one Gumbel draw (``sample_stay`` modes ``st_gumbel`` and ``gumbel`` with one key).
+  Per-step straight-through (``monotonic_alignment`` of ``st_gumbel``'s ``u``) backpropagates
+  through the hard ``alpha_{i-1}``, so only the current phoneme's ``u`` gets a gradient; here
+  the recursion's Jacobian is the relaxed one's (the Gumbel-softmax model's).
+  """
+  alpha_hard = monotonic_alignment(jax.lax.stop_gradient(u_hard), phoneme_mask,
+                                   hold_last=hold_last)
+  alpha_soft = monotonic_alignment(u_soft, phoneme_mask, hold_last=hold_last)
+  return alpha_hard + (alpha_soft - jax.lax.stop_gradient(alpha_soft))
+
+
+def monotonic_alignment_reference(u: Any, phoneme_mask: Any, alpha0: Optional[Any] = None,
+                                  hold_last: bool = True) -> np.ndarray:
   """Plain NumPy float32 loop over frames and batch rows (test oracle, benchmark baseline)."""
   u = np.asarray(u, np.float32)
   mask = np.asarray(phoneme_mask, bool)
@@ -213,7 +240,7 @@ def monotonic_alignment_reference(u: Any, phoneme_mask: Any,
       alpha = np.asarray(alpha0[b], np.float32).copy()
     for i in range(frames):
       u_i = u[b, i].copy()
-      if n > 0:
+      if n > 0 and hold_last:
         u_i[n - 1] = 1.0
       move = alpha * (np.float32(1.0) - u_i)
       alpha = alpha * u_i + np.concatenate([np.zeros(1, np.float32), move[:-1]])
@@ -245,8 +272,8 @@ def durations_from_alignment(alpha: jax.Array, frame_mask: jax.Array) -> jax.Arr
   return jnp.sum(onehot * jnp.asarray(frame_mask, jnp.int32)[..., None], axis=1)
 
 
-def alignment_stats(alpha: jax.Array, frame_mask: jax.Array,
-                    phoneme_mask: jax.Array) -> Dict[str, jax.Array]:
+def alignment_stats(alpha: jax.Array, frame_mask: jax.Array, phoneme_mask: jax.Array,
+                    reference_durations: Optional[jax.Array] = None) -> Dict[str, jax.Array]:
   """Scalar float32 diagnostics of ``alpha [B, I, J]`` (``frame_mask [B, I]``,
   ``phoneme_mask [B, J]``, both prefix masks):
 
@@ -255,6 +282,14 @@ def alignment_stats(alpha: jax.Array, frame_mask: jax.Array,
   * ``mean_duration``: per row, real frames / visited phonemes; averaged over rows.
   * ``reached_end``: fraction of rows whose last real frame has its argmax at the last real
     phoneme.
+  * ``last_phoneme_onset``: per row, the first real frame on the last real phoneme over the
+    real frames (1 when never reached); averaged over rows. An alignment that rushes to the
+    end and parks there scores visited 1, reached_end 1 and a plausible mean_duration, but a
+    small onset (recordings: the last phoneme's share of the frames, ~0.9 on the corpus).
+  * with ``reference_durations [B, J]`` (frames per phoneme of a reference alignment, e.g.
+    the corpus' espeak durations at the alignment's frame rate): ``reference_within_1``, the
+    fraction of real frames aligned within one phoneme of the reference, and
+    ``reference_phoneme_error``, the mean absolute phoneme-index difference.
   """
   fmask = jnp.asarray(frame_mask, bool)
   pmask = jnp.asarray(phoneme_mask, bool)
@@ -266,8 +301,22 @@ def alignment_stats(alpha: jax.Array, frame_mask: jax.Array,
   last_frame = jnp.maximum(n_fr - 1, 0)
   alpha_last = jnp.take_along_axis(alpha, last_frame[:, None, None], axis=1)[:, 0]  # [B, J]
   end = (jnp.argmax(alpha_last, axis=-1) == n_ph - 1) & (n_fr > 0) & (n_ph > 0)
-  return {
+  on_last = (jnp.argmax(alpha, axis=-1) == (n_ph - 1)[:, None]) & fmask
+  onset = jnp.where(jnp.any(on_last, axis=1), jnp.argmax(on_last, axis=1), n_fr)
+  stats = {
+      "last_phoneme_onset": jnp.mean(onset / jnp.maximum(n_fr, 1)),
       "visited_fraction": jnp.mean(n_visited / jnp.maximum(n_ph, 1)),
       "mean_duration": jnp.mean(n_fr / jnp.maximum(n_visited, 1.0)),
       "reached_end": jnp.mean(end.astype(jnp.float32)),
   }
+  if reference_durations is not None:
+    bounds = jnp.cumsum(jnp.asarray(reference_durations, jnp.float32) * pmask, axis=-1)
+    frames = jnp.arange(alpha.shape[1], dtype=jnp.float32)[None, :, None]
+    ref = jnp.sum(frames >= bounds[:, None, :], axis=-1)            # [B, I] phoneme index
+    ref = jnp.minimum(ref, jnp.maximum(n_ph - 1, 0)[:, None])
+    diff = jnp.abs(jnp.argmax(alpha, axis=-1) - ref).astype(jnp.float32)
+    w = fmask.astype(jnp.float32)
+    total = jnp.maximum(jnp.sum(w), 1.0)
+    stats["reference_within_1"] = jnp.sum((diff <= 1) * w) / total
+    stats["reference_phoneme_error"] = jnp.sum(diff * w) / total
+  return stats

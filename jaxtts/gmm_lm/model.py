@@ -11,6 +11,10 @@ Teacher-forced forward (training), for latents ``h [B, I, D]`` and phonemes ``[B
    and Raffel et al.'s scalar bias ``r``); stay decisions ``u = sample_stay(e)`` (eqs. 10-11,
    straight-through Gumbel by default), ``u_0 = 1`` so the first step sits on phoneme 0
    (Algorithm 1's ``alpha_0``); ``alpha = monotonic_alignment(u)`` (step 7, a ``lax.scan``).
+   ``straight_through="step"`` backpropagates eq. 11 per decision through the hard recursion;
+   ``"sequence"`` keeps the hard alignment forward and takes the relaxed alignment's gradient
+   (`monotonic.straight_through_alignment`). ``hold_last_phoneme`` parks on the last phoneme
+   or lets the alignment fall off past it (Algorithm 1's shift).
 4. Context ``c_i = (W_y Y)^T alpha_i + W_x x_i`` (step 8; ``W_y`` only when ``E != d``).
 5. ``H = Decoder(c)`` (causal Conformer: causal self-attention + causal convolution);
    ``MixtureHead(H)`` gives eq. 6-7's ``omega, nu, tau`` for ``h_i`` and ``Linear(H)`` the stop
@@ -64,6 +68,8 @@ class GMMLM(nn.Module):
   energy_dim: int = 256
   energy_bias_init: float = 2.0
   noise_std: float = 1.0
+  hold_last_phoneme: bool = True
+  straight_through: str = "sequence"
   dropout: float = 0.1
   frame_noise_std: float = 0.0
   remat: bool = False
@@ -73,6 +79,9 @@ class GMMLM(nn.Module):
   def setup(self):
     if self.alignment not in ALIGNMENTS:
       raise ValueError(f"model.alignment: {self.alignment!r} is not one of {ALIGNMENTS}")
+    if self.straight_through not in ("step", "sequence"):
+      raise ValueError(f"config.alignment.straight_through: {self.straight_through!r} is not "
+                       f"'step' or 'sequence'")
     self.phoneme_embedding = nn.Embed(
         self.vocab_size, self.encoder_dim, name="phoneme_embedding",
         embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0),
@@ -151,9 +160,16 @@ class GMMLM(nn.Module):
     e = self.energies(frames_in, y)
     if mode == "cross_attention":
       alpha = monotonic.cross_attention_weights(e, phoneme_mask)
+    elif mode == "st_gumbel" and self.straight_through == "sequence":
+      key = self.make_rng("alignment")
+      u_hard = monotonic.sample_stay(key, e, temperature, "st_gumbel").at[:, 0].set(1.0)
+      u_soft = monotonic.sample_stay(key, e, temperature, "gumbel").at[:, 0].set(1.0)
+      alpha = monotonic.straight_through_alignment(
+          jax.lax.stop_gradient(u_hard), u_soft, phoneme_mask, hold_last=self.hold_last_phoneme)
     else:
       u = self._stay(e, temperature, mode).at[:, 0].set(1.0)
-      alpha = monotonic.monotonic_alignment(u, phoneme_mask)
+      alpha = monotonic.monotonic_alignment(u, phoneme_mask,
+                                            hold_last=self.hold_last_phoneme)
     mixture, stop_logits = self.outputs(frames_in, alpha, y_dec, latent_mask, deterministic)
     return {"mixture": mixture, "stop_logits": stop_logits, "alpha": alpha, "energies": e}
 
@@ -188,7 +204,9 @@ class GMMLM(nn.Module):
     if prompt_phoneme_len is not None:
       n_prompt = jnp.maximum(prompt_phoneme_len, 1)[:, None]
       align_mask = phoneme_mask & (jnp.arange(phonemes.shape[1])[None, :] < n_prompt)
-    alpha_all = monotonic.monotonic_alignment(u, align_mask)              # [B, P+1, J]
+    # A prompt with its transcript says all of it: it parks on its last phoneme.
+    alpha_all = monotonic.monotonic_alignment(                             # [B, P+1, J]
+        u, align_mask, hold_last=self.hold_last_phoneme or prompt_phoneme_len is not None)
     mixture, stop_logits = self.outputs(frames_in, alpha_all, y_dec, mask)
     last = prompt_len[:, None]
     take = lambda a: jnp.take_along_axis(
@@ -216,7 +234,7 @@ class GMMLM(nn.Module):
     last = monotonic.last_phoneme_mask(phoneme_mask)                      # [B, J]
     at_last = jnp.sum(alpha_prev * last, axis=-1) > 0.5
     passed_end = at_last & (jnp.sum(u * last, axis=-1) < 0.5)
-    alpha = monotonic.alignment_step(alpha_prev, u, phoneme_mask)
+    alpha = monotonic.alignment_step(alpha_prev, u, phoneme_mask, self.hold_last_phoneme)
     mixture, stop_logits = self.outputs(frame, alpha[:, None], y_dec, active[:, None])
     return {"alpha": alpha, "mixture": mixture, "stop_logits": stop_logits,
             "passed_end": passed_end}

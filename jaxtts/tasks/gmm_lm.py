@@ -11,7 +11,8 @@ the latent dimension so the scale does not depend on D) and the stop classifier'
 binary cross-entropy. The Gumbel-softmax temperature ``s`` (eq. 11) is held at
 ``alignment.temperature_start`` and cosine-annealed to ``temperature_end`` from
 ``anneal_start_fraction`` of the run. Logged: NLL, stop loss, alignment statistics (fraction
-of phonemes visited, mean frames per phoneme, rows ending on their last phoneme), ``s`` and
+of phonemes visited, mean frames per phoneme, rows ending on their last phoneme, onset of the
+last phoneme, agreement with the corpus' phoneme durations when the shards carry them), ``s`` and
 the energy bias ``r``; samples: alignment and latent images, and audio through the codec named
 by the latent manifest when it is present.
 """
@@ -52,7 +53,9 @@ def build_model(cfg: ml_collections.ConfigDict, **overrides) -> GMMLM:
       decoder_heads=m.decoder_heads, kernel_size=m.kernel_size, position=m.position,
       num_components=m.num_components, covariance=m.covariance, min_scale=m.min_scale,
       alignment=a.mode, energy_dim=a.energy_dim, energy_bias_init=a.energy_bias_init,
-      noise_std=a.noise_std, dropout=m.dropout,
+      noise_std=a.noise_std, hold_last_phoneme=a.get("hold_last_phoneme", True),
+      straight_through=a.get("straight_through", "step"),
+      dropout=m.dropout,
       frame_noise_std=m.get("frame_noise_std", 0.0),  # absent from older workdirs' configs
       remat=m.remat,
       dtype=DTYPES[cfg.train.compute_dtype])
@@ -90,6 +93,9 @@ class GMMLMTask:
                        "data.mode='bucket' and data.features='latents'")
     self.frames_per_bucket = [int(s) // int(cfg.model.latent_hop)
                               for s in cfg.data.bucket_samples]
+    # Corpus duration frames -> latent frames, for the alignment's agreement with the corpus'
+    # own (espeak) phoneme durations in the logged statistics; None without the data.
+    self.duration_scale = None
     if cfg.data.dir and os.path.isdir(cfg.data.dir):  # absent: inference without the data
       self._check_manifest(cfg.data.dir)
     self._codec = None
@@ -108,6 +114,8 @@ class GMMLMTask:
       if int(info[key]) != int(self.cfg.model[field]):
         raise ValueError(f"config.model.{field}={self.cfg.model[field]} but the latent shards "
                          f"in {data_dir} have {key}={info[key]}")
+    if manifest.get("hop_length"):
+      self.duration_scale = float(manifest["hop_length"]) / float(self.cfg.model.latent_hop)
 
   # ------------------------------------------------------------------ shapes and init
   def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
@@ -147,7 +155,9 @@ class GMMLMTask:
     stop = stop_loss(out["stop_logits"], batch["latent_len"], mask,
                      self.cfg.loss.stop_pos_weight)
     loss = nll + self.cfg.loss.stop_weight * stop
-    stats = monotonic.alignment_stats(out["alpha"], latent_mask, phoneme_mask)
+    reference = (batch["durations"] * self.duration_scale
+                 if self.duration_scale and "durations" in batch else None)
+    stats = monotonic.alignment_stats(out["alpha"], latent_mask, phoneme_mask, reference)
     resp = mixture_lib.responsibilities(out["mixture"], batch["latents"])   # [B, I, N]
     usage = jnp.sum(resp * mask[..., None], axis=(0, 1)) / jnp.maximum(jnp.sum(mask), 1.0)
     metrics = {"loss": loss, "nll_per_dim": nll, "stop_loss": stop,
