@@ -23,13 +23,14 @@ relaxation enters the backward pass. "step" differentiates the hard recursion wi
 gradient per decision, so only the visited phoneme's decision gets a gradient; "sequence"
 keeps the hard (binary) alignment in the forward pass and takes the gradient of the relaxed
 alignment built from the same Gumbel draws (Algorithm 1 step 3's "u_backward for gradient
-computation"). On the `make demo` latents (tiny, seed 0, CPU) "step" rushes through the text
-and parks on the last phoneme (teacher-forced alignment on the valid split: last phoneme
-reached at 20 % of the frames vs 89 % in the espeak durations, 16 % of frames within one
-phoneme of them; free-running 1.6 frames per phoneme vs 8.0) at 500 steps and still at 1500;
-"sequence" reaches it at 56 % / 72 % (500 / 1500 steps), 32 % / 38 % within one phoneme,
-free-running 5.9 / 4.9 frames per phoneme, eval NLL/D -1.79 / -2.07. The relaxed modes learn
-it too ("gumbel" 73 %, "expected" 64 % at 500 steps) but are not hard in training.
+computation"). On the `make demo` latents (tiny, seed 0, CPU), teacher-forced alignment of
+the valid split against the espeak durations (last phoneme reached at 89 % of the frames):
+"step" rushes through the text and parks on the last phoneme, reaching it at 20 % / 47 % of
+the frames after 500 / 1500 steps with 16 % / 20 % of frames within one phoneme of the
+reference (free-running: 1.6 frames per phoneme at 500 steps vs 8.0 recorded); "sequence"
+reaches it at 56 % / 72 % with 32 % / 38 % within one phoneme (free-running 5.9 / 4.9 frames
+per phoneme); eval NLL/D is the same (-2.07 at 1500). The relaxed modes learn it too
+("gumbel" 73 %, "expected" 64 % at 500 steps) but are not hard in training.
 
 `data.dir` must hold latent shards (`jaxtts-codec encode-dataset`); `model.latent_dim` and
 `model.latent_hop` must match their manifest (checked when training starts).
