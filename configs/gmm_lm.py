@@ -126,6 +126,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     layers, dim, ffn = TABLE7["large" if preset == "paper" else preset]
     cfg.model.update(decoder_layers=layers, decoder_dim=dim, decoder_ffn_dim=ffn,
                      decoder_heads=dim // 64)
+    # Multiples of 12800 samples (lcm of the paper codec's 512 hop and the espeak corpus' 200).
+    cfg.data.bucket_samples = (51200, 102400, 166400, 243200)
     cfg.train.update(steps=200_000, batch_size=240, eval_every_steps=5000,
                      sample_every_steps=10_000, compute_dtype="bfloat16")
     cfg.model.remat = True

@@ -144,6 +144,18 @@ def test_table7_parameter_counts_within_5_percent(preset):
   assert abs(n / TABLE7[preset] - 1) < 0.05, (preset, n)
 
 
+@pytest.mark.parametrize("preset", ["tiny", "espeak", "mini", "101m", "170m", "large"])
+def test_preset_buckets_fit_the_latent_hop(preset):
+  """Bucket lengths are whole latent frames and whole espeak-corpus duration frames (200)."""
+  cfg = build_config(f"configs/gmm_lm.py:{preset}")
+  for s in cfg.data.bucket_samples:
+    assert s % cfg.model.latent_hop == 0 and s % 200 == 0, (preset, s)
+  from jaxtts.tasks.gmm_lm import GMMLMTask
+  bad = build_config(f"configs/gmm_lm.py:{preset}", ["--config.data.bucket_samples=(48100,)"])
+  with pytest.raises(ValueError, match=r"bucket_samples \[48100\].*latent_hop"):
+    GMMLMTask(bad)
+
+
 def test_mini_parameter_count_is_explained():
   """Table 7's Mini (51.5M) is not reachable with its listed sizes: the 6-component diagonal
   head over the codec's 1024-dim latents alone is 512 * 6 * (1 + 2 * 1024) = 6.3M, and the

@@ -91,6 +91,10 @@ class GMMLMTask:
     if cfg.data.mode != "bucket" or cfg.data.features != "latents":
       raise ValueError("config.data: the gmm_lm task trains on latent shards: set "
                        "data.mode='bucket' and data.features='latents'")
+    bad = [int(s) for s in cfg.data.bucket_samples if int(s) % int(cfg.model.latent_hop)]
+    if bad:
+      raise ValueError(f"config.data.bucket_samples {bad} are not multiples of "
+                       f"config.model.latent_hop={cfg.model.latent_hop}")
     self.frames_per_bucket = [int(s) // int(cfg.model.latent_hop)
                               for s in cfg.data.bucket_samples]
     # Corpus duration frames -> latent frames, for the alignment's agreement with the corpus'
