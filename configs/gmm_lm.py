@@ -14,9 +14,8 @@ is 6.3M and the listed Conformer stacks 48.3M, so no reading of the table's size
 `model.frame_noise_std` (default 0, as in the paper) corrupts the teacher-forced previous
 frames in training against exposure bias. On the `make demo` latents (tiny, 500 steps, CPU,
 per-decision straight-through; `benchmarks/gmm_lm_free_running.py`, 8 held-out 3 s prompts)
-the free-running alignment spends
-1.6 frames per phoneme at 0, 2.5 at 0.3 and 6.0 at 1.0 against 8.0 in the recordings; 1.0
-drowns the frames' content (their per-dimension spread is ~0.08), so the stay decisions fall
+the free-running alignment spends 1.6 frames per phoneme at 0, 2.5 at 0.3 and 6.0 at 1.0
+against 8.0 in the recordings; 1.0 drowns the frames' content (their per-dimension spread is ~0.08), so the stay decisions fall
 back on the energy bias: lengths become right, speaker similarity drops (0.45 -> 0.38). The
 short lengths at 0 came from the estimator (below), not from exposure bias.
 

@@ -22,8 +22,9 @@ every ``i = 0..I-1`` (Algorithm 1 starts at ``alpha_0 = [1, 0, ...]`` and loops 
 pass ``u[:, 0] = 1`` to pin frame 0 to phoneme 0 as it does). Phoneme masks are prefix masks
 (real phonemes first); ``alpha`` is exactly 0 on padded phonemes. Past the end: by default
 ``u`` is forced to 1 at each row's last real phoneme (the alignment parks there);
-``hold_last=False`` lets mass that advances past it fall off, as Algorithm 1's ``shift`` does. Results are float32
-(float64 when given float64 under ``jax_enable_x64``, for finite-difference checks).
+``hold_last=False`` lets mass that advances past it fall off, as Algorithm 1's ``shift`` does.
+Results are float32 (float64 when given float64 under ``jax_enable_x64``, for
+finite-difference checks).
 """
 
 from __future__ import annotations

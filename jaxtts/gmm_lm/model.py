@@ -164,8 +164,8 @@ class GMMLM(nn.Module):
       key = self.make_rng("alignment")
       u_hard = monotonic.sample_stay(key, e, temperature, "st_gumbel").at[:, 0].set(1.0)
       u_soft = monotonic.sample_stay(key, e, temperature, "gumbel").at[:, 0].set(1.0)
-      alpha = monotonic.straight_through_alignment(
-          jax.lax.stop_gradient(u_hard), u_soft, phoneme_mask, hold_last=self.hold_last_phoneme)
+      alpha = monotonic.straight_through_alignment(u_hard, u_soft, phoneme_mask,
+                                                   hold_last=self.hold_last_phoneme)
     else:
       u = self._stay(e, temperature, mode).at[:, 0].set(1.0)
       alpha = monotonic.monotonic_alignment(u, phoneme_mask,

@@ -12,8 +12,8 @@ binary cross-entropy. The Gumbel-softmax temperature ``s`` (eq. 11) is held at
 ``alignment.temperature_start`` and cosine-annealed to ``temperature_end`` from
 ``anneal_start_fraction`` of the run. Logged: NLL, stop loss, alignment statistics (fraction
 of phonemes visited, mean frames per phoneme, rows ending on their last phoneme, onset of the
-last phoneme, agreement with the corpus' phoneme durations when the shards carry them), ``s`` and
-the energy bias ``r``; samples: alignment and latent images, and audio through the codec named
+last phoneme, agreement with the corpus' phoneme durations when the shards carry them), ``s``
+and the energy bias ``r``; samples: alignment and latent images, and audio through the codec named
 by the latent manifest when it is present.
 """
 
@@ -54,7 +54,7 @@ def build_model(cfg: ml_collections.ConfigDict, **overrides) -> GMMLM:
       num_components=m.num_components, covariance=m.covariance, min_scale=m.min_scale,
       alignment=a.mode, energy_dim=a.energy_dim, energy_bias_init=a.energy_bias_init,
       noise_std=a.noise_std, hold_last_phoneme=a.get("hold_last_phoneme", True),
-      straight_through=a.get("straight_through", "step"),
+      straight_through=a.get("straight_through", "step"),  # older workdirs trained "step"
       dropout=m.dropout,
       frame_noise_std=m.get("frame_noise_std", 0.0),  # absent from older workdirs' configs
       remat=m.remat,
