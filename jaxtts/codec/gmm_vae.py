@@ -53,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtts.nn.conv import Conv1d, ConvTranspose1d
+from jaxtts.nn.dtypes import dtype_of
 from jaxtts.nn.mixture import diagonal_gmm_log_prob
 from jaxtts.nn.snake import Snake
 
@@ -388,3 +389,14 @@ class GMMVAE(nn.Module):
     reconstruction = self.decode(h)[:, :wav.shape[-1]]
     return dict(latents=h, reconstruction=reconstruction,
                 prior_nll=self.prior(h, frame_mask))
+
+
+def from_config(cfg: Any) -> GMMVAE:
+  """The model of a ``gmm_vae`` config (``configs/gmm_vae.py``: ``model.*`` and
+  ``train.compute_dtype``); used by the task and by the inference codec alike."""
+  m = cfg.model
+  return GMMVAE(encoder_dim=m.encoder_dim, encoder_strides=tuple(m.encoder_strides),
+                decoder_dim=m.decoder_dim, latent_dim=m.latent_dim,
+                num_mixtures=m.num_mixtures, learn_weights=m.learn_weights,
+                learn_scales=m.learn_scales, remat=m.remat,
+                dtype=dtype_of(cfg.train.compute_dtype))

@@ -272,7 +272,10 @@ def pesq_wb(estimate, reference, sample_rate: int) -> float:
 
 
 def stoi(estimate, reference, sample_rate: int, *, extended: bool = False) -> float:
-  """Short-time objective intelligibility (Taal et al. 2011), in [0, 1]; higher is better.
+  """Short-time objective intelligibility (Taal et al. 2011); higher is better.
+
+  STOI is a mean of correlation coefficients, so its range is [-1, 1] (about 0.2-1 for
+  speech); pystoi computes it in float64 and cannot leave that range, so it is not clipped.
 
   Uses ``pystoi.stoi(ref, est, sample_rate, extended)`` (it resamples to 10 kHz and drops
   silent frames of the reference itself). ``extended=True`` gives ESTOI. Raises
@@ -345,7 +348,9 @@ def visqol(estimate, reference, sample_rate: int, *, mapping: str = "lattice") -
     logger.setLevel(level)
   if not math.isfinite(value):
     raise RuntimeError(f"ViSQOL returned {value} (signal too short or degenerate?)")
-  return value
+  # MOS-LQO is defined on [1, 5]; the C++ ViSQOL clamps its mapped score there, the port's
+  # lattice mapper does not promise it. Clipped here, where computed.
+  return float(np.clip(value, 1.0, 5.0))
 
 
 # --------------------------------------------------------------------------------------------

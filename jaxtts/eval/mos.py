@@ -27,7 +27,7 @@ DNSMOS_WINDOW_SECONDS = 9.01
 
 
 def dnsmos(audio: AudioLike, sample_rate: Optional[int] = None) -> Dict[str, float]:
-  """DNSMOS P.835 and P.808 scores (floats, 1-5 MOS scale) of one clip.
+  """DNSMOS P.835 and P.808 scores (floats, clipped to the 1-5 MOS scale) of one clip.
 
   Args:
     audio: a path, or an array [T] (int16 or float in [-1, 1]; clipped) with its
@@ -44,4 +44,6 @@ def dnsmos(audio: AudioLike, sample_rate: Optional[int] = None) -> Dict[str, flo
     raise ValueError("dnsmos: empty audio")
   speechmos_dnsmos = import_backend("speechmos.dnsmos", "speechmos")
   scores = speechmos_dnsmos.run(np.clip(wav, -1.0, 1.0), sr=EVAL_SAMPLE_RATE)
-  return {k: float(scores[k]) for k in DNSMOS_KEYS}
+  # The P.808 score is the network's raw output and the P.835 ones a polynomial of it: both can
+  # leave the 1-5 MOS scale by a little on degenerate audio. Clipped here, where computed.
+  return {k: float(np.clip(scores[k], 1.0, 5.0)) for k in DNSMOS_KEYS}

@@ -151,7 +151,7 @@ class Scorer:
       out["wer"], out["cer"], out["num_words"] = w["wer"], w["cer"], w["num_words"]
 
     def sim(field, name):
-      out[name] = float(np.dot(self.embedding(wav), self.embedding(row[field])))
+      out[name] = cosine_similarity(self.embedding(wav), self.embedding(row[field]))
 
     def mos():
       out.update({f"dnsmos_{k.replace('_mos', '')}": float(v)

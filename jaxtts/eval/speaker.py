@@ -135,7 +135,17 @@ def get_speaker_encoder(name: str = "ge2e", path: Optional[str] = None) -> Speak
   raise ValueError(f"unknown speaker encoder {name!r}; choose one of {SPEAKER_ENCODERS}")
 
 
+def cosine_similarity(u, v) -> float:
+  """Cosine of two embeddings ``[E]``, clipped to [-1, 1].
+
+  The dot product of two float32 unit vectors can land a few ulps outside [-1, 1] (a clip
+  compared with itself gave 1.000000238); the clip keeps the metric in its range.
+  """
+  u, v = _unit(u), _unit(v)
+  return float(np.clip(np.dot(u.astype(np.float64), v.astype(np.float64)), -1.0, 1.0))
+
+
 def speaker_similarity(encoder: SpeakerEncoder, a: AudioLike, b: AudioLike,
                        sample_rate: Optional[int] = None) -> float:
   """Cosine similarity in [-1, 1] of the embeddings of clips ``a`` and ``b``."""
-  return float(np.dot(encoder.embed(a, sample_rate), encoder.embed(b, sample_rate)))
+  return cosine_similarity(encoder.embed(a, sample_rate), encoder.embed(b, sample_rate))

@@ -1,0 +1,48 @@
+"""The GMM-VAE (Lin & He, ICLR 2025, §3.1) as a `jaxtts.codec.base.Codec`: continuous latents
+``{"latents": float32 [F, D]}`` at ``hop = prod(encoder_strides)``.
+
+Restores only the generator's evaluation parameters (`jaxtts.workdir.restore_eval_params`),
+never the optimizer or a trainer.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxtts import workdir as workdir_lib
+from jaxtts.codec import gmm_vae
+from jaxtts.codec.base import CONTINUOUS, Codec, Field, Representation
+
+
+class GMMVAECodec(Codec):
+  """A trained ``gmm_vae`` workdir for encoding and decoding single utterances."""
+
+  name = "gmm_vae"
+
+  def __init__(self, workdir: str, step: Optional[int] = None,
+               cfg: Optional[ml_collections.ConfigDict] = None):
+    cfg = cfg if cfg is not None else workdir_lib.load_config(workdir)
+    workdir_lib.require_task(cfg, workdir, ("gmm_vae",), "a GMM-VAE codec")
+    self.workdir, self.cfg = workdir, cfg
+    self.model = gmm_vae.from_config(cfg)
+    self.step, params = workdir_lib.restore_eval_params(workdir, ("generator",), step, cfg)
+    self.params = params["generator"]
+    self.sample_rate = int(cfg.data.sample_rate)
+    self.hop, dim = self.model.hop_length, int(self.model.resolved_latent_dim)
+    self.latent_dim = dim
+    self.representation = Representation(
+        kind=CONTINUOUS, fields={"latents": Field("float32", (dim,))},
+        frame_rate=self.sample_rate / self.hop, dim=dim)
+    model = self.model
+    self._encode = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.encode))
+    self._decode = jax.jit(lambda p, h: model.apply({"params": p}, h, method=model.decode))
+
+  def _encode_padded(self, wav: np.ndarray) -> dict[str, np.ndarray]:
+    return {"latents": np.asarray(self._encode(self.params, wav[None]))[0]}
+
+  def _decode_padded(self, rep: Mapping[str, np.ndarray]) -> np.ndarray:
+    return np.asarray(self._decode(self.params, rep["latents"][None]))[0]
