@@ -27,6 +27,11 @@ setup(
         "matplotlib>=3.8",
         "tqdm>=4.66",
         "espeakng-loader>=0.2.4,<0.3",
+        # F0 (WORLD DIO + StoneMask, jaxtts/audio/f0.py). PyPI has only the sdist for
+        # Python 3.11: pip builds it with the system C++ compiler (~20 s). Its __init__
+        # imports pkg_resources, which setuptools 81 removed.
+        "pyworld>=0.3.4,<0.4",
+        "setuptools<81",
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "filelock>=3.12",

@@ -2,7 +2,8 @@
 
     jaxtts-corpus --out DIR [--speakers 12] [--zero-shot-speakers 3]
                   [--utterances-per-speaker 40] [--valid-fraction 0.1] [--seed 0]
-                  [--shard-size 256] [--workers 1] [--overwrite]
+                  [--shard-size 256] [--workers 1] [--f0] [--overwrite]
+    jaxtts-corpus derive f0 --data-dir DIR [--out DIR2] [--workers N]   (data_pipelines.derive)
 
 Speakers. A speaker is an espeak voice variant (``espeak-ng-data/voices/!v``: m1..m8, f1..f5
 and the named human-sounding ones; robotic, whispering and echo voices are left out) with an
@@ -27,6 +28,12 @@ to the phoneme before / the first phoneme. Audio is resampled 22050 -> 16000 Hz 
 loudness-normalized, zero-padded to a multiple of ``hop_length`` = 200; event times are mapped to
 frame boundaries (rounded, then nudged so every token has at least one frame), so that
 ``durations.sum() == len(audio) // 200``.
+
+F0. ``--f0`` also stores ``f0`` (float32 Hz, 0 when unvoiced) and ``voiced`` (bool) per
+200-sample frame, from WORLD DIO + StoneMask (`jaxtts.audio.f0`), and lists them in the
+manifest's ``features``. It is off by default: DIO costs ~7 ms per second of audio, about four
+times the synthesis itself, so it would make the build several times slower. The same fields
+can be added to any existing corpus later with ``jaxtts-corpus derive f0`` (same values).
 
 Determinism. Every random choice is drawn from ``--seed`` (numpy SeedSequences keyed by
 speaker and utterance), `jaxtts.text.espeak.synthesize` is a pure function of its arguments
@@ -54,7 +61,8 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxtts.data import records
+from jaxtts.audio import f0 as f0_lib
+from jaxtts.data import features, records
 from jaxtts.data.source import write_speaker_index
 from jaxtts.text import espeak, normalize_text, phonemize_clauses
 from jaxtts.text import default_phoneme_table
@@ -635,8 +643,9 @@ def _resample(audio: np.ndarray, sr_in: int) -> np.ndarray:
   return np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
 
 
-def synthesize_utterance(utt: Utterance, table: PhonemeTable) -> dict:
-  """One record dict (the `jaxtts.data.records` fields). Raises AlignmentError on mismatch."""
+def synthesize_utterance(utt: Utterance, table: PhonemeTable, with_f0: bool = False) -> dict:
+  """One record dict (the `jaxtts.data.records` fields, plus ``f0``/``voiced`` if
+  ``with_f0``). Raises AlignmentError on mismatch."""
   spk = utt.speaker
   text = normalize_text(utt.raw_text)
   clauses = phonemize_clauses(text, language=spk.language, table=table, normalize=False)
@@ -647,7 +656,7 @@ def synthesize_utterance(utt: Utterance, table: PhonemeTable) -> dict:
   frames = len(audio) // HOP_LENGTH
   bounds = frame_boundaries(starts, len(synth.audio), frames, synth.sample_rate)
   symbols = [s for c in clauses for s in c.symbols]
-  return {
+  example = {
       "id": utt.id,
       "text": text,
       "phonemes": table.encode(symbols, text=text),
@@ -657,16 +666,19 @@ def synthesize_utterance(utt: Utterance, table: PhonemeTable) -> dict:
       "speaker_id": spk.id,
       "speaker": spk.name,
   }
+  if with_f0:
+    example["f0"], example["voiced"] = f0_lib.compute_f0(audio, SAMPLE_RATE, HOP_LENGTH)
+  return example
 
 
-def _run_task(task: tuple[int, list[Utterance], dict]) -> tuple[int, list[tuple]]:
+def _run_task(task: tuple[int, list[Utterance], dict, bool]) -> tuple[int, list[tuple]]:
   """Worker: synthesizes a block of utterances -> (task index, results in order)."""
-  index, utts, table_json = task
+  index, utts, table_json, with_f0 = task
   table = PhonemeTable.from_json(table_json)
   out = []
   for utt in utts:
     try:
-      ex = synthesize_utterance(utt, table)
+      ex = synthesize_utterance(utt, table, with_f0)
     except AlignmentError as e:
       out.append(("skip", utt.split, utt.shard, utt.id, f"{e} (text {utt.raw_text!r})"))
       continue
@@ -701,8 +713,11 @@ def _ordered_results(tasks: list, workers: int):
 def build(out_dir: str, *, speakers: int = 12, zero_shot_speakers: int = 3,
           utterances_per_speaker: int = 40, valid_fraction: float = 0.1, seed: int = 0,
           shard_size: int = 256, workers: int = 1, overwrite: bool = False,
-          progress: bool = True) -> dict:
-  """Builds the corpus into ``out_dir``; returns the summary dict (also printed by `main`)."""
+          progress: bool = True, f0: bool = False) -> dict:
+  """Builds the corpus into ``out_dir``; returns the summary dict (also printed by `main`).
+
+  ``f0`` also stores per-frame ``f0`` / ``voiced`` (module docstring).
+  """
   from array_record.python.array_record_module import ArrayRecordWriter
   from tqdm import tqdm
 
@@ -720,7 +735,7 @@ def build(out_dir: str, *, speakers: int = 12, zero_shot_speakers: int = 3,
   utts = plan_utterances(spks, utterances_per_speaker, valid_fraction, seed, table)
   utts, num_shards = assign_shards(utts, shard_size, seed)
   table_json = table.to_json()
-  tasks = [(k, utts[i:i + TASK_SIZE], table_json) for k, i in
+  tasks = [(k, utts[i:i + TASK_SIZE], table_json, bool(f0)) for k, i in
            enumerate(range(0, len(utts), TASK_SIZE))]
 
   parent = os.path.dirname(out_dir)
@@ -772,8 +787,11 @@ def build(out_dir: str, *, speakers: int = 12, zero_shot_speakers: int = 3,
         "build_args": {"speakers": speakers, "zero_shot_speakers": zero_shot_speakers,
                        "utterances_per_speaker": utterances_per_speaker,
                        "valid_fraction": valid_fraction, "seed": seed,
-                       "shard_size": shard_size, "espeak_ng": espeak.version()},
+                       "shard_size": shard_size, "espeak_ng": espeak.version(),
+                       "f0": bool(f0)},
     }
+    specs = features.f0_specs(HOP_LENGTH, SAMPLE_RATE, f0_lib.settings()) if f0 else {}
+    manifest = features.with_features(manifest, specs)
     with open(os.path.join(tmp, "manifest.json"), "w") as f:
       json.dump(manifest, f, sort_keys=True, indent=1)
       f.write("\n")
@@ -821,8 +839,15 @@ def coverage_report(speakers: int = 12, zero_shot_speakers: int = 3,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if argv[:1] == ["derive"]:  # `jaxtts-corpus derive f0 ...`: add fields to a corpus
+    from data_pipelines import derive  # pylint: disable=import-outside-toplevel
+    return derive.main(argv[1:])
   p = argparse.ArgumentParser(prog="jaxtts-corpus", description=__doc__.split("\n\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="jaxtts-corpus derive f0 --data-dir DIR [--out DIR2]: add "
+                              "per-frame f0 / voiced to an existing corpus (see "
+                              "`jaxtts-corpus derive --help`)")
   p.add_argument("--out", required=True, help="output directory (created atomically)")
   p.add_argument("--speakers", type=int, default=12, help="training speakers (default 12)")
   p.add_argument("--zero-shot-speakers", type=int, default=3,
@@ -834,6 +859,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--shard-size", type=int, default=256, help="records per shard")
   p.add_argument("--workers", type=int, default=1, help="processes (output does not depend "
                  "on it)")
+  p.add_argument("--f0", action="store_true", help="also store per-frame f0 / voiced (WORLD "
+                 "DIO + StoneMask; adds ~7 ms per second of audio)")
   p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
   p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
   args = p.parse_args(argv)
@@ -842,7 +869,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   utterances_per_speaker=args.utterances_per_speaker,
                   valid_fraction=args.valid_fraction, seed=args.seed,
                   shard_size=args.shard_size, workers=args.workers, overwrite=args.overwrite,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, f0=args.f0)
   print(json.dumps(summary, sort_keys=True))
   return 0
 

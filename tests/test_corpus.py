@@ -226,3 +226,36 @@ def test_corpus_without_zero_shot_speakers(tmp_path):
   assert not os.path.exists(os.path.join(out, "test_zero_shot.speaker_index.npy"))
   with pytest.raises(CorpusError, match="test_zero_shot.*no examples"):
     CorpusSource(out, "test_zero_shot")
+
+
+def test_f0_option_and_derive_step(tmp_path, capsys):
+  """`--f0` stores WORLD F0 per 200-sample frame; `jaxtts-corpus derive f0` adds the same
+  values to a corpus built without it."""
+  from jaxtts.audio import f0 as f0_lib
+  small = dict(speakers=2, zero_shot_speakers=1, utterances_per_speaker=2, valid_fraction=0.5,
+               shard_size=8, progress=False, seed=0)
+  with_f0, plain = str(tmp_path / "f0"), str(tmp_path / "plain")
+  C.build(with_f0, f0=True, **small)
+  C.build(plain, **small)
+  m = _manifest(with_f0)
+  assert {"f0", "voiced"} <= set(m["features"]) and m["build_args"]["f0"] is True
+  assert (m["features"]["f0"]["hop_length"], m["features"]["f0"]["unit"]) == (200, "Hz")
+  assert set(_manifest(plain)["features"]) == {"audio", "phonemes", "durations"}
+  voiced = []
+  for ex in _records(with_f0, "train"):
+    f0, v = f0_lib.compute_f0(ex["audio"], 16000, 200)
+    assert ex["f0"].shape == (len(ex["audio"]) // 200,) and ex["voiced"].dtype == bool
+    np.testing.assert_array_equal(ex["f0"], f0)
+    np.testing.assert_array_equal(ex["voiced"], v)
+    assert 60 < np.median(ex["f0"][ex["voiced"]]) < 500  # espeak voices' pitch
+    voiced.append(ex["voiced"].mean())
+  assert 0.2 < np.mean(voiced) < 0.95  # speech has voiced and unvoiced frames
+  assert C.main(["derive", "f0", "--data-dir", plain]) == 0
+  summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert summary["manifest_written"] and summary["shards_written"] == 3
+  assert _manifest(plain)["features"] == m["features"]
+  for split in ("train", "valid", "test_zero_shot"):
+    for a, b in zip(_records(plain, split), _records(with_f0, split)):
+      assert a.keys() == b.keys()
+      for k in ("audio", "f0", "voiced"):
+        np.testing.assert_array_equal(a[k], b[k])

@@ -30,16 +30,30 @@ Host batches (numpy, B = global_batch_size // process_count):
 * bucket mode with ``data.features='latents'`` (stage 2, on `jaxtts-codec encode-dataset`
   shards): ``latents`` float32 [B, Tb // hop, D] and ``latent_len`` int32 [B] instead of the
   audio fields (hop and D from the manifest's ``latents`` entry); the rest as above.
+  ``data.features='codes'`` likewise: ``codes`` int32 [B, Tb // hop, Q] and ``code_len``.
 
-Rows past ``audio_len`` / ``phoneme_len`` are zero. With ``drop_remainder=False`` a finite
-pipeline's last batch (per bucket) is padded to B with empty rows (all lengths 0).
+Extra features (``data.extra_features``, both modes): every name must be a feature the
+manifest lists (`jaxtts.data.features`; a missing one is an error naming it and the manifest)
+or one of the derived labels ``phone_labels`` / ``phone_index`` (int32, from ``durations``).
+A frame-level feature at hop ``h`` comes as [B, S // h, ...] (crop) or [B, Tb // h, ...]
+(bucket): in crop mode the crop then starts on a multiple of every requested hop, so frame
+``j`` of the crop is frame ``start // h + j`` of the utterance, and ``S`` must be a multiple
+of each hop. A per-utterance feature (``timbre``) comes as [B, *shape]. Dtypes: integer
+features int32, float ones float32, ``voiced`` bool. Valid frames of a row: ``ceil(len / h)``
+with ``len`` the row's ``audio_len`` (or primary length x its hop).
+
+Rows past ``audio_len`` / ``phoneme_len`` are zero (frame features past the row's frames too).
+With ``drop_remainder=False`` a finite pipeline's last batch (per bucket) is padded to B with
+empty rows (all lengths 0).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
+import os
 from typing import Any, Sequence
 
 import grain
@@ -48,12 +62,15 @@ from absl import flags
 import numpy as np
 from ml_collections import config_dict
 
-from jaxtts.data.source import CorpusSource
+from jaxtts.data import features as features_lib
+from jaxtts.data.source import MANIFEST, CorpusSource
 
 log = logging.getLogger(__name__)
 
 MODES = ("crop", "bucket")
-FEATURES = ("audio", "latents")
+FEATURES = ("audio", "latents", "codes")
+# Primary feature -> its length field in batches.
+_LENGTH_KEY = {"audio": "audio_len", "latents": "latent_len", "codes": "code_len"}
 # Keys of the bucket iterator's state that count filtered utterances.
 FILTER_KEYS = ("filtered_audio_too_long", "filtered_too_many_phonemes")
 
@@ -67,8 +84,12 @@ def default_data_config() -> ml_collections.ConfigDict:
     sample_rate: Hz the model expects; a corpus or record at another rate is an error.
     mode: ``'crop'`` (codec: fixed random audio segments) or ``'bucket'`` (TTS: whole
       utterances padded to the smallest fitting length bucket, with phonemes/durations).
-    features: bucket mode: ``'audio'`` (waveforms) or ``'latents'`` (codec latents from
-      `jaxtts-codec encode-dataset` shards; buckets still count samples).
+    features: bucket mode: ``'audio'`` (waveforms), ``'latents'`` (codec latents from
+      `jaxtts-codec encode-dataset` shards) or ``'codes'`` (discrete codec codes); buckets
+      still count samples.
+    extra_features: more fields per row, aligned with the audio (module docstring):
+      stored features the manifest lists (``f0``, ``voiced``, ``codes``, ``timbre``, ...)
+      and the derived ``phone_labels`` / ``phone_index``.
     segment_samples: crop length in samples (crop mode); shorter utterances are zero-padded
       and ``audio_len`` says how much is real.
     bucket_samples: increasing padded audio lengths (bucket mode), multiples of the corpus
@@ -97,6 +118,7 @@ def default_data_config() -> ml_collections.ConfigDict:
       "sample_rate": 16000,
       "mode": "crop",
       "features": "audio",
+      "extra_features": (),
       "segment_samples": 16000,
       "bucket_samples": (32000, 64000, 96000, 160000, 240000),
       "max_phonemes": 256,
@@ -177,39 +199,116 @@ class SpeakerBalancedMapDataset(grain.MapDataset):
     return self._parent[self.parent_index(index)]
 
 
+@dataclasses.dataclass(frozen=True)
+class _Field:
+  """One batch field besides the fixed ones: where it comes from and its per-row geometry.
+
+  ``hop`` 0 means per-utterance (``inner`` is its whole shape); ``derived`` fields are computed
+  from ``phonemes`` / ``durations``; ``spec`` is the manifest's (None when derived).
+  """
+  name: str
+  hop: int
+  inner: tuple[int, ...]
+  dtype: str
+  derived: bool = False
+  spec: dict | None = None
+
+
+def _batch_dtype(dtype: str) -> str:
+  kind = np.dtype(dtype).kind
+  return "bool" if kind == "b" else "int32" if kind in "iu" else "float32"
+
+
+def _plan_fields(source: CorpusSource, names: Sequence[str],
+                 flag: str = "data.extra_features") -> tuple[_Field, ...]:
+  """The `_Field` of each name; a name the manifest lacks is an error naming it."""
+  path = os.path.join(source.corpus_dir, MANIFEST)
+  specs = features_lib.require(source.manifest, names, path, flag)
+  out = []
+  for name in names:
+    if name in features_lib.DERIVED:
+      out.append(_Field(name, source.hop_length, (), "int32", derived=True))
+      continue
+    spec = specs[name]
+    if spec["level"] not in ("frame", "utterance"):
+      raise ValueError(f"{flag}: {name!r} is a {spec['level']}-level field ({path}); only "
+                       "frame- and utterance-level features can be extra features")
+    hop = int(spec["hop_length"]) if spec["level"] == "frame" else 0
+    out.append(_Field(name, hop, tuple(int(d) for d in spec.get("inner_shape", ())),
+                      _batch_dtype(spec["dtype"]), spec=dict(spec)))
+  return tuple(out)
+
+
+def _full_value(field: _Field, ex: dict) -> np.ndarray:
+  """The utterance's whole array of ``field`` in its batch dtype."""
+  if field.name == "phone_labels":
+    return features_lib.phone_labels(ex["phonemes"], ex["durations"])
+  if field.name == "phone_index":
+    return features_lib.phone_index(ex["durations"])
+  return np.asarray(ex[field.name]).astype(field.dtype, copy=False)
+
+
 class _LoadExample:
   """``map_with_index`` transform: record index -> decoded (and in crop mode cropped) dict.
 
   Picklable (worker processes). The crop's randomness comes from ``(seed, index)`` where
-  ``index`` is the element's position in the global (pre host-sharding) stream.
+  ``index`` is the element's position in the global (pre host-sharding) stream. With
+  frame-level extra fields the crop start is a multiple of the lcm of their hops.
   """
 
   def __init__(self, source: CorpusSource, mode: str, segment_samples: int, seed: int,
-               features: str = "audio"):
+               features: str = "audio", extras: Sequence[_Field] = ()):
     self.source = source
     self.features = features
     self.mode = mode
     self.segment_samples = int(segment_samples)
     self.seed = int(seed)
+    self.extras = tuple(extras)
+    self.stored = {f.name: f.spec for f in self.extras if not f.derived}
+    if features != "audio":
+      self.stored[features] = features_lib.manifest_features(source.manifest)[features]
+    hops = [f.hop for f in self.extras if f.hop]
+    self.crop_step = math.lcm(*hops) if hops else 1
 
   def __call__(self, index: int, record_index: int) -> dict[str, Any]:
     ex = self.source.example(record_index)
+    if self.stored:
+      path, pos = self.source.locate(int(record_index) % len(self.source))
+      features_lib.check_record(ex, self.stored, f"{path} (record {pos})")
     audio = np.asarray(ex["audio"])
     if self.mode == "crop":
       size = self.segment_samples
       out = np.zeros((size,), np.float32)
+      start = 0
       if len(audio) > size:
         rng = np.random.default_rng([_mix(self.seed, _CROP), int(index) & (2**63 - 1)])
-        start = int(rng.integers(0, len(audio) - size + 1))
+        if self.crop_step == 1:
+          start = int(rng.integers(0, len(audio) - size + 1))
+        else:
+          start = self.crop_step * int(rng.integers(0, (len(audio) - size) // self.crop_step + 1))
         audio = audio[start:start + size]
       out[:len(audio)] = audio.astype(np.float32) * (1.0 / 32768.0)
-      return {"audio": out, "audio_len": np.int32(len(audio)),
-              "speaker_id": np.int32(ex["speaker_id"])}
-    out = {"latents": np.asarray(ex["latents"], np.float32)} if self.features == "latents" else {
-        "audio": audio.astype(np.float32) * np.float32(1.0 / 32768.0)}
+      element = {"audio": out, "audio_len": np.int32(len(audio)),
+                 "speaker_id": np.int32(ex["speaker_id"])}
+      for f in self.extras:
+        value = _full_value(f, ex)
+        if f.hop:
+          frames = size // f.hop
+          crop = np.zeros((frames,) + f.inner, f.dtype)
+          part = value[start // f.hop:start // f.hop + frames]
+          crop[:len(part)] = part
+          value = crop
+        element[f.name] = value
+      return element
+    if self.features == "audio":
+      out = {"audio": audio.astype(np.float32) * np.float32(1.0 / 32768.0)}
+    else:
+      dtype = _batch_dtype(self.stored[self.features]["dtype"])
+      out = {self.features: np.asarray(ex[self.features]).astype(dtype, copy=False)}
     return {
         "id": ex["id"],
         **out,
+        **{f.name: _full_value(f, ex) for f in self.extras},
         "phonemes": np.asarray(ex["phonemes"], np.int32),
         "durations": np.asarray(ex["durations"], np.int32),
         "speaker_id": np.int32(ex["speaker_id"]),
@@ -223,8 +322,7 @@ class _StackCrops:
     self.batch_size = batch_size
 
   def __call__(self, elements: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
-    batch = {k: np.stack([e[k] for e in elements]) for k in ("audio", "audio_len",
-                                                             "speaker_id")}
+    batch = {k: np.stack([e[k] for e in elements]) for k in elements[0]}
     missing = self.batch_size - len(elements)
     if missing > 0:
       batch = {k: np.concatenate([v, np.zeros((missing,) + v.shape[1:], v.dtype)])
@@ -233,27 +331,43 @@ class _StackCrops:
 
 
 def _pad_bucket(elements: Sequence[dict[str, Any]], batch_size: int, samples: int,
-                max_phonemes: int, latent_hop: int = 0, latent_dim: int = 0
+                max_phonemes: int, latent_hop: int = 0, latent_dim: int = 0,
+                primary: _Field | None = None, extras: Sequence[_Field] = ()
                 ) -> dict[str, np.ndarray]:
-  """Bucket-mode batch of ``batch_size`` rows padded to ``samples`` / ``max_phonemes``
-  (latents: ``samples // latent_hop`` frames when ``latent_hop``)."""
-  if latent_hop:
-    batch = {"latents": np.zeros((batch_size, samples // latent_hop, latent_dim), np.float32),
-             "latent_len": np.zeros((batch_size,), np.int32)}
+  """Bucket-mode batch of ``batch_size`` rows padded to ``samples`` / ``max_phonemes``.
+
+  The primary field is ``audio`` [B, samples], or ``primary`` (latents / codes) [B, samples
+  // hop, *inner] (``latent_hop``/``latent_dim``: the latents, kept for callers of the old
+  signature); frame-level ``extras`` [B, samples // hop, *inner], per-utterance ones
+  [B, *inner].
+  """
+  if primary is None and latent_hop:
+    primary = _Field("latents", latent_hop, (latent_dim,), "float32")
+  if primary is not None:
+    key, length_key = primary.name, _LENGTH_KEY[primary.name]
+    batch = {key: np.zeros((batch_size, samples // primary.hop) + primary.inner, primary.dtype)}
   else:
-    batch = {"audio": np.zeros((batch_size, samples), np.float32),
-             "audio_len": np.zeros((batch_size,), np.int32)}
+    key, length_key = "audio", "audio_len"
+    batch = {"audio": np.zeros((batch_size, samples), np.float32)}
+  batch[length_key] = np.zeros((batch_size,), np.int32)
+  for f in extras:
+    rows = (samples // f.hop,) if f.hop else ()
+    batch[f.name] = np.zeros((batch_size,) + rows + f.inner, f.dtype)
   batch.update({
       "phonemes": np.zeros((batch_size, max_phonemes), np.int32),
       "phoneme_len": np.zeros((batch_size,), np.int32),
       "durations": np.zeros((batch_size, max_phonemes), np.int32),
       "speaker_id": np.zeros((batch_size,), np.int32),
   })
-  key = "latents" if latent_hop else "audio"
   for b, e in enumerate(elements):
     t, p = len(e[key]), len(e["phonemes"])
     batch[key][b, :t] = e[key]
-    batch[f"{key[:-1] if latent_hop else key}_len"][b] = t
+    batch[length_key][b] = t
+    for f in extras:
+      if f.hop:
+        batch[f.name][b, :len(e[f.name])] = e[f.name]
+      else:
+        batch[f.name][b] = e[f.name]
     batch["phonemes"][b, :p] = e["phonemes"]
     batch["durations"][b, :p] = e["durations"]
     batch["phoneme_len"][b] = p
@@ -280,9 +394,13 @@ class BucketBatchIterDataset(grain.IterDataset):
 
   def __init__(self, parent: grain.IterDataset, *, bucket_samples: Sequence[int],
                batch_size: int, max_phonemes: int, drop_remainder: bool,
-               latent_hop: int = 0, latent_dim: int = 0):
+               latent_hop: int = 0, latent_dim: int = 0, primary: _Field | None = None,
+               extras: Sequence[_Field] = ()):
     super().__init__(parent)
-    self.latent_hop, self.latent_dim = int(latent_hop), int(latent_dim)
+    if primary is None and latent_hop:
+      primary = _Field("latents", int(latent_hop), (int(latent_dim),), "float32")
+    self.primary = primary  # None: audio.
+    self.extras = tuple(extras)
     self.bucket_samples = tuple(int(b) for b in bucket_samples)
     if not self.bucket_samples or list(self.bucket_samples) != sorted(set(self.bucket_samples)):
       raise ValueError(f"bucket_samples must be strictly increasing, got {bucket_samples}")
@@ -313,8 +431,9 @@ class _BucketBatchIterator(grain.DatasetIterator):
     self._buffers: list[list[tuple[int, Any, dict]]] = [[] for _ in self._spec.bucket_samples]
 
   def _samples_of(self, element: dict) -> int:
-    """Length in audio samples: of the waveform, or of the latents (frames x hop)."""
-    return (len(element["latents"]) * self._spec.latent_hop if self._spec.latent_hop
+    """Length in audio samples: of the waveform, or of the latents / codes (frames x hop)."""
+    primary = self._spec.primary
+    return (len(element[primary.name]) * primary.hop if primary is not None
             else len(element["audio"]))
 
   def _bucket_of(self, element: dict) -> int | None:
@@ -340,7 +459,7 @@ class _BucketBatchIterator(grain.DatasetIterator):
   def _emit(self, bucket: int, items: list[tuple[int, Any, dict]]) -> dict[str, np.ndarray]:
     return _pad_bucket([e for _, _, e in items], self._spec.batch_size,
                        self._spec.bucket_samples[bucket], self._spec.max_phonemes,
-                       self._spec.latent_hop, self._spec.latent_dim)
+                       primary=self._spec.primary, extras=self._spec.extras)
 
   def __next__(self) -> dict[str, np.ndarray]:
     self._assert_not_closed()
@@ -437,21 +556,47 @@ def filtered_counts(state_or_iterator: Any) -> dict[str, int]:
   return totals
 
 
-def batch_shapes(data_cfg: ml_collections.ConfigDict, batch_size: int
+def batch_shapes(data_cfg: ml_collections.ConfigDict, batch_size: int,
+                 source: CorpusSource | None = None
                  ) -> list[dict[str, tuple[tuple[int, ...], np.dtype]]]:
-  """Every ``{field: (shape, dtype)}`` the pipeline can emit for a per-process batch."""
+  """Every ``{field: (shape, dtype)}`` the pipeline can emit for a per-process batch.
+
+  ``source`` (the split's `CorpusSource`) is needed for the geometry of latents, codes and
+  extra features; without it only the audio fields are known.
+  """
   b = int(batch_size)
+  if source is None:
+    if _extra_names(data_cfg) or data_cfg.features != "audio":
+      raise ValueError("batch_shapes: data.features / data.extra_features need the corpus: "
+                       "pass source=CorpusSource(data.dir, split)")
+    primary, extras = None, ()
+  else:
+    primary, extras = _layout(data_cfg, source)
+
+  def extra_shapes(samples: int) -> dict:
+    return {f.name: ((b,) + ((samples // f.hop,) if f.hop else ()) + f.inner, np.dtype(f.dtype))
+            for f in extras}
+
   if data_cfg.mode == "crop":
-    return [{"audio": ((b, int(data_cfg.segment_samples)), np.dtype(np.float32)),
+    s = int(data_cfg.segment_samples)
+    return [{"audio": ((b, s), np.dtype(np.float32)),
              "audio_len": ((b,), np.dtype(np.int32)),
-             "speaker_id": ((b,), np.dtype(np.int32))}]
+             "speaker_id": ((b,), np.dtype(np.int32)), **extra_shapes(s)}]
   p = int(data_cfg.max_phonemes)
-  return [{"audio": ((b, int(t)), np.dtype(np.float32)),
-           "audio_len": ((b,), np.dtype(np.int32)),
-           "phonemes": ((b, p), np.dtype(np.int32)),
-           "phoneme_len": ((b,), np.dtype(np.int32)),
-           "durations": ((b, p), np.dtype(np.int32)),
-           "speaker_id": ((b,), np.dtype(np.int32))} for t in data_cfg.bucket_samples]
+  out = []
+  for t in data_cfg.bucket_samples:
+    t = int(t)
+    if primary is None:
+      main = {"audio": ((b, t), np.dtype(np.float32)), "audio_len": ((b,), np.dtype(np.int32))}
+    else:
+      main = {primary.name: ((b, t // primary.hop) + primary.inner, np.dtype(primary.dtype)),
+              _LENGTH_KEY[primary.name]: ((b,), np.dtype(np.int32))}
+    out.append({**main, **extra_shapes(t),
+                "phonemes": ((b, p), np.dtype(np.int32)),
+                "phoneme_len": ((b,), np.dtype(np.int32)),
+                "durations": ((b, p), np.dtype(np.int32)),
+                "speaker_id": ((b,), np.dtype(np.int32))})
+  return out
 
 
 def _allow_unparsed_grain_flags() -> None:
@@ -478,13 +623,52 @@ def latent_geometry(source: CorpusSource) -> tuple[int, int]:
   return int(info["hop_length"]), int(info["dim"])
 
 
+def _extra_names(cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """``data.extra_features`` as a tuple (absent in configs written before it existed)."""
+  names = cfg.get("extra_features", ()) or ()
+  if isinstance(names, str):
+    names = (names,) if names else ()
+  return tuple(str(n) for n in names)
+
+
+def _layout(cfg: ml_collections.ConfigDict, source: CorpusSource
+            ) -> tuple[_Field | None, tuple[_Field, ...]]:
+  """The primary field (None: audio) and the extra fields of ``cfg`` on ``source``."""
+  primary = None
+  if cfg.features == "latents":
+    hop, dim = latent_geometry(source)
+    primary = _Field("latents", hop, (dim,), "float32")
+  elif cfg.features == "codes":
+    primary = _plan_fields(source, ("codes",), flag="data.features")[0]
+  names = _extra_names(cfg)
+  if cfg.features in names:
+    raise ValueError(f"data.extra_features lists {cfg.features!r}, which data.features "
+                     "already makes the primary field")
+  if len(set(names)) != len(names):
+    raise ValueError(f"data.extra_features has repeated names: {names}")
+  extras = _plan_fields(source, names)
+  if cfg.mode == "crop":
+    bad = [f"{f.name} (hop {f.hop})" for f in extras if f.hop and int(cfg.segment_samples) % f.hop]
+    if bad:
+      raise ValueError(f"data.segment_samples {cfg.segment_samples} is not a whole number of "
+                       f"frames of {', '.join(bad)}")
+  else:
+    for f in ((primary,) if primary else ()) + extras:
+      bad = [int(t) for t in cfg.bucket_samples if f.hop and int(t) % f.hop]
+      if bad:
+        raise ValueError(f"data.bucket_samples {bad} must be multiples of the hop {f.hop} of "
+                         f"{f.name!r} ({source.corpus_dir}/manifest.json)")
+  return primary, extras
+
+
 def _check_config(cfg: ml_collections.ConfigDict, hop_length: int) -> None:
   if cfg.mode not in MODES:
     raise ValueError(f"data.mode must be one of {MODES}, got {cfg.mode!r}")
   if cfg.features not in FEATURES:
     raise ValueError(f"data.features must be one of {FEATURES}, got {cfg.features!r}")
-  if cfg.features == "latents" and cfg.mode != "bucket":
-    raise ValueError("data.features='latents' needs data.mode='bucket'")
+  if cfg.features != "audio" and cfg.mode != "bucket":
+    raise ValueError(f"data.features={cfg.features!r} needs data.mode='bucket' (crop mode "
+                     "crops audio; add latents / codes to data.extra_features instead)")
   if cfg.mode == "crop" and not int(cfg.segment_samples) > 0:
     raise ValueError(f"data.segment_samples must be positive, got {cfg.segment_samples}")
   if cfg.mode == "bucket":
@@ -542,6 +726,7 @@ def make_dataset(
 
   source = CorpusSource(data_cfg.dir, split, sample_rate=data_cfg.sample_rate)
   _check_config(data_cfg, source.hop_length)
+  primary, extras = _layout(data_cfg, source)
 
   ds = grain.MapDataset.range(len(source))
   if train and data_cfg.speaker_balanced:
@@ -553,7 +738,8 @@ def make_dataset(
     num_epochs = 1
   ds = ds.repeat(num_epochs)
   ds = ds.map_with_index(
-      _LoadExample(source, data_cfg.mode, data_cfg.segment_samples, seed, data_cfg.features))
+      _LoadExample(source, data_cfg.mode, data_cfg.segment_samples, seed, data_cfg.features,
+                   extras))
   ds = ds[process_index::process_count]
   read_threads = int(data_cfg.read_threads)
   it = ds.to_iter_dataset(grain.ReadOptions(
@@ -564,14 +750,10 @@ def make_dataset(
     it = it.batch(batch_size, drop_remainder=bool(data_cfg.drop_remainder),
                   batch_fn=_StackCrops(batch_size))
   else:
-    hop, dim = latent_geometry(source) if data_cfg.features == "latents" else (0, 0)
-    if hop and any(int(b) % hop for b in data_cfg.bucket_samples):
-      raise ValueError(f"data.bucket_samples {tuple(data_cfg.bucket_samples)} must be "
-                       f"multiples of the latent hop {hop} ({source.corpus_dir}/manifest.json)")
     it = BucketBatchIterDataset(it, bucket_samples=data_cfg.bucket_samples,
                                 batch_size=batch_size, max_phonemes=data_cfg.max_phonemes,
                                 drop_remainder=bool(data_cfg.drop_remainder),
-                                latent_hop=hop, latent_dim=dim)
+                                primary=primary, extras=extras)
   if int(data_cfg.worker_count) > 0:
     _allow_unparsed_grain_flags()
     it = it.mp_prefetch(grain.MultiprocessingOptions(

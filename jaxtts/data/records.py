@@ -19,6 +19,23 @@ field                   type          meaning
 ``speaker_id``          int           index into the manifest's ``speakers`` list
 ``speaker``             str           speaker name
 ======================  ============  =====================================================
+
+Optional fields (present when the manifest's ``features`` entry lists them; `decode_example`
+checks the dtype and rank of those it finds; frame counts are checked against the manifest by
+`jaxtts.data.features.check_record`):
+
+======================  ==============  ===================================================
+field                   type            meaning
+======================  ==============  ===================================================
+``latents``             float32 [F, D]  continuous codec latents (``jaxtts-codec
+                                        encode-dataset``), F = ceil(T / codec hop)
+``codes``               int16 / int32   discrete codec codes [F, Q], F = ceil(T / codec hop)
+                        [F, Q]
+``timbre``              float32 [D]     per-utterance timbre vector of a codec (FACodec)
+``f0``                  float32 [F]     F0 in Hz of frame f (centre sample f*hop + hop//2),
+                                        0 when unvoiced; F = T // hop (`jaxtts.audio.f0`)
+``voiced``              bool [F]        voicing of the same frames (``f0 > 0``)
+======================  ==============  ===================================================
 """
 
 from __future__ import annotations
@@ -31,6 +48,15 @@ import numpy as np
 REQUIRED_FIELDS = (
     "id", "text", "phonemes", "durations", "audio", "sample_rate", "speaker_id", "speaker",
 )
+
+# name -> (allowed dtypes, rank) of the optional fields.
+OPTIONAL_FIELDS = {
+    "latents": (("float32",), 2),
+    "codes": (("int16", "int32"), 2),
+    "timbre": (("float32",), 1),
+    "f0": (("float32",), 1),
+    "voiced": (("bool", "uint8"), 1),
+}
 
 
 class RecordError(ValueError):
@@ -68,4 +94,13 @@ def decode_example(data: bytes, *, source: str = "<record>") -> dict:
   missing = [k for k in REQUIRED_FIELDS if k not in example]
   if missing:
     raise RecordError(f"{source}: record {example.get('id', '?')!r} lacks fields {missing}")
+  for name, (dtypes, rank) in OPTIONAL_FIELDS.items():
+    if name in example:
+      value = example[name]
+      if (not isinstance(value, np.ndarray) or value.dtype.name not in dtypes
+          or value.ndim != rank):
+        got = (f"{value.dtype.name} {list(value.shape)}" if isinstance(value, np.ndarray)
+               else type(value).__name__)
+        raise RecordError(f"{source}: record {example.get('id', '?')!r} field {name!r} is "
+                          f"{got}, expected {' or '.join(dtypes)} of rank {rank}")
   return example

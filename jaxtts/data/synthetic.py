@@ -22,7 +22,8 @@ from typing import Any, Sequence
 import numpy as np
 from array_record.python import array_record_module
 
-from jaxtts.data import records
+from jaxtts.audio import f0 as f0_lib
+from jaxtts.data import features, records
 
 SPLITS = ("train", "valid", "test_zero_shot")
 _NUM_HARMONICS = 8
@@ -87,6 +88,10 @@ def write_synthetic_corpus(
     max_seconds: float = 3.0,
     shard_size: int = 16,
     latent_dim: int = 0,
+    f0: bool = False,
+    code_quantizers: int = 0,
+    codebook_size: int = 1024,
+    timbre_dim: int = 0,
 ) -> dict[str, Any]:
   """Writes a synthetic corpus to ``out_dir`` and returns its manifest dict.
 
@@ -107,6 +112,15 @@ def write_synthetic_corpus(
       duration frame): a phoneme-specific vector held for the phoneme's frames, plus a
       speaker offset and small noise, so stage-2 models have a learnable target without a
       trained codec (``codec_workdir`` is None).
+    f0: also store ``f0`` / ``voiced`` per hop frame (`jaxtts.audio.f0`, as ``jaxtts-corpus
+      --f0`` does).
+    code_quantizers: > 0 also stores ``codes`` [frames, code_quantizers] int16 (one code
+      frame per duration frame), as a discrete codec's stage-2 encode would: code ``q`` of a
+      frame is a fixed function of its phoneme and the speaker, replaced by a random code on
+      ~10% of frames.
+    codebook_size: codes are in ``[0, codebook_size)``.
+    timbre_dim: > 0 also stores a per-utterance ``timbre`` [timbre_dim] float32 (a speaker
+      vector plus small noise), as FACodec's encoder gives.
 
   Returns:
     The manifest (the same object written to ``out_dir/manifest.json``).
@@ -140,15 +154,20 @@ def write_synthetic_corpus(
   speaker_rng = np.random.default_rng(root.spawn(2)[1])
   speakers = []
   for s in range(total_speakers):
-    f0 = float(np.round(speaker_rng.uniform(90.0, 260.0), 2))
+    pitch = float(np.round(speaker_rng.uniform(90.0, 260.0), 2))
     speakers.append({
         "id": s,
         "name": f"synth{s:03d}",
         "split": "train" if s < num_speakers else "test_zero_shot",
-        "f0": f0,
+        "f0": pitch,
         "num_harmonics": _NUM_HARMONICS,
     })
   speaker_offsets = speaker_rng.normal(0.0, 0.3, size=(total_speakers, max(latent_dim, 1)))
+  # Separate streams, so corpora without codes / timbre keep their bytes.
+  extra_rng = np.random.default_rng(root.spawn(1)[0])
+  code_table = extra_rng.integers(0, codebook_size, size=(len(_SYMBOLS), total_speakers,
+                                                          max(code_quantizers, 1)))
+  timbre_table = extra_rng.normal(0.0, 1.0, size=(total_speakers, max(timbre_dim, 1)))
 
   examples: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
   for spk in speakers:
@@ -178,6 +197,18 @@ def write_synthetic_corpus(
         latents = np.repeat(latent_table[phonemes], durations, axis=0) + speaker_offsets[s]
         example["latents"] = (latents + 0.1 * rng.standard_normal(latents.shape)).astype(
             np.float32)
+      if f0:
+        example["f0"], example["voiced"] = f0_lib.compute_f0(audio, sample_rate, hop_length)
+      if code_quantizers > 0 or timbre_dim > 0:
+        urng = np.random.default_rng(np.random.SeedSequence([seed % 2**63, s, u, 0xC0DE]))
+        if code_quantizers > 0:
+          codes = np.repeat(code_table[phonemes, s], durations, axis=0)
+          noisy = urng.random(codes.shape) < 0.1
+          codes[noisy] = urng.integers(0, codebook_size, size=int(noisy.sum()))
+          example["codes"] = codes.astype(np.int16 if codebook_size <= 2**15 else np.int32)
+        if timbre_dim > 0:
+          example["timbre"] = (timbre_table[s] + 0.05 * urng.standard_normal(timbre_dim)).astype(
+              np.float32)
       if spk["split"] == "test_zero_shot":
         split = "test_zero_shot"
       else:
@@ -223,10 +254,24 @@ def write_synthetic_corpus(
           "shard_size": shard_size,
       },
   }
+  specs = {}
   if latent_dim > 0:
     manifest["latents"] = {"dim": latent_dim, "hop_length": hop_length,
                            "frame_rate": sample_rate / hop_length, "codec_workdir": None}
     manifest["build_args"]["latent_dim"] = latent_dim
+    specs["latents"] = features.latents_spec(latent_dim, hop_length, sample_rate,
+                                             codec_workdir=None)
+  if f0:
+    manifest["build_args"]["f0"] = True
+    specs.update(features.f0_specs(hop_length, sample_rate, f0_lib.settings()))
+  if code_quantizers > 0:
+    manifest["build_args"].update(code_quantizers=code_quantizers, codebook_size=codebook_size)
+    specs["codes"] = features.codes_spec(code_quantizers, [codebook_size] * code_quantizers,
+                                         hop_length, sample_rate, codec_workdir=None)
+  if timbre_dim > 0:
+    manifest["build_args"]["timbre_dim"] = timbre_dim
+    specs["timbre"] = features.utterance_spec("float32", (timbre_dim,), codec_workdir=None)
+  manifest = features.with_features(manifest, specs)
   with open(os.path.join(os.fspath(out_dir), "manifest.json"), "w", encoding="utf-8") as f:
     json.dump(manifest, f, sort_keys=True, indent=1)
     f.write("\n")
