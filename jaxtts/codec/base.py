@@ -21,9 +21,11 @@ from __future__ import annotations
 import abc
 import dataclasses
 import logging
+import os
 from typing import Any, Mapping, Optional
 
 import numpy as np
+import soundfile as sf
 
 from jaxtts.audio import io
 from jaxtts.files import round_up
@@ -174,10 +176,15 @@ class Codec(abc.ABC):
   def load(self, path: str, resample: bool = True) -> np.ndarray:
     """A wav file as float32 ``[T]`` at `sample_rate`: resampled (logged) when ``resample``,
     else another rate is an error naming the file."""
-    rate = io.wav_sample_rate(path)
-    if rate != self.sample_rate and resample:
-      log.warning("%s: resampling %d Hz -> %d Hz", path, rate, self.sample_rate)
-    return io.load_wav(path, self.sample_rate, resample=resample)
+    if not os.path.isfile(path):
+      raise CodecInputError(f"{path}: no such audio file")
+    try:
+      rate = io.wav_sample_rate(path)
+      if rate != self.sample_rate and resample:
+        log.warning("%s: resampling %d Hz -> %d Hz", path, rate, self.sample_rate)
+      return io.load_wav(path, self.sample_rate, resample=resample)
+    except (RuntimeError, sf.SoundFileError) as e:  # libsndfile's errors
+      raise CodecInputError(f"{path}: cannot read audio ({e})") from e
 
   def describe(self) -> dict[str, Any]:
     return {"codec": self.name, "workdir": self.workdir, "step": self.step,

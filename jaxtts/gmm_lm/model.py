@@ -34,6 +34,7 @@ import jax.numpy as jnp
 
 from jaxtts.alignment import monotonic
 from jaxtts.nn.conformer import ConformerStack
+from jaxtts.nn.dtypes import dtype_of
 from jaxtts.nn.mixture import MixtureHead, MixtureParams
 
 ALIGNMENTS = ("st_gumbel", "gumbel", "noise", "expected", "cross_attention")
@@ -184,15 +185,18 @@ class GMMLM(nn.Module):
       phonemes, phoneme_mask: prompt-text + target-text phonemes ``[B, J]``.
       stay_mode: ``"st_gumbel"`` (sample, as in training) or ``"threshold"`` (greedy).
       prompt_phoneme_len: ``[B]`` phonemes of the prompt's transcript (the first ones of
-        ``phonemes``). Given, the prompt frames align within those phonemes only and the
-        returned state sits on the last of them (the prompt has said its whole transcript),
-        so a prompt never consumes target text. None: the alignment runs freely over all
-        phonemes (the teacher-forced pass's behaviour).
+        ``phonemes``). Given, the prompt frames align within those phonemes only and the last
+        prompt frame sits on the last of them (the prompt has said its whole transcript), so
+        a prompt never consumes target text; the first new frame's alignment then follows
+        Algorithm 1 step 7 from there (stay on it or advance into the target text), as every
+        later step does. None: the alignment runs freely over all phonemes (the
+        teacher-forced pass's behaviour).
 
     Returns:
-      ``alpha`` [B, J] (state after the last prompt frame), ``prompt_alpha`` [B, P+1, J],
-      ``mixture``/``stop_logits`` for the first new frame (``[B, 1]`` leading dims),
-      ``y`` [B, J, E] and ``y_dec`` [B, J, d] for `step`.
+      ``alpha`` [B, J] (the first new frame's alignment, the one its ``mixture`` was computed
+      with: `step` advances from it), ``prompt_alpha`` [B, P+1, J] (the alignment the decoder
+      saw at steps ``0..prompt_len``), ``mixture``/``stop_logits`` for the first new frame
+      (``[B, 1]`` leading dims), ``y`` [B, J, E] and ``y_dec`` [B, J, d] for `step`.
     """
     b, p, _ = prompt_latents.shape
     frames_in = jnp.concatenate([jnp.zeros_like(prompt_latents[:, :1]), prompt_latents], 1)
@@ -200,24 +204,40 @@ class GMMLM(nn.Module):
     y, y_dec = self.encode(phonemes, phoneme_mask)
     e = self.energies(frames_in, y)
     u = self._stay(e, 1.0, stay_mode).at[:, 0].set(1.0)
-    align_mask = phoneme_mask
-    if prompt_phoneme_len is not None:
-      n_prompt = jnp.maximum(prompt_phoneme_len, 1)[:, None]
-      align_mask = phoneme_mask & (jnp.arange(phonemes.shape[1])[None, :] < n_prompt)
-    # A prompt with its transcript says all of it: it parks on its last phoneme.
-    alpha_all = monotonic.monotonic_alignment(                             # [B, P+1, J]
-        u, align_mask, hold_last=self.hold_last_phoneme or prompt_phoneme_len is not None)
+    if prompt_phoneme_len is None:
+      alpha_all = monotonic.monotonic_alignment(u, phoneme_mask,
+                                                hold_last=self.hold_last_phoneme)
+    else:
+      alpha_all = self._prompt_alignment(u, phoneme_mask, prompt_len, prompt_phoneme_len)
     mixture, stop_logits = self.outputs(frames_in, alpha_all, y_dec, mask)
     last = prompt_len[:, None]
     take = lambda a: jnp.take_along_axis(
         a, last.reshape((b, 1) + (1,) * (a.ndim - 2)), axis=1)
-    alpha = take(alpha_all)[:, 0]
-    if prompt_phoneme_len is not None:
-      end = jax.nn.one_hot(prompt_phoneme_len - 1, phonemes.shape[1], dtype=alpha.dtype)
-      alpha = jnp.where((prompt_phoneme_len > 0)[:, None], end, alpha)
-    return {"alpha": alpha, "prompt_alpha": alpha_all,
+    return {"alpha": take(alpha_all)[:, 0], "prompt_alpha": alpha_all,
             "mixture": jax.tree.map(take, mixture), "stop_logits": take(stop_logits),
             "y": y, "y_dec": y_dec}
+
+  def _prompt_alignment(self, u: jax.Array, phoneme_mask: jax.Array, prompt_len: jax.Array,
+                        prompt_phoneme_len: jax.Array) -> jax.Array:
+    """``alpha [B, P+1, J]`` of `prefill` with the prompt's transcript: steps before
+    ``prompt_len - 1`` align within the transcript's phonemes (parking on its last), step
+    ``prompt_len - 1`` (the last prompt frame) sits on its last phoneme, and step
+    ``prompt_len`` (the first new frame) is Algorithm 1 step 7 from there over all phonemes
+    with ``u [B, P+1, J]``. Without prompt frames step 0 is phoneme 0."""
+    num_ph = phoneme_mask.shape[1]
+    steps = jnp.arange(u.shape[1])[None, :]                                # [1, P+1]
+    within = phoneme_mask & (jnp.arange(num_ph)[None, :]
+                             < jnp.maximum(prompt_phoneme_len, 1)[:, None])
+    alpha = monotonic.monotonic_alignment(u, within, hold_last=True)
+    end = jax.nn.one_hot(prompt_phoneme_len - 1, num_ph, dtype=alpha.dtype)
+    said = (steps == prompt_len[:, None] - 1) & (prompt_phoneme_len > 0)[:, None]
+    alpha = jnp.where(said[..., None], end[:, None], alpha)
+    row = lambda a, i: jnp.take_along_axis(a, i[:, None, None], axis=1)[:, 0]
+    prev = row(alpha, jnp.maximum(prompt_len - 1, 0))
+    first = monotonic.alignment_step(prev, row(u, prompt_len), phoneme_mask,
+                                     self.hold_last_phoneme)
+    first = jnp.where((prompt_len > 0)[:, None], first, alpha[:, 0])
+    return jnp.where((steps == prompt_len[:, None])[..., None], first[:, None], alpha)
 
   def step(self, frame: jax.Array, alpha_prev: jax.Array, y: jax.Array, y_dec: jax.Array,
            phoneme_mask: jax.Array, active: jax.Array, stay_mode: str = "st_gumbel"
@@ -238,3 +258,24 @@ class GMMLM(nn.Module):
     mixture, stop_logits = self.outputs(frame, alpha[:, None], y_dec, active[:, None])
     return {"alpha": alpha, "mixture": mixture, "stop_logits": stop_logits,
             "passed_end": passed_end}
+
+
+def from_config(cfg: Any, **overrides) -> GMMLM:
+  """The model of a ``gmm_lm`` config (``configs/gmm_lm.py``: ``model.*``, ``alignment.*``,
+  ``train.compute_dtype``); used by the task and the generator alike. Keys absent from older
+  workdirs' configs take the values those runs trained with."""
+  m, a = cfg.model, cfg.alignment
+  kwargs = dict(
+      vocab_size=m.vocab_size, latent_dim=m.latent_dim, encoder_layers=m.encoder_layers,
+      encoder_dim=m.encoder_dim, encoder_ffn_dim=m.encoder_ffn_dim,
+      encoder_heads=m.encoder_heads, decoder_layers=m.decoder_layers,
+      decoder_dim=m.decoder_dim, decoder_ffn_dim=m.decoder_ffn_dim,
+      decoder_heads=m.decoder_heads, kernel_size=m.kernel_size, position=m.position,
+      num_components=m.num_components, covariance=m.covariance, min_scale=m.min_scale,
+      alignment=a.mode, energy_dim=a.energy_dim, energy_bias_init=a.energy_bias_init,
+      noise_std=a.noise_std, hold_last_phoneme=a.get("hold_last_phoneme", True),
+      straight_through=a.get("straight_through", "step"),  # older workdirs trained "step"
+      dropout=m.dropout, frame_noise_std=m.get("frame_noise_std", 0.0), remat=m.remat,
+      dtype=dtype_of(cfg.train.compute_dtype))
+  kwargs.update(overrides)
+  return GMMLM(**kwargs)
