@@ -18,7 +18,9 @@ checkpoint, its step.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import types
 from typing import Any, Iterable, Optional
@@ -167,6 +169,25 @@ def restore_eval_params(workdir: str, groups: Iterable[str], step: Optional[int]
   if step not in steps:
     raise WorkdirError(f"{path}: no checkpoint step {step} (steps: {steps})")
   checkpointer = ocp.PyTreeCheckpointer()
+  with _quiet_orbax():
+    return _restore(checkpointer, path, step, steps, cfg, groups)
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+  """Orbax warns through absl that the step's ``_CHECKPOINT_METADATA`` is not in the item
+  folder it is asked to read (it sits one level up); nothing is wrong, so below ERROR it is
+  not shown."""
+  logger = logging.getLogger("absl")
+  level = logger.level
+  logger.setLevel(max(level, logging.ERROR))
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
+def _restore(checkpointer, path, step, steps, cfg, groups):
   try:
     saved = checkpointer.metadata(path).item_metadata.tree
   except Exception as e:  # pylint: disable=broad-except  (Orbax raises many types)
