@@ -6,7 +6,7 @@
 
 ``--config``: the preset's generator with randomly initialised parameters
 (`jaxtts.tasks.gmm_vae.build_model`, ``model.init``); ``--workdir``: a trained `jaxtts-train`
-gmm_vae workdir loaded through `jaxtts.codec.cli.Codec` (its model and evaluation
+gmm_vae workdir loaded through `jaxtts.codec.registry.load_codec` (its model and evaluation
 parameters; the batched encode/decode below are jitted here, not `Codec.encode`, which takes
 one utterance at a time). Input: ``--batch`` utterances of ``--seconds`` of noise (rounded up
 to whole hops); decode runs on the encoder's latents.
@@ -33,7 +33,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxtts.tasks import gmm_vae as gmm_vae_task  # noqa: E402
+from jaxtts.codec import gmm_vae  # noqa: E402
+from jaxtts.codec.registry import load_codec  # noqa: E402
+from jaxtts.nn.dtypes import DTYPES  # noqa: E402
 from jaxtts.train import config as config_lib  # noqa: E402
 from jaxtts.train.state import count_params  # noqa: E402
 
@@ -52,17 +54,16 @@ def _load(args, rest):
   if args.workdir:
     if rest:
       raise SystemExit(f"--workdir takes no config overrides, got {rest}")
-    from jaxtts.codec.cli import Codec  # pylint: disable=import-outside-toplevel
-    codec = Codec(args.workdir, args.step)
-    model, params = codec.model, codec.params["generator"]
+    codec = load_codec(args.workdir, args.step)
+    model, params = codec.model, codec.params
     if args.dtype:
-      model = model.clone(dtype=gmm_vae_task.DTYPES[args.dtype])
+      model = model.clone(dtype=DTYPES[args.dtype])
     return model, params, codec.sample_rate, {"workdir": os.path.abspath(args.workdir)}
   overrides = list(rest)
   if args.dtype:
     overrides.append(f"--config.train.compute_dtype={args.dtype}")
   cfg = config_lib.build_config(args.config, overrides)
-  model = gmm_vae_task.build_model(cfg)
+  model = gmm_vae.from_config(cfg)
   t = model.hop_length
   params = jax.jit(model.init)(jax.random.PRNGKey(args.seed), jnp.zeros((1, t)))["params"]
   return model, params, int(cfg.data.sample_rate), {"config": args.config, "overrides": rest}
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
   parser.add_argument("--seconds", type=float, default=10.0, help="audio per utterance")
   parser.add_argument("--batch", type=int, default=1)
   parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--dtype", choices=sorted(gmm_vae_task.DTYPES), default=None,
+  parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                       help="compute dtype (default: the config's train.compute_dtype)")
   parser.add_argument("--seed", type=int, default=0)
   args, rest = parser.parse_known_args(argv)

@@ -41,7 +41,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxtts.gmm_lm import decode as decode_lib  # noqa: E402
 from jaxtts.gmm_lm.model import GMMLM  # noqa: E402
-from jaxtts.tasks import gmm_lm as gmm_lm_task  # noqa: E402
+from jaxtts.gmm_lm.model import from_config  # noqa: E402
+from jaxtts.nn.dtypes import DTYPES  # noqa: E402
 from jaxtts.train import config as config_lib  # noqa: E402
 from jaxtts.train.state import count_params  # noqa: E402
 
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
                            "the random-init alignment does not pass the end (1 = realistic)")
   parser.add_argument("--batch", type=int, default=1)
   parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--dtype", choices=sorted(gmm_lm_task.DTYPES), default=None,
+  parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                       help="compute dtype (default: the config's train.compute_dtype)")
   parser.add_argument("--stay-mode", choices=("st_gumbel", "threshold"), default=None,
                       help="alignment decisions (default: the config's synthesis.stay_mode)")
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
   if args.dtype:
     overrides.append(f"--config.train.compute_dtype={args.dtype}")
   cfg = config_lib.build_config(args.config, overrides)
-  model = gmm_lm_task.build_model(cfg, dropout=0.0)
+  model = from_config(cfg, dropout=0.0)
   stay_mode = args.stay_mode or cfg.synthesis.stay_mode
   frame_rate = cfg.data.sample_rate / cfg.model.latent_hop
   b, d = args.batch, int(cfg.model.latent_dim)

@@ -1,7 +1,7 @@
 """Exposure bias of a trained GMM-LM: how its hard alignment moves on its own frames.
 
 Synthesizes held-out texts from §5.1 prompts and compares, per target phoneme, the frames the
-free-running decoder spends (``durations`` of `Synthesizer`) with the ground-truth durations
+free-running decoder spends (``durations`` of the GMM-LM generator) with the ground-truth durations
 of the same texts (the corpus' per-phoneme frame counts). A model that has learnt to align on
 real frames but not on its own advances too fast (ratio < 1) or stalls (ratio > 1, stopped by
 the length guard). Prints one JSON line.
@@ -23,7 +23,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxtts.infer import prompts as prompts_lib  # pylint: disable=wrong-import-position
-from jaxtts.infer.synthesize import Synthesizer  # pylint: disable=wrong-import-position
+from jaxtts.data.source import CorpusSource  # pylint: disable=wrong-import-position
+from jaxtts.infer.registry import load_generator  # pylint: disable=wrong-import-position
 
 
 def main(argv=None) -> int:
@@ -39,10 +40,9 @@ def main(argv=None) -> int:
   p.add_argument("--scale-temperature", type=float, default=None)
   p.add_argument("--max-seconds", type=float, default=8.0)
   args = p.parse_args(argv)
-  synth = Synthesizer(args.workdir)
+  synth = load_generator(args.workdir)
   items = prompts_lib.build_prompts(args.corpus, args.split, seconds=(args.prompt_seconds,),
                                     seed=args.seed)[:args.count]
-  from jaxtts.data.source import CorpusSource  # pylint: disable=import-outside-toplevel
   source = CorpusSource(args.corpus, args.split)
   truth = {}
   for i in range(len(source)):
@@ -50,11 +50,12 @@ def main(argv=None) -> int:
     truth[ex["id"]] = np.asarray(ex["durations"]) * source.hop_length / synth.hop
   rows, stops = [], collections.Counter()
   for k, item in enumerate(items):
-    out = synth.synthesize(item["text"], item["prompt_audio"].astype(np.float32) / 32768.0,
-                           prompt_phonemes=item["prompt_phonemes"],
-                           target_phonemes=item["phonemes"], seed=args.seed + k,
-                           max_seconds=args.max_seconds, stay_mode=args.stay_mode,
-                           scale_temperature=args.scale_temperature)
+    out = synth.synthesize(
+        {"text": item["text"], "prompt_audio": item["prompt_audio"].astype(np.float32) / 32768.0,
+         "prompt_phonemes": item["prompt_phonemes"], "target_phonemes": item["phonemes"]},
+        seed=args.seed + k, options={"max_seconds": args.max_seconds,
+                                     "stay_mode": args.stay_mode,
+                                     "scale_temperature": args.scale_temperature})
     gen, ref = np.asarray(out["durations"], float), truth[item["target_id"]]
     stops[out["stopped_by"]] += 1
     rows.append({"id": item["id"], "generated_frames": float(gen.sum()),

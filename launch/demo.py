@@ -34,7 +34,14 @@ from jaxtts.audio.io import save_wav
 from jaxtts.data.source import CorpusSource
 from jaxtts.train import config as config_lib
 from jaxtts.train import loop
-from jaxtts.train.metrics import save_image
+from jaxtts.codec.registry import load_codec
+from jaxtts.codec import cli as codec_cli
+from jaxtts.eval import codec_metrics
+from jaxtts.eval.zero_shot import evaluate_zero_shot
+from jaxtts.infer import prompts as prompts_lib
+from jaxtts.infer.base import save_alignment_image
+from jaxtts.infer.registry import load_generator
+from jaxtts.plots import display_mel, save_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = ("mel_distance", "stft_distance", "si_sdr", "pesq_wb", "stoi")
@@ -65,21 +72,19 @@ def corpus_stats(corpus: str) -> dict:
 def reconstruct_held_out(codec_workdir: str, corpus: str, out_dir: str, count: int) -> dict:
   """Encodes and decodes whole held-out utterances with `jaxtts-codec`'s `Codec`; writes wavs,
   spectrogram PNGs and the reconstruction metrics of `jaxtts.eval.codec_metrics`."""
-  from jaxtts.codec.cli import Codec  # pylint: disable=import-outside-toplevel
-  from jaxtts.eval import codec_metrics  # pylint: disable=import-outside-toplevel
-  codec = Codec(codec_workdir)
-  task = codec.trainer.task
+  codec = load_codec(codec_workdir)
   source = CorpusSource(corpus, "test_zero_shot", sample_rate=codec.sample_rate)
   os.makedirs(out_dir, exist_ok=True)
   rows = []
   for i in range(min(count, len(source))):
     ex = source.example(i)
     audio = ex["audio"].astype(np.float32) / 32768.0
-    recon = codec.decode(codec.encode(audio))[:len(audio)]
+    recon = codec.resynthesize(audio)
     name = ex["id"]
     save_wav(os.path.join(out_dir, f"{name}.target.wav"), audio, codec.sample_rate)
     save_wav(os.path.join(out_dir, f"{name}.recon.wav"), recon, codec.sample_rate)
-    both = np.concatenate([task.log_mel(audio), task.log_mel(recon)], axis=1)
+    both = np.concatenate([display_mel(audio, codec.sample_rate),
+                           display_mel(recon, codec.sample_rate)], axis=1)
     save_image(os.path.join(out_dir, f"{name}.png"), both,
                title=f"{name}: target (bins 0-79) | reconstruction (bins 80-159)",
                xlabel="frame", ylabel="mel bin")
@@ -105,17 +110,15 @@ def train_stage(config: str, overrides: list[str], workdir: str) -> dict:
 
 def zero_shot(lm_workdir: str, corpus: str, out_dir: str, count: int, seed: int) -> dict:
   """Synthesizes held-out speakers' texts from 3-second prompts of their other utterances."""
-  from jaxtts.infer import prompts as prompts_lib  # pylint: disable=import-outside-toplevel
-  from jaxtts.infer import synthesize  # pylint: disable=import-outside-toplevel
-  Synthesizer, save_alignment_image = synthesize.Synthesizer, synthesize.save_alignment_image
-  synth = Synthesizer(lm_workdir)
+  synth = load_generator(lm_workdir)
   items = prompts_lib.build_prompts(corpus, "test_zero_shot", seconds=(3,), seed=seed)[:count]
   os.makedirs(out_dir, exist_ok=True)
   rows = []
   for item in items:
     prompt = item["prompt_audio"].astype(np.float32) / 32768.0
-    out = synth.synthesize(item["text"], prompt, prompt_phonemes=item["prompt_phonemes"],
-                           target_phonemes=item["phonemes"], seed=seed)
+    out = synth.synthesize({"text": item["text"], "prompt_audio": prompt,
+                            "prompt_phonemes": item["prompt_phonemes"],
+                            "target_phonemes": item["phonemes"]}, seed=seed)
     name = item["id"]
     save_wav(os.path.join(out_dir, f"{name}.prompt.wav"), prompt, out["sample_rate"])
     save_wav(os.path.join(out_dir, f"{name}.wav"), out["wav"], out["sample_rate"])
@@ -167,7 +170,6 @@ def main(argv=None) -> int:
 
   print(f"[demo] 4/7 encoding the corpus to latent shards -> {latents}", flush=True)
   t0 = time.perf_counter()
-  from jaxtts.codec import cli as codec_cli  # pylint: disable=import-outside-toplevel
   codec_cli.main(["encode-dataset", "--workdir", codec_dir, "--data-dir", corpus,
                   "--out", latents])
   metrics["encode_dataset_seconds"] = time.perf_counter() - t0
@@ -184,7 +186,6 @@ def main(argv=None) -> int:
                                    args.zero_shot, args.seed)
 
   print(f"[demo] 7/7 jaxtts-eval zero-shot -> {out}/eval", flush=True)
-  from jaxtts.eval.zero_shot import evaluate_zero_shot  # pylint: disable=import-outside-toplevel
   report = evaluate_zero_shot(lm_dir, split="test_zero_shot", prompt_seconds=(3,),
                               limit=args.eval_utterances, out_dir=os.path.join(out, "eval"),
                               seed=args.seed, max_seconds=8.0)

@@ -1,5 +1,5 @@
 """Zero-shot synthesis on a real tiny chain: espeak corpus -> codec (2 steps) -> latent shards
--> GMM-LM (3 steps) -> `Synthesizer` / `jaxtts-synthesize`; and §5.1 prompts."""
+-> GMM-LM (3 steps) -> the generator registry / `jaxtts-synthesize`; and §5.1 prompts."""
 
 import json
 import logging
@@ -12,7 +12,8 @@ from conftest import run_python as run
 from jaxtts.audio.io import save_wav
 from jaxtts.data.source import CorpusSource
 from jaxtts.infer import prompts as prompts_lib
-from jaxtts.infer.synthesize import SynthesisInputError
+from jaxtts.infer.base import SynthesisInputError
+from jaxtts.infer.registry import load_generator
 
 MAX_SECONDS = 2.0  # every synthesis uses it: one decoder shape
 TEXT = "Good morning."
@@ -20,8 +21,7 @@ TEXT = "Good morning."
 
 @pytest.fixture(scope="module")
 def synth(chain):
-  from jaxtts.infer.synthesize import Synthesizer
-  return Synthesizer(chain["lm"])
+  return load_generator(chain["lm"])
 
 
 def _check_result(result, num_phonemes, hop=200):
@@ -41,12 +41,13 @@ def _check_result(result, num_phonemes, hop=200):
 def test_synthesize_one_utterance(synth, chain):
   from jaxtts.text import text_to_ids
   audio = chain["prompt_audio"]
-  result = synth.synthesize(TEXT, audio, chain["prompt_text"], seed=0, max_seconds=MAX_SECONDS)
+  result = synth.synthesize(text=TEXT, prompt_audio=audio, prompt_text=chain["prompt_text"],
+                            max_seconds=MAX_SECONDS, seed=0)
   _check_result(result, len(text_to_ids(TEXT)))
   assert result["prompt_frames"] == len(audio) // 200
   assert result["frames"] <= MAX_SECONDS * 80
   # The same request from phoneme ids (as prompts carry them) and a float prompt.
-  again = synth.synthesize(None, audio.astype(np.float32) / 32768.0,
+  again = synth.synthesize(prompt_audio=audio.astype(np.float32) / 32768.0,
                            prompt_phonemes=text_to_ids(chain["prompt_text"]),
                            target_phonemes=text_to_ids(TEXT), seed=0, max_seconds=MAX_SECONDS)
   assert again["frames"] == result["frames"]
@@ -69,17 +70,19 @@ def test_bad_inputs_name_the_field(synth, chain, tmp_path, caplog):
   ]
   for kwargs, field in cases:
     with pytest.raises(SynthesisInputError) as err:
-      synth.prepare(max_seconds=MAX_SECONDS, **kwargs)
+      synth.prepare(dict(max_seconds=MAX_SECONDS, **kwargs))
     assert err.value.field == field and str(err.value).startswith(field + ":"), kwargs
   with pytest.raises(SynthesisInputError, match="shorter than one latent frame"):
-    synth.prepare(TEXT, audio[:150], text)
+    synth.prepare(dict(text=TEXT, prompt_audio=audio[:150], prompt_text=text))
   with pytest.raises(SynthesisInputError, match="limit of 16 s"):
-    synth.prepare(TEXT, np.zeros(16000 * 15, np.float32), text, max_seconds=MAX_SECONDS)
+    synth.prepare(dict(text=TEXT, prompt_audio=np.zeros(16000 * 15, np.float32),
+                       prompt_text=text, max_seconds=MAX_SECONDS))
   with pytest.raises(FileNotFoundError, match="nope.wav"):
-    synth.prepare(TEXT, str(tmp_path / "nope.wav"), text)
+    synth.prepare(dict(text=TEXT, prompt_audio=str(tmp_path / "nope.wav"), prompt_text=text))
   # A transcript far too short for its audio is only warned about.
   with caplog.at_level(logging.WARNING, logger="jaxtts.infer"):
-    request = synth.prepare(TEXT, audio, "Oh.", max_seconds=MAX_SECONDS)
+    request = synth.prepare(dict(text=TEXT, prompt_audio=audio, prompt_text="Oh.",
+                                 max_seconds=MAX_SECONDS))
   assert "frames per phoneme" in caplog.text and len(request.prompt_latents) == len(audio) // 200
 
 
@@ -174,3 +177,87 @@ def test_build_prompts_cut_at_phoneme_boundaries(chain):
   assert all(len(it["source_ids"]) == 1 for it in items if it["requested_seconds"] == 1)
   assert all(len(it["source_ids"]) > 1 for it in items if it["requested_seconds"] == 8)
   assert truncated >= len(records) and concatenated >= len(records)
+
+
+def test_requests_the_generator_cannot_serve_name_generator_and_field(synth, chain):
+  audio, text = chain["prompt_audio"], chain["prompt_text"]
+  ok = dict(text=TEXT, prompt_audio=audio, prompt_text=text, max_seconds=MAX_SECONDS)
+  for extra, field in ((dict(sample_rate=24000), "sample_rate"), (dict(speed=2.0), "speed"),
+                       (dict(prompt_sample_rate=-5), "prompt_sample_rate")):
+    with pytest.raises(SynthesisInputError) as err:
+      synth.prepare({**ok, **extra})
+    assert err.value.field == field
+  with pytest.raises(SynthesisInputError, match="not an option of the gmm_lm generator") as err:
+    synth.synthesize(ok, options={"guidance_scale": 2.0})
+  assert err.value.field == "guidance_scale"
+  # An array prompt at another rate is resampled to the generator's rate first.
+  at_8k = (audio[::2].astype(np.float32) / 32768.0)
+  request = synth.prepare({**ok, "prompt_audio": at_8k, "prompt_sample_rate": 8000})
+  assert abs(len(request.prompt_latents) - len(audio) // 200) <= 1
+
+
+class _EndToEnd(__import__("jaxtts.infer.base", fromlist=["Generator"]).Generator):
+  """A generator without a codec or a transcript (CLONE's shape): silence of the text's
+  length. It exercises the base class's checks, not a model."""
+
+  task = "end_to_end_test"
+  sample_rate = 16000
+  workdirs = {}
+
+  def _prepare(self, request):
+    return len(request.text)
+
+  def synthesize_batch(self, prepared, *, seed=0, **options):
+    self.check_options(options)
+    return [{"wav": np.zeros(n * 160, np.float32), "sample_rate": 16000, "timings": {}}
+            for n in prepared]
+
+
+def test_a_generator_without_codec_or_transcript_fits_the_interface(chain):
+  gen = _EndToEnd()
+  with pytest.raises(SynthesisInputError, match="end_to_end_test generator takes no "
+                                                "prompt_text") as err:
+    gen.prepare({"text": "Hi.", "prompt_audio": chain["prompt_audio"], "prompt_text": "x"})
+  assert err.value.field == "prompt_text"
+  assert gen.resynthesize(np.zeros(1600, np.float32)) is None
+  assert len(gen.synthesize(text="Hello.")["wav"]) == 6 * 160
+
+
+def test_generator_registry_refuses_unknown_components_and_codec_workdirs(chain):
+  from jaxtts.workdir import WorkdirError
+  with pytest.raises(WorkdirError, match="takes no duration"):
+    load_generator(chain["lm"], components={"duration": chain["codec"]})
+  with pytest.raises(WorkdirError, match="has no zero-shot generator"):
+    load_generator(chain["codec"])
+  with pytest.raises(WorkdirError, match="a codec needs"):
+    load_generator(chain["lm"], components={"codec": chain["lm"]})
+
+
+def test_corrupt_checkpoint_is_one_line_naming_step_and_path(chain, tmp_path):
+  import shutil
+  lm = tmp_path / "lm"
+  shutil.copytree(chain["lm"], lm)
+  step = max(int(d) for d in os.listdir(lm / "checkpoints") if d.isdigit())
+  files = [os.path.join(r, f) for r, _, fs in os.walk(lm / "checkpoints" / str(step) / "state")
+           for f in fs]
+  largest = max(files, key=os.path.getsize)
+  size = os.path.getsize(largest)
+  with open(largest, "r+b") as f:  # random bytes over the middle third of the data file
+    f.seek(size // 3)
+    f.write(np.random.default_rng(0).integers(0, 256, size // 3, dtype=np.uint8).tobytes())
+  save_wav(tmp_path / "p.wav", chain["prompt_audio"], 16000)
+  proc = run("-m", "jaxtts.infer", "--workdir", lm, "--text", TEXT, "--prompt-audio",
+             tmp_path / "p.wav", "--prompt-text", chain["prompt_text"], "--out",
+             tmp_path / "x.wav", check=False)
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr
+  lines = [l for l in proc.stderr.splitlines() if "jaxtts-synthesize" in l]
+  assert len(lines) == 1, proc.stderr
+  assert f"checkpoint step {step}" in lines[0]
+  assert str(lm / "checkpoints" / str(step) / "state") in lines[0]
+  # No checkpoint at all is also one line.
+  shutil.rmtree(lm / "checkpoints")
+  proc = run("-m", "jaxtts.infer", "--workdir", lm, "--text", TEXT, "--prompt-audio",
+             tmp_path / "p.wav", "--prompt-text", chain["prompt_text"], "--out",
+             tmp_path / "x.wav", check=False)
+  assert proc.returncode == 1 and "no checkpoint" in proc.stderr
+  assert "Traceback" not in proc.stderr

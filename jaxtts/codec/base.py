@@ -86,6 +86,7 @@ class Codec(abc.ABC):
   sample_rate: int
   hop: int
   representation: Representation
+  corpus_dir: Optional[str] = None  # the corpus it trained on (evaluation's default)
 
   # ------------------------------------------------------------------ subclass hooks
   @abc.abstractmethod

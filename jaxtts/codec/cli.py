@@ -51,7 +51,8 @@ def run(args) -> dict:
   codec = load_codec(args.workdir, args.step)
   t0 = time.perf_counter()
   if args.command == "encode":
-    rep = codec.encode(codec.load(args.input, not args.no_resample))
+    wav = codec.load(args.input, not args.no_resample)
+    rep = codec.encode(wav)
     if args.out.endswith(".npy"):  # the one field of a single-field codec (GMM-VAE latents)
       if len(rep) != 1:
         raise ValueError(f"--out {args.out}: this {codec.name} codec returns fields "
@@ -59,7 +60,10 @@ def run(args) -> dict:
       atomic_write(args.out, lambda tmp: np.save(tmp, next(iter(rep.values()))))
     else:
       atomic_write(args.out, lambda tmp: np.savez(tmp, **rep))
-    result = {k: list(v.shape) for k, v in rep.items()}
+    result = {"fields": {k: list(v.shape) for k, v in rep.items()},
+              "frames": codec.num_frames(len(wav))}
+    if codec.representation.dim is not None:
+      result["dim"] = int(codec.representation.dim)
   elif args.command == "decode":
     wav = codec.decode(read_representation(codec, args.input))
     io.save_wav(args.out, wav, codec.sample_rate)

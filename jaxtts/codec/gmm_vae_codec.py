@@ -28,6 +28,7 @@ class GMMVAECodec(Codec):
     cfg = cfg if cfg is not None else workdir_lib.load_config(workdir)
     workdir_lib.require_task(cfg, workdir, ("gmm_vae",), "a GMM-VAE codec")
     self.workdir, self.cfg = workdir, cfg
+    self.corpus_dir = str(cfg.data.dir)
     self.model = gmm_vae.from_config(cfg)
     self.step, params = workdir_lib.restore_eval_params(workdir, ("generator",), step, cfg)
     self.params = params["generator"]

@@ -29,8 +29,13 @@ scored); 2 for bad arguments or a missing backend/workdir.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+
+from jaxtts import logs
+from jaxtts.eval.backends import BackendUnavailableError
+from jaxtts.eval.codec_eval import evaluate_codec
+from jaxtts.eval.score import Scorer, score_manifest
+from jaxtts.eval.zero_shot import evaluate_zero_shot
 
 
 def _backend_args(p: argparse.ArgumentParser) -> None:
@@ -48,7 +53,6 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
 
 
 def _scorer(args):
-  from jaxtts.eval.score import Scorer  # pylint: disable=import-outside-toplevel
   return Scorer(None if args.no_asr else args.asr_model,
                 None if args.no_sim else args.speaker, args.speaker_model, not args.no_mos,
                 asr_options={"compute_type": args.asr_compute_type, "device": args.asr_device})
@@ -59,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest="command", required=True)
   z = sub.add_parser("zero-shot", help="synthesize and score a held-out split")
-  z.add_argument("--workdir", required=True, help="trained generator (gmm_lm) workdir")
+  z.add_argument("--workdir", required=True, help="trained generator workdir (any task of jaxtts.infer.registry)")
   z.add_argument("--split", default="test_zero_shot")
   z.add_argument("--corpus-dir", default=None, help="default: the workdir's config.data.dir")
   z.add_argument("--codec-workdir", default=None, help="default: from the latent manifest")
@@ -87,16 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
   s.add_argument("--manifest", required=True)
   s.add_argument("--out", default=None, help="default: <manifest>.eval/")
   _backend_args(s)
+  for p in (z, c, s):
+    p.add_argument("--verbose", action="store_true", help="show library logs")
   return parser
 
 
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-  from jaxtts.eval.backends import BackendUnavailableError  # pylint: disable=import-outside-toplevel
+  logs.setup_logging(args.verbose)
   try:
     if args.command == "zero-shot":
-      from jaxtts.eval.zero_shot import evaluate_zero_shot  # pylint: disable=import-outside-toplevel
       result = evaluate_zero_shot(
           args.workdir, split=args.split, corpus_dir=args.corpus_dir,
           prompt_seconds=args.prompt_seconds, samples_per_text=args.samples_per_text,
@@ -104,13 +108,11 @@ def main(argv=None) -> int:
           batch_size=args.batch_size, codec_workdir=args.codec_workdir, step=args.step,
           plots=args.plots, progress=not args.no_progress, scorer=_scorer(args))
     elif args.command == "codec":
-      from jaxtts.eval.codec_eval import evaluate_codec  # pylint: disable=import-outside-toplevel
       result = evaluate_codec(args.workdir, split=args.split, corpus_dir=args.corpus_dir,
                               limit=args.limit, out_dir=args.out, metrics=args.metrics,
                               step=args.step, plots=args.plots,
                               progress=not args.no_progress)
     else:
-      from jaxtts.eval.score import score_manifest  # pylint: disable=import-outside-toplevel
       result = score_manifest(args.manifest, args.out, scorer=_scorer(args),
                               progress=not args.no_progress)
   except (BackendUnavailableError, FileNotFoundError, ValueError) as e:

@@ -1,7 +1,7 @@
 """`jaxtts-eval codec`: the reconstruction table of a trained codec on a corpus split
 (Lin & He 2025, Table 3; DAC's metrics): mel distance, multi-resolution STFT distance,
 SI-SDR, PESQ-wb, STOI and ViSQOL (`jaxtts.eval.codec_metrics`) of whole utterances encoded and
-decoded by `jaxtts.codec.cli.Codec`.
+decoded by the workdir's codec (`jaxtts.codec.registry.load_codec`).
 
 Writes ``OUT/report.json`` (per-utterance figures, failures), ``OUT/report.md`` (mean and
 standard deviation per metric) and ``OUT/plots/mel-<id>.png`` (target over reconstruction)
@@ -18,6 +18,13 @@ import time
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from tqdm import tqdm
+
+from jaxtts.audio.io import save_wav
+from jaxtts.codec.registry import load_codec
+from jaxtts.data.source import CorpusSource
+from jaxtts.eval import codec_metrics, report
+from jaxtts.plots import save_mels
 
 log = logging.getLogger("jaxtts.eval")
 
@@ -33,18 +40,15 @@ def evaluate_codec(workdir: str, *, split: str = "test_zero_shot",
                    ) -> dict[str, Any]:
   """See the module docstring; returns the report (``table``, ``rows``, ``failures``,
   ``markdown``, ``out_dir``)."""
-  from jaxtts.audio.io import save_wav  # pylint: disable=import-outside-toplevel
-  from jaxtts.codec.cli import Codec  # pylint: disable=import-outside-toplevel
-  from jaxtts.data.source import CorpusSource  # pylint: disable=import-outside-toplevel
-  from jaxtts.eval import codec_metrics, report  # pylint: disable=import-outside-toplevel
-  from jaxtts.eval.zero_shot import save_mels  # pylint: disable=import-outside-toplevel
   metrics = tuple(metrics or DEFAULT_METRICS)
   unknown = sorted(set(metrics) - set(HIGHER_IS_BETTER))
   if unknown:
     raise ValueError(f"--metrics: unknown {unknown}; choose from {sorted(HIGHER_IS_BETTER)}")
   t_start = time.perf_counter()
-  codec = Codec(workdir, step)
-  corpus_dir = corpus_dir or codec.trainer.task.cfg.data.dir
+  codec = load_codec(workdir, step)
+  corpus_dir = corpus_dir or codec.corpus_dir
+  if not corpus_dir:
+    raise ValueError(f"--corpus-dir: the codec {workdir} names no training corpus; pass one")
   source = CorpusSource(corpus_dir, split, sample_rate=codec.sample_rate)
   out_dir = os.path.abspath(out_dir or os.path.join(workdir, "eval", "codec"))
   for sub in ("plots", "audio"):
@@ -52,13 +56,12 @@ def evaluate_codec(workdir: str, *, split: str = "test_zero_shot",
   count = min(limit, len(source)) if limit else len(source)
   indices = range(count)
   if progress:
-    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
     indices = tqdm(indices, desc="codec eval", leave=False)
   rows, failures = [], []
   for i in indices:
     ex = source.example(i)
     audio = ex["audio"].astype(np.float32) / 32768.0
-    recon = codec.decode(codec.encode(audio))[:len(audio)]
+    recon = codec.resynthesize(audio)
     row = {"id": ex["id"], "speaker": ex["speaker"], "seconds": len(audio) / codec.sample_rate}
     for name in metrics:
       try:

@@ -9,6 +9,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from jaxtts.files import atomic_open, json_default
+from jaxtts.plots import figure, save_figure
+
 # (key, header, format); a missing value prints as "-".
 SCORE_COLUMNS = (("system", "System", "{}"), ("n", "N", "{}"), ("wer", "WER (%)", "{:.2f}"),
                  ("cer", "CER (%)", "{:.2f}"), ("sim_prompt", "SIM (prompt)", "{:.3f}"),
@@ -53,19 +56,9 @@ def markdown_report(title: str, result: dict[str, Any], columns, notes: Sequence
   return "\n".join(parts).rstrip() + "\n"
 
 
-def _json_default(obj):
-  if isinstance(obj, (np.floating, np.integer)):
-    return obj.item()
-  if isinstance(obj, np.ndarray):
-    return obj.tolist()
-  raise TypeError(f"not JSON serializable: {type(obj).__name__}")
-
-
 def _write_text(path: str, text: str) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
+  with atomic_open(path, "w", encoding="utf-8") as f:
     f.write(text)
-  os.replace(tmp, path)
 
 
 def write_report(out_dir: str, result: dict[str, Any]) -> None:
@@ -73,7 +66,7 @@ def write_report(out_dir: str, result: dict[str, Any]) -> None:
   os.makedirs(out_dir, exist_ok=True)
   body = {k: v for k, v in result.items() if k != "markdown"}
   _write_text(os.path.join(out_dir, "report.json"),
-              json.dumps(body, indent=1, sort_keys=True, default=_json_default,
+              json.dumps(body, indent=1, sort_keys=True, default=json_default,
                          ensure_ascii=False) + "\n")
   _write_text(os.path.join(out_dir, "report.md"), result["markdown"])
 
@@ -81,7 +74,6 @@ def write_report(out_dir: str, result: dict[str, Any]) -> None:
 def metric_bars(path: str, table: Sequence[dict], metrics: Sequence[tuple[str, str]],
                 label_keys: Sequence[str] = ("prompt", "system")) -> None:
   """One bar panel per metric (``(key, title)``), one bar per table row."""
-  from jaxtts.train.metrics import figure, save_figure  # pylint: disable=import-outside-toplevel
   metrics = [m for m in metrics if any(r.get(m[0]) is not None for r in table)]
   if not metrics:
     return

@@ -33,6 +33,13 @@ import os
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
+from tqdm import tqdm
+
+from jaxtts.eval import report as report_lib
+from jaxtts.eval.asr import WhisperASR, normalize_text, resolve_whisper_model, word_error_rate
+from jaxtts.eval.backends import load_audio
+from jaxtts.eval.mos import dnsmos
+from jaxtts.eval.speaker import SPEAKER_ENCODERS, cosine_similarity, get_speaker_encoder
 
 log = logging.getLogger("jaxtts.eval")
 
@@ -62,10 +69,8 @@ class Scorer:
     self._asr = self._speaker = None
     # Fail before any synthesis when a backend cannot be had (BackendUnavailableError).
     if asr_model is not None:
-      from jaxtts.eval.asr import resolve_whisper_model  # pylint: disable=import-outside-toplevel
       resolve_whisper_model(asr_model)
     if speaker_backend is not None:
-      from jaxtts.eval.speaker import SPEAKER_ENCODERS  # pylint: disable=import-outside-toplevel
       if speaker_backend not in SPEAKER_ENCODERS:
         raise ValueError(f"speaker backend {speaker_backend!r}: choose from {SPEAKER_ENCODERS}")
       if speaker_backend == "wavlm" and not speaker_model_path:
@@ -87,19 +92,16 @@ class Scorer:
 
   def asr(self):
     if self._asr is None:
-      from jaxtts.eval.asr import WhisperASR  # pylint: disable=import-outside-toplevel
       self._asr = WhisperASR(self.asr_model, **self.asr_options)
     return self._asr
 
   def speaker(self):
     if self._speaker is None:
-      from jaxtts.eval.speaker import get_speaker_encoder  # pylint: disable=import-outside-toplevel
       self._speaker = get_speaker_encoder(self.speaker_backend, self.speaker_model_path)
     return self._speaker
 
   def load(self, path: str) -> np.ndarray:
     """float32 mono [T] at 16 kHz (every backend's rate)."""
-    from jaxtts.eval.backends import load_audio  # pylint: disable=import-outside-toplevel
     key = os.path.abspath(path)
     if key not in self._audio:
       self._audio[key] = load_audio(key, target_rate=16000)
@@ -118,7 +120,6 @@ class Scorer:
     return self._embeddings[key]
 
   def dnsmos(self, path: str) -> dict:
-    from jaxtts.eval.mos import dnsmos  # pylint: disable=import-outside-toplevel
     key = os.path.abspath(path)
     if key not in self._dnsmos:
       self._dnsmos[key] = dnsmos(self.load(key), 16000)
@@ -130,7 +131,6 @@ class Scorer:
     cannot score this audio (e.g. no speech left for the speaker encoder after its voice
     activity trimming) leaves its fields out and explains why in ``errors`` {field: reason},
     so the row's other figures still count."""
-    from jaxtts.eval.asr import word_error_rate  # pylint: disable=import-outside-toplevel
     out = dict(row)
     wav = row["wav"]
     out["seconds"] = len(self.load(wav)) / 16000.0
@@ -172,7 +172,6 @@ class Scorer:
   def score_rows(self, rows: Sequence[dict[str, Any]], progress: bool = True
                  ) -> tuple[list[dict], list[dict], int]:
     """Scores every row; returns (scored rows, failures, number of empty-text rows)."""
-    from jaxtts.eval.asr import normalize_text  # pylint: disable=import-outside-toplevel
     scored, failures, empty = [], [], 0
     for k, row in enumerate(_progress(rows, progress, "scoring")):
       line = row.get("line", k + 1)
@@ -196,14 +195,12 @@ class Scorer:
 def _progress(items: Sequence, enabled: bool, desc: str) -> Iterable:
   if not enabled:
     return items
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   return tqdm(items, desc=desc, leave=False)
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
   """Figures of a group: corpus-level WER/CER (percent), means and standard deviations of the
   other scores over the rows that have them, and ``n``."""
-  from jaxtts.eval.asr import word_error_rate  # pylint: disable=import-outside-toplevel
   out: dict[str, Any] = {"n": len(rows)}
   with_asr = [r for r in rows if "hypothesis" in r]
   if with_asr:
@@ -251,7 +248,6 @@ def score_manifest(manifest: str, out_dir: Optional[str] = None, *,
   ``all``. Writes ``report.json`` and ``report.md`` into ``out_dir`` (default: beside the
   manifest, ``<manifest>.eval/``) and returns the report.
   """
-  from jaxtts.eval import report as report_lib  # pylint: disable=import-outside-toplevel
   scorer = scorer or Scorer()
   rows, failures = read_manifest(manifest)
   scored, row_failures, empty = scorer.score_rows(rows, progress)

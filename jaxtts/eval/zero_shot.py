@@ -32,6 +32,19 @@ import time
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from tqdm import tqdm
+
+from jaxtts.audio.io import save_wav
+from jaxtts.data.source import CorpusSource
+from jaxtts.eval import report as report_lib
+from jaxtts.eval.asr import normalize_text
+from jaxtts.eval.backends import load_audio
+from jaxtts.eval.diversity import sample_diversity
+from jaxtts.eval.score import Scorer, summarize
+from jaxtts.infer import prompts as prompts_lib
+from jaxtts.infer.base import SynthesisInputError, save_alignment_image
+from jaxtts.infer.registry import load_generator
+from jaxtts.plots import save_mels
 
 log = logging.getLogger("jaxtts.eval")
 
@@ -40,42 +53,9 @@ BAR_METRICS = (("wer", "WER (%)"), ("sim_prompt", "SIM vs prompt"),
                ("dnsmos_ovrl", "DNSMOS OVRL"))
 
 
-def load_generator(workdir: str, codec_workdir: Optional[str] = None,
-                   step: Optional[int] = None):
-  """The zero-shot generator of a training workdir (today: the ``gmm_lm`` task's
-  `Synthesizer`); other tasks raise a ValueError that names them."""
-  from jaxtts.train import restore  # pylint: disable=import-outside-toplevel
-  task = restore.load_config(workdir).get("task")
-  if task == "gmm_lm":
-    from jaxtts.infer.synthesize import Synthesizer  # pylint: disable=import-outside-toplevel
-    return Synthesizer(workdir, codec_workdir, step)
-  raise ValueError(f"{workdir}: task {task!r} has no zero-shot generator (supported: gmm_lm); "
-                   f"for a codec use `jaxtts-eval codec`")
-
-
-def save_mels(path: str, named_audio: Sequence[tuple[str, np.ndarray]], sample_rate: int) -> None:
-  """Log-mel spectrograms (80 bins, 16 ms hop at 16 kHz) stacked vertically, one per audio."""
-  import librosa  # pylint: disable=import-outside-toplevel
-
-  from jaxtts.train.metrics import figure, save_figure  # pylint: disable=import-outside-toplevel
-  fig = figure(figsize=(8, 2.2 * len(named_audio)))
-  axes = fig.subplots(len(named_audio), 1, squeeze=False)
-  for ax, (title, audio) in zip(axes[:, 0], named_audio):
-    mel = librosa.feature.melspectrogram(y=np.asarray(audio, np.float32), sr=sample_rate,
-                                         n_fft=1024, hop_length=sample_rate // 62, n_mels=80)
-    ax.imshow(librosa.power_to_db(mel + 1e-10, ref=1.0, top_db=80.0), origin="lower",
-              aspect="auto", interpolation="nearest")
-    ax.set_title(title, fontsize=8)
-    ax.set_ylabel("mel bin")
-  axes[-1, 0].set_xlabel("frame")
-  fig.tight_layout()
-  save_figure(fig, path, dpi=90)
-
-
 def _select(items: list[dict], limit: Optional[int]) -> tuple[list[dict], int]:
   """Keeps the prompts of the first ``limit`` targets with pronounceable text; returns them
   and the number of targets excluded for empty text."""
-  from jaxtts.eval.asr import normalize_text  # pylint: disable=import-outside-toplevel
   targets, empty = [], set()
   for it in items:
     if not normalize_text(it["text"]) or not len(it["phonemes"]):
@@ -88,33 +68,32 @@ def _select(items: list[dict], limit: Optional[int]) -> tuple[list[dict], int]:
 
 def _synthesize(synth, items: list[dict], k: int, seed: int, batch_size: int,
                 max_seconds: Optional[float], progress: bool) -> tuple[dict, list[dict]]:
-  """Sample ``k`` of every item: {item id: result}, failures."""
-  from jaxtts.infer.synthesize import SynthesisInputError  # pylint: disable=import-outside-toplevel
+  """Sample ``k`` of every item: {item id: result}, failures. The prompt's phonemes and the
+  target's ids go to generators that take them (`Generator.request_fields`)."""
   requests, failures = [], []
+  fields = set(synth.request_fields)
   for it in items:
+    request = {"text": it["text"], "prompt_audio": it["prompt_audio"].astype(np.float32)
+               / 32768.0, "prompt_phonemes": it["prompt_phonemes"],
+               "target_phonemes": it["phonemes"], "max_seconds": max_seconds}
+    request = {k: v for k, v in request.items() if k in fields and v is not None}
     try:
-      requests.append((it["id"], synth.prepare(
-          it["text"], it["prompt_audio"].astype(np.float32) / 32768.0,
-          prompt_phonemes=it["prompt_phonemes"], target_phonemes=it["phonemes"],
-          max_seconds=max_seconds)))
+      requests.append((it["id"], synth.prepare(request)))
     except SynthesisInputError as e:
       failures.append({"id": f"{it['id']}-s{k}", "line": None, "reason": f"synthesis: {e}"})
   results = {}
   batches = [requests[i:i + batch_size] for i in range(0, len(requests), batch_size)]
   if progress:
-    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
     batches = tqdm(batches, desc=f"synthesizing (sample {k})", leave=False)
   for b, batch in enumerate(batches):
-    outs = synth.synthesize_batch([r for _, r in batch], seed=seed + 7919 * k + b,
-                                  max_seconds=max_seconds)
+    options = {"max_seconds": max_seconds} if max_seconds is not None else {}
+    outs = synth.synthesize_batch([r for _, r in batch], seed=seed + 7919 * k + b, **options)
     results.update({name: out for (name, _), out in zip(batch, outs)})
   return results, failures
 
 
 def _diversity(rows: list[dict], durations: dict[str, np.ndarray]) -> dict[str, float]:
   """Mean over items of `sample_diversity` across their K generated samples."""
-  from jaxtts.eval.backends import load_audio  # pylint: disable=import-outside-toplevel
-  from jaxtts.eval.diversity import sample_diversity  # pylint: disable=import-outside-toplevel
   by_item = collections.defaultdict(list)
   for r in rows:
     by_item[r["item_id"]].append(r)
@@ -123,7 +102,8 @@ def _diversity(rows: list[dict], durations: dict[str, np.ndarray]) -> dict[str, 
     if len(group) < 2:
       continue
     wavs = [load_audio(r["wav"], target_rate=16000) for r in group]
-    durs = [durations[r["id"]] for r in group]
+    durs = [durations.get(r["id"]) for r in group]
+    durs = None if any(d is None for d in durs) else durs
     for key, value in sample_diversity(wavs, 16000, durs).items():
       if value is not None and np.isfinite(value):
         figures[key].append(float(value))
@@ -139,26 +119,25 @@ def evaluate_zero_shot(workdir: str, *, split: str = "test_zero_shot",
                        speaker_model_path: Optional[str] = None, mos: bool = True,
                        max_seconds: Optional[float] = None, batch_size: int = 8,
                        codec_workdir: Optional[str] = None, step: Optional[int] = None,
+                       components: Optional[dict[str, str]] = None,
                        plots: int = 4, progress: bool = True, scorer=None) -> dict[str, Any]:
   """Runs the protocol of the module docstring; returns the report (also written to disk)
   with ``table`` (rows: ``prompt``, ``system``, ``n``, ``wer``, ``cer``, ``sim_prompt``,
   ``sim_reference``, ``dnsmos_*``...), ``rows``, ``failures``, ``markdown``, ``out_dir``."""
-  from jaxtts.audio.io import save_wav  # pylint: disable=import-outside-toplevel
-  from jaxtts.data.source import CorpusSource  # pylint: disable=import-outside-toplevel
-  from jaxtts.eval import report as report_lib  # pylint: disable=import-outside-toplevel
-  from jaxtts.eval.score import Scorer, summarize  # pylint: disable=import-outside-toplevel
-  from jaxtts.infer import prompts as prompts_lib  # pylint: disable=import-outside-toplevel
-  from jaxtts.infer.synthesize import save_alignment_image  # pylint: disable=import-outside-toplevel
   if samples_per_text < 1:
     raise ValueError(f"--samples-per-text must be >= 1, got {samples_per_text}")
   if not prompt_seconds or min(prompt_seconds) <= 0:
     raise ValueError(f"--prompt-seconds must be positive, got {list(prompt_seconds)}")
   t_start = time.perf_counter()
-  synth = load_generator(workdir, codec_workdir, step)
-  corpus_dir = corpus_dir or synth.cfg.data.dir
-  if not os.path.isfile(os.path.join(corpus_dir, "manifest.json")):
+  components = dict(components or {})
+  if codec_workdir:
+    components["codec"] = codec_workdir
+  synth = load_generator(workdir, step, components=components)
+  corpus_dir = corpus_dir or synth.corpus_dir
+  if not corpus_dir or not os.path.isfile(os.path.join(corpus_dir, "manifest.json")):
     raise FileNotFoundError(f"--corpus-dir: {corpus_dir!r} has no manifest.json (default: the "
-                            f"workdir's config.data.dir); pass the corpus or latent shards")
+                            f"corpus the generator trained on); pass the corpus or its "
+                            f"stage-2 shards")
   out_dir = os.path.abspath(out_dir or os.path.join(workdir, "eval"))
   audio_dirs = {n: os.path.join(out_dir, "audio", n)
                 for n in ("generated", "prompts", "ground_truth", "codec_resynthesis")}
@@ -182,13 +161,18 @@ def evaluate_zero_shot(workdir: str, *, split: str = "test_zero_shot",
       audio = source.example(index[tid])["audio"].astype(np.float32) / 32768.0
       gt = os.path.join(audio_dirs["ground_truth"], f"{tid}.wav")
       save_wav(gt, audio, rate)
-      codec = os.path.join(audio_dirs["codec_resynthesis"], f"{tid}.wav")
-      save_wav(codec, synth.codec.decode(synth.codec.encode(audio))[:len(audio)], rate)
-      targets[tid] = {"ground_truth": gt, "codec_resynthesis": codec, "audio": audio}
+      targets[tid] = {"ground_truth": gt, "audio": audio}
+      resynthesis = synth.resynthesize(audio)
+      if resynthesis is not None:  # end-to-end generators have no codec of their own
+        codec = os.path.join(audio_dirs["codec_resynthesis"], f"{tid}.wav")
+        save_wav(codec, resynthesis, rate)
+        targets[tid]["codec_resynthesis"] = codec
     prompt = os.path.join(audio_dirs["prompts"], f"{it['id']}.wav")
     save_wav(prompt, it["prompt_audio"], rate)
     it["prompt_wav"] = prompt
     for system in ("ground_truth", "codec_resynthesis"):
+      if system not in targets[tid]:
+        continue
       rows.append({"id": f"{it['id']}-{system}", "wav": targets[tid][system], "text": it["text"],
                    "prompt_wav": prompt, "reference_wav": targets[tid]["ground_truth"],
                    "system": system, "prompt_seconds": it["requested_seconds"],
@@ -207,14 +191,15 @@ def evaluate_zero_shot(workdir: str, *, split: str = "test_zero_shot",
       out, name = results[it["id"]], f"{it['id']}-s{k}"
       wav = os.path.join(audio_dirs["generated"], f"{name}.wav")
       save_wav(wav, out["wav"], rate)
-      durations[name] = np.asarray(out["durations"])
+      if out.get("durations") is not None:
+        durations[name] = np.asarray(out["durations"])
       synthesis.append({"id": name, "seconds": len(out["wav"]) / rate,
-                        "stopped_by": out["stopped_by"], "frames": int(out["frames"]),
-                        "phonemes": len(out["phonemes"]), "rtf": out["timings"]["rtf"]})
+                        "stopped_by": out.get("stopped_by"), "frames": out.get("frames"),
+                        "phonemes": len(out.get("phonemes", ())), "rtf": out["timings"]["rtf"]})
       rows.append({"id": name, "wav": wav, "text": it["text"], "prompt_wav": it["prompt_wav"],
                    "reference_wav": targets[it["target_id"]]["ground_truth"],
                    "system": "generated", "prompt_seconds": it["requested_seconds"],
-                   "item_id": it["id"], "stopped_by": out["stopped_by"]})
+                   "item_id": it["id"], "stopped_by": out.get("stopped_by")})
       if k == 0 and n < plots:
         save_alignment_image(os.path.join(out_dir, "plots", f"alignment-{name}.png"), out,
                              title=f"{name}: alignment (prompt at 0.5)")
@@ -230,6 +215,8 @@ def evaluate_zero_shot(workdir: str, *, split: str = "test_zero_shot",
   table = []
   for s in prompt_seconds:
     for system in SYSTEMS:
+      if system == "codec_resynthesis" and not any(r["system"] == system for r in rows):
+        continue
       group = [r for r in scored if r["system"] == system and r["prompt_seconds"] == float(s)]
       line = {"prompt": f"{float(s):g} s", "system": system, **summarize(group)}
       if system == "generated" and samples_per_text > 1:
@@ -239,7 +226,8 @@ def evaluate_zero_shot(workdir: str, *, split: str = "test_zero_shot",
     r.pop("line", None)
   stops = collections.Counter(x["stopped_by"] for x in synthesis)
   result = {
-      "workdir": os.path.abspath(workdir), "corpus_dir": os.path.abspath(corpus_dir),
+      "workdir": os.path.abspath(workdir), "generator": synth.describe(),
+      "corpus_dir": os.path.abspath(corpus_dir),
       "split": split, "prompt_seconds": [float(s) for s in prompt_seconds],
       "samples_per_text": samples_per_text, "seed": seed, "limit": limit,
       "num_targets": len(targets), "num_items": len(items),

@@ -1,4 +1,5 @@
-"""`jaxtts-synthesize`: zero-shot synthesis with a trained GMM-LM workdir.
+"""`jaxtts-synthesize`: zero-shot synthesis with any trained generator workdir
+(`jaxtts.infer.registry`: the workdir's task picks the generator).
 
 One utterance:
   jaxtts-synthesize --workdir LM --text T --prompt-audio WAV [--prompt-text T] --out OUT.wav
@@ -16,8 +17,12 @@ A batch:
 
 Without a prompt transcript (--prompt-text / "prompt_text") the transcript is read from a
 .txt file beside the prompt audio; with neither, the request is an error (no ASR here).
-`--codec-workdir` defaults to the codec named by the LM's latent manifest. Every output is
-written to a temporary name and renamed.
+Generators that take no transcript refuse one. `--codec-workdir` (or `--component
+ROLE=DIR`) names the other workdirs a pipeline needs; a code model's codec defaults to the
+one named by its training manifest. Generator options: `--max-seconds`, `--option
+NAME=VALUE` (e.g. `weight_temperature=0.8`; the flags below are shorthands for them).
+Every output is written to a temporary name and renamed. Errors are one line (exit 1);
+library logs appear with `--verbose`.
 """
 
 from __future__ import annotations
@@ -30,51 +35,35 @@ import sys
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
+
+from jaxtts import logs
+from jaxtts.audio.io import save_wav
+from jaxtts.files import atomic_write, write_json
+from jaxtts.infer.base import save_alignment_image
+from jaxtts.infer.registry import load_generator
 
 log = logging.getLogger("jaxtts.infer")
 
 
-def _atomic(path: str, write) -> None:
-  """Calls ``write(tmp)`` on a temporary name with ``path``'s extension, then renames."""
-  root, ext = os.path.splitext(path)
-  tmp = f"{root}.tmp-{os.getpid()}{ext}"
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
-def _write_json(path: str, obj: Any) -> None:
-  def write(tmp):
-    with open(tmp, "w", encoding="utf-8") as f:
-      json.dump(obj, f, indent=1, sort_keys=True, ensure_ascii=False)
-      f.write("\n")
-  _atomic(path, write)
-
-
 def result_json(result: dict) -> dict:
-  """The JSON-serializable part of a `Synthesizer.synthesize` result (all but ``wav``)."""
-  out = {k: v for k, v in result.items() if k != "wav"}
-  for k in ("durations", "alignment"):
-    out[k] = np.asarray(out[k]).tolist()
+  """The JSON-serializable part of a generator's result (all but ``wav``)."""
+  out = {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v)
+         for k, v in result.items() if k != "wav"}
   out["seconds"] = len(result["wav"]) / result["sample_rate"]
   return out
 
 
 def write_outputs(result: dict, wav_path: str) -> dict:
-  """Writes ``X.wav``, ``X.json`` and ``X.alignment.png`` for ``wav_path = X.wav``."""
-  from jaxtts.audio.io import save_wav  # pylint: disable=import-outside-toplevel
-  from jaxtts.infer.synthesize import save_alignment_image  # pylint: disable=import-outside-toplevel
+  """Writes ``X.wav``, ``X.json`` and (with an alignment) ``X.alignment.png`` for
+  ``wav_path = X.wav``."""
   root = os.path.splitext(wav_path)[0]
   os.makedirs(os.path.dirname(os.path.abspath(wav_path)), exist_ok=True)
-  _atomic(wav_path, lambda tmp: save_wav(tmp, np.clip(result["wav"], -1.0, 1.0),
-                                         result["sample_rate"]))
+  atomic_write(wav_path, lambda tmp: save_wav(tmp, np.clip(result["wav"], -1.0, 1.0),
+                                              result["sample_rate"]))
   summary = result_json(result)
-  _write_json(root + ".json", summary)
-  _atomic(root + ".alignment.png",
-          lambda tmp: save_alignment_image(tmp, result, os.path.basename(root)))
+  write_json(root + ".json", summary, ensure_ascii=False)
+  save_alignment_image(root + ".alignment.png", result, os.path.basename(root))
   return summary
 
 
@@ -114,8 +103,7 @@ def read_manifest(path: str) -> tuple[list[tuple[int, dict]], list[dict]]:
   return rows, failures
 
 
-def run_manifest(synth, args, options: dict) -> int:
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+def run_manifest(generator, args, options: dict) -> int:
   os.makedirs(args.out_dir, exist_ok=True)
   rows, failures = read_manifest(args.manifest)
   for fail in failures:
@@ -127,8 +115,10 @@ def run_manifest(synth, args, options: dict) -> int:
     for line_no, row in rows[start:start + args.batch_size]:
       kwargs = {k: v for k, v in row.items() if k != "id"}
       try:
-        batch.append((line_no, row["id"], synth.prepare(max_seconds=options["max_seconds"],
-                                                        **kwargs)))
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        if options.get("max_seconds") is not None:
+          kwargs["max_seconds"] = options["max_seconds"]
+        batch.append((line_no, row["id"], generator.prepare(kwargs)))
       except (ValueError, OSError) as e:
         log.error("%s line %d (id %r): %s", args.manifest, line_no, row["id"], e)
         failures.append({"id": row["id"], "line": line_no, "reason": str(e)})
@@ -136,8 +126,8 @@ def run_manifest(synth, args, options: dict) -> int:
     if not batch:
       continue
     try:
-      results = synth.synthesize_batch([r for _, _, r in batch], seed=args.seed + start,
-                                       **options)
+      results = generator.synthesize_batch([r for _, _, r in batch], seed=args.seed + start,
+                                           **options)
     except Exception as e:  # pylint: disable=broad-except
       log.exception("batch of rows %s failed", [rid for _, rid, _ in batch])
       results = [e] * len(batch)
@@ -152,16 +142,32 @@ def run_manifest(synth, args, options: dict) -> int:
     bar.update(len(batch))
   bar.close()
   failures.sort(key=lambda x: x["line"])
-  _write_json(os.path.join(args.out_dir, "failures.json"), failures)
+  write_json(os.path.join(args.out_dir, "failures.json"), failures, ensure_ascii=False)
   print(json.dumps({"succeeded": ok, "failed": len(failures), "out_dir": args.out_dir}))
   return 0 if not failures else 1
+
+
+def parse_options(pairs) -> dict[str, Any]:
+  """``NAME=VALUE`` pairs; values are parsed as JSON when they can be (numbers, booleans)."""
+  out = {}
+  for pair in pairs or ():
+    name, sep, value = pair.partition("=")
+    if not sep or not name:
+      raise ValueError(f"--option {pair!r}: expected NAME=VALUE")
+    try:
+      out[name] = json.loads(value)
+    except ValueError:
+      out[name] = value
+  return out
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="jaxtts-synthesize", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--workdir", required=True, help="trained gmm_lm workdir")
-  parser.add_argument("--codec-workdir", default=None)
+  parser.add_argument("--workdir", required=True, help="trained generator workdir")
+  parser.add_argument("--codec-workdir", default=None, help="the codec component")
+  parser.add_argument("--component", action="append", default=[], metavar="ROLE=DIR",
+                      help="another component workdir of a pipeline generator")
   parser.add_argument("--step", type=int, default=None)
   parser.add_argument("--text")
   parser.add_argument("--prompt-audio")
@@ -172,11 +178,14 @@ def main(argv=None) -> int:
   parser.add_argument("--batch-size", type=int, default=4, help="rows per generate call")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--max-seconds", type=float, default=None,
-                      help="generated audio at most (default: config.synthesis.max_seconds)")
+                      help="generated audio at most (default: the generator's config)")
+  parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                      help="a generator option (see the generator's synthesize_batch)")
   parser.add_argument("--weight-temperature", type=float, default=None)
   parser.add_argument("--scale-temperature", type=float, default=None)
-  parser.add_argument("--stay-mode", choices=("st_gumbel", "threshold"), default=None)
+  parser.add_argument("--stay-mode", default=None)
   parser.add_argument("--no-progress", action="store_true")
+  parser.add_argument("--verbose", action="store_true", help="show library logs")
   args = parser.parse_args(argv)
   batch_mode = args.manifest is not None
   if batch_mode and (args.out_dir is None or args.text or args.prompt_audio or args.out):
@@ -187,22 +196,31 @@ def main(argv=None) -> int:
     parser.error("--batch-size must be >= 1")
   if batch_mode and not os.path.isfile(args.manifest):
     parser.exit(1, f"jaxtts-synthesize: error: --manifest: no such file {args.manifest!r}\n")
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-
-  from jaxtts.infer.synthesize import Synthesizer  # pylint: disable=import-outside-toplevel
-  options = {"max_seconds": args.max_seconds, "weight_temperature": args.weight_temperature,
-             "scale_temperature": args.scale_temperature, "stay_mode": args.stay_mode}
+  logs.setup_logging(args.verbose)
   try:
-    synth = Synthesizer(args.workdir, args.codec_workdir, args.step)
+    options = {"max_seconds": args.max_seconds, "weight_temperature": args.weight_temperature,
+               "scale_temperature": args.scale_temperature, "stay_mode": args.stay_mode,
+               **parse_options(args.option)}
+    options = {k: v for k, v in options.items() if v is not None}
+    components = dict(pair.split("=", 1) for pair in args.component if "=" in pair)
+    bad = [pair for pair in args.component if "=" not in pair]
+    if bad:
+      raise ValueError(f"--component {bad[0]!r}: expected ROLE=DIR")
+    if args.codec_workdir:
+      components["codec"] = args.codec_workdir
+    generator = load_generator(args.workdir, args.step, components=components)
     if batch_mode:
-      return run_manifest(synth, args, options)
-    result = synth.synthesize(args.text, args.prompt_audio, args.prompt_text, seed=args.seed,
-                              **options)
+      return run_manifest(generator, args, options)
+    request = {"text": args.text, "prompt_audio": args.prompt_audio}
+    if args.prompt_text is not None:
+      request["prompt_text"] = args.prompt_text
+    result = generator.synthesize(request, seed=args.seed, options=options)
   except (ValueError, OSError) as e:
     parser.exit(1, f"jaxtts-synthesize: error: {e}\n")
   summary = write_outputs(result, args.out)
-  print(json.dumps({"out": args.out, "seconds": summary["seconds"], "frames": summary["frames"],
-                    "stopped_by": summary["stopped_by"], "timings": summary["timings"]}))
+  print(json.dumps({"out": args.out, "seconds": summary["seconds"],
+                    **{k: summary[k] for k in ("frames", "stopped_by") if k in summary},
+                    "timings": summary["timings"]}))
   return 0
 
 

@@ -11,7 +11,7 @@ audio, and the result is cut at the phoneme boundary nearest to ``s`` using the 
 per-phoneme ``durations`` (frames of ``hop_length`` samples). A transcript cannot be cut
 proportionally, so a prompt carries the exact phoneme ids of its audio
 (``prompt_phonemes``, with ``prompt_durations`` summing to the prompt's frames) instead of
-text; `jaxtts.infer.synthesize.Synthesizer.synthesize` takes them as ``prompt_phonemes``.
+text; generators take them as the request's ``prompt_phonemes``.
 
 `write_prompt_manifest` writes the prompts as wav files plus a JSONL manifest for
 ``jaxtts-synthesize --manifest`` (rows ``{"id", "text", "prompt_audio", "prompt_phonemes",
@@ -26,6 +26,10 @@ import os
 from typing import Any, Sequence
 
 import numpy as np
+
+from jaxtts.audio.io import save_wav
+from jaxtts.data.source import CorpusSource
+from jaxtts.files import atomic_open
 
 log = logging.getLogger("jaxtts.infer")
 
@@ -50,7 +54,6 @@ def build_prompts(source_dir: str, split: str, seconds: Sequence[float] = (3, 8,
   (the utterances used, in order), ``sample_rate``, ``hop_length``. Targets whose speaker has
   no other utterance in the split are skipped (logged).
   """
-  from jaxtts.data.source import CorpusSource  # pylint: disable=import-outside-toplevel
   source = CorpusSource(source_dir, split)
   rate, hop = source.sample_rate, source.hop_length
   meta = []
@@ -107,12 +110,10 @@ def write_prompt_manifest(items: Sequence[dict[str, Any]], out_dir: str, *,
   ``target_phonemes`` (the corpus's ids, used instead of phonemizing ``text``; needed for
   corpora whose phoneme table the text frontend does not produce, e.g. the synthetic one).
   """
-  from jaxtts.audio.io import save_wav  # pylint: disable=import-outside-toplevel
   wav_dir = os.path.join(os.path.abspath(out_dir), "prompts")
   os.makedirs(wav_dir, exist_ok=True)
   path = os.path.join(os.path.abspath(out_dir), "manifest.jsonl")
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
+  with atomic_open(path, "w", encoding="utf-8") as f:
     for it in items:
       wav_path = os.path.join(wav_dir, f"{it['id']}.wav")
       save_wav(wav_path, np.asarray(it["prompt_audio"]), int(it["sample_rate"]))
@@ -124,5 +125,4 @@ def write_prompt_manifest(items: Sequence[dict[str, Any]], out_dir: str, *,
       if target_phonemes:
         row["target_phonemes"] = [int(x) for x in it["phonemes"]]
       f.write(json.dumps(row, ensure_ascii=False) + "\n")
-  os.replace(tmp, path)
   return path

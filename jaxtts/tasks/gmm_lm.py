@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 from jaxtts.alignment import monotonic
+from jaxtts.codec.registry import load_codec
 from jaxtts.data.source import read_manifest
 from jaxtts.gmm_lm.model import GMMLM
 from jaxtts.nn import mixture as mixture_lib
@@ -198,8 +199,7 @@ class GMMLMTask:
       info = read_manifest(self.cfg.data.dir).get("latents", {})
       path = info.get("codec_workdir")
       if path and os.path.isdir(path):
-        from jaxtts.codec.cli import Codec  # pylint: disable=import-outside-toplevel
-        self._codec = Codec(path)
+        self._codec = load_codec(path)
       else:
         self._codec = False
         log.info("no codec at %r: GMM-LM samples are written without audio", path)
@@ -220,7 +220,7 @@ class GMMLMTask:
                    xlabel="frame", ylabel="latent dim")
       if codec is not None:
         rate = codec.sample_rate
-        writer.audio(step, f"sample_{i}/codec_target", codec.decode(batch["latents"][i, :f]),
+        writer.audio(step, f"sample_{i}/codec_target", codec.decode({"latents": batch["latents"][i, :f]}),
                      rate)
         writer.audio(step, f"sample_{i}/teacher_forced_mean",
-                     codec.decode(outputs["mean"][i, :f]), rate)
+                     codec.decode({"latents": outputs["mean"][i, :f]}), rate)
