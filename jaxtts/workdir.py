@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import types
 from typing import Any, Iterable, Optional
 
@@ -222,6 +223,7 @@ def _restore(checkpointer, path, step, steps, cfg, groups):
     restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
         item=wanted, restore_args=as_numpy, partial_restore=True))
   except Exception as e:  # pylint: disable=broad-except
+    _drop_late_read_callbacks()
     raise CorruptCheckpointError(
         f"{path}: checkpoint step {step} cannot be read ({type(e).__name__}: {_short(e)}); "
         f"other steps: {[s for s in steps if s != step] or 'none'} (--step)") from e
@@ -235,6 +237,22 @@ def _restore(checkpointer, path, step, steps, cfg, groups):
       params = optax.contrib.schedule_free_eval_params(state, params)
     out[g] = params
   return step, out
+
+
+def _drop_late_read_callbacks() -> None:
+  """After a failed read, Orbax's event loop is closed while TensorStore still completes the
+  other arrays' reads; each completion's callback then raises "Event loop is closed" as an
+  unraisable exception (hundreds of tracebacks under the one-line error). Those, and only
+  those, are dropped from here on; every other unraisable exception reaches the old hook."""
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+      return
+    previous(unraisable)
+
+  sys.unraisablehook = hook
 
 
 def _short(e: BaseException, limit: int = 200) -> str:

@@ -20,9 +20,10 @@ GENERATORS = {
 }
 
 
-def generator_class(task: str):
+def generator_class(task: str, workdir: str = ""):
   if task not in GENERATORS:
-    raise workdir_lib.WorkdirError(f"task {task!r} has no zero-shot generator (generators: "
+    where = f"{workdir}: " if workdir else ""
+    raise workdir_lib.WorkdirError(f"{where}task {task!r} has no zero-shot generator (generators: "
                                    f"{', '.join(sorted(GENERATORS))}); for a codec use "
                                    f"`jaxtts-codec` or `jaxtts-eval codec`")
   module, name = GENERATORS[task].split(":")
@@ -35,7 +36,7 @@ def load_generator(workdir: str, step: Optional[int] = None, *,
                    **kwargs) -> Generator:
   """The generator of ``workdir`` (its checkpoint ``step``, default the latest)."""
   cfg = workdir_lib.load_config(workdir)
-  cls = generator_class(cfg.get("task"))
+  cls = generator_class(cfg.get("task"), workdir)
   components = {k: v for k, v in (components or {}).items() if v}
   roles = tuple(getattr(cls, "component_names", ()))
   for role in list(components) + list(component_steps or {}):
