@@ -207,7 +207,7 @@ def test_stats_and_durations():
   stats = {k: float(v) for k, v in mono.alignment_stats(alpha, frame_mask, phoneme_mask).items()}
   assert stats["visited_fraction"] == pytest.approx((3 / 3 + 2 / 4) / 2)
   assert stats["mean_duration"] == pytest.approx((5 / 3 + 4 / 2) / 2)
-  assert stats["reached_end"] == pytest.approx(0.5)
+  assert stats["reached_end"] == pytest.approx(0.5) and stats["past_end_fraction"] == 0.0
   # Last phoneme first reached at frame 3 of 5 in row 0, never in row 1.
   assert stats["last_phoneme_onset"] == pytest.approx((3 / 5 + 1.0) / 2)
   jitted = jax.jit(mono.alignment_stats)(alpha, frame_mask, phoneme_mask)
@@ -220,6 +220,66 @@ def test_stats_and_durations():
   diffs = np.abs(np.asarray([0, 0, 1, 2, 2, 0, 1, 1, 1]) - [0, 1, 1, 2, 2, 0, 1, 2, 3])
   assert got["reference_phoneme_error"] == pytest.approx(diffs.mean())
   assert got["reference_within_1"] == pytest.approx(np.mean(diffs <= 1)) and diffs.max() == 2
+
+
+def test_stats_count_frames_past_the_end_without_hold():
+  """``hold_last=False``: a frame whose mass fell off the end is past the end (index n_ph),
+  not phoneme 0: it is no phoneme's duration, the row has reached the end, and against a
+  reference it is one phoneme beyond the last."""
+  # row 0: 3 phonemes, 7 real frames: 0,0,1,2 then fell off (3 all-zero rows), 1 padded
+  # row 1: 4 phonemes, 5 real frames: 0,1,1,2,2 (never reaches phoneme 3), 3 padded
+  path = [[0, 0, 1, 2, -1, -1, -1, -1], [0, 1, 1, 2, 2, -1, -1, -1]]
+  alpha = jax.nn.one_hot(jnp.asarray(path), 4)  # -1: an all-zero row
+  u = np.ones((1, 8, 4), np.float32)
+  u[0, [2, 3, 4]] = 0.0                         # advance at frames 2-4: off the end at 4
+  np.testing.assert_array_equal(alpha[0], mono.monotonic_alignment(
+      jnp.asarray(u), _mask([3], 4), hold_last=False)[0])
+  frame_mask, phoneme_mask = _mask([7, 5], 8), _mask([3, 4], 4)
+  np.testing.assert_array_equal(mono.frame_phonemes(alpha, phoneme_mask),
+                                [[0, 0, 1, 2, 3, 3, 3, 3], [0, 1, 1, 2, 2, 4, 4, 4]])
+  for pm in (phoneme_mask, None):
+    np.testing.assert_array_equal(mono.durations_from_alignment(alpha, frame_mask, pm),
+                                  [[2, 1, 1, 0], [1, 2, 2, 0]])
+  ref = jnp.asarray([[2, 2, 3, 0], [1, 0, 0, 4]])  # per frame: 0,0,1,1,2,2,2 / 0,3,3,3,3
+  got = {k: float(v) for k, v in jax.jit(mono.alignment_stats)(
+      alpha, frame_mask, phoneme_mask, ref).items()}
+  assert got["visited_fraction"] == pytest.approx((3 / 3 + 3 / 4) / 2)
+  assert got["mean_duration"] == pytest.approx((4 / 3 + 5 / 3) / 2)
+  assert got["reached_end"] == pytest.approx(0.5)
+  assert got["past_end_fraction"] == pytest.approx((3 / 7 + 0) / 2)
+  assert got["last_phoneme_onset"] == pytest.approx((3 / 7 + 1.0) / 2)
+  diffs = np.array([0, 0, 0, 1, 1, 1, 1] + [0, 2, 2, 1, 1])
+  assert got["reference_within_1"] == pytest.approx(np.mean(diffs <= 1))
+  assert got["reference_phoneme_error"] == pytest.approx(diffs.mean())
+  # Relaxed rows: past the end once the fallen-off mass exceeds every phoneme's (a tie, in
+  # exact binary fractions, goes to the phoneme).
+  soft = jnp.asarray([[[0.2, 0.1, 0.3], [0.25, 0.125, 0.3125], [0.5, 0.5, 0.0]]])
+  np.testing.assert_array_equal(mono.frame_phonemes(soft, _mask([3], 3)), [[3, 2, 0]])
+
+
+def test_mean_hard_alignment_is_the_expected_alignment():
+  """Eq. 9 is the expectation of Algorithm 1's hard recursion under ``u ~ Bernoulli(p)``:
+  the mean of N straight-through (Bernoulli-forward) alignments equals the expected
+  alignment (``u = p``) within a binomial standard error per entry, with and without
+  holding the last phoneme."""
+  e, mask, _ = _problem(11, 2, 12, 5, scale=1.5, offset=0.5)
+  n = 4000
+
+  @jax.jit
+  def mean_hard(keys):  # {hold_last: mean alignment} in one program
+    def one(key):
+      u = mono.sample_stay(key, e, 0.5, "st_gumbel")
+      return {h: mono.monotonic_alignment(u, mask, hold_last=h) for h in (True, False)}
+    return jax.tree.map(lambda a: jnp.mean(a, axis=0), jax.vmap(one)(keys))
+
+  means = mean_hard(jax.random.split(_key(4), n))
+  p = np.asarray(mono.stay_probabilities(e), np.float64)
+  for hold in (True, False):
+    expected = mono.monotonic_alignment_reference(p, mask, hold_last=hold).astype(np.float64)
+    got = np.asarray(means[hold], np.float64)
+    se = np.sqrt(expected * (1 - expected) / n)
+    np.testing.assert_array_less(np.abs(got - expected), 5 * se + 1e-6)
+    assert (se > 0.005).sum() > 20  # many genuinely random entries
 
 
 def test_context_selects_features():

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import PYTHON, ROOT, subprocess_env
+from jaxtts.alignment import monotonic
+from jaxtts.gmm_lm import decode
 from jaxtts.gmm_lm.decode import durations, generate
 from jaxtts.gmm_lm.model import GMMLM
 from jaxtts.nn import mixture as mixture_lib
@@ -182,11 +184,59 @@ def test_gumbel_temperature_schedule_and_stop_loss():
   assert got == pytest.approx(want, rel=1e-5)
 
 
-def test_tiny_training_on_latent_shards_reduces_loss(tmp_path):
+@pytest.fixture(scope="module")
+def latent_corpus(tmp_path_factory):
+  """Synthetic latent shards (one latent frame per duration frame) with true durations."""
   from jaxtts.data.synthetic import write_synthetic_corpus
-  corpus = tmp_path / "latents"
+  corpus = tmp_path_factory.mktemp("latents")
   write_synthetic_corpus(str(corpus), num_speakers=3, utterances_per_speaker=12,
                          zero_shot_speakers=1, seed=0, latent_dim=16, max_seconds=2.5)
+  return corpus
+
+
+def test_alignment_metrics_score_the_corpus_durations(latent_corpus):
+  """The task's ``alignment/reference_*`` metrics on two corpus utterances equal a NumPy
+  count: each real frame's phoneme (argmax of the task's own alpha) against the phoneme the
+  corpus durations put there (``np.repeat``)."""
+  from jaxtts.data.source import CorpusSource
+  from jaxtts.tasks.gmm_lm import GMMLMTask
+  cfg = build_config("configs/gmm_lm.py:tiny", [
+      f"--config.data.dir={latent_corpus}", "--config.model.encoder_layers=1",
+      "--config.model.decoder_layers=1"])
+  task = GMMLMTask(cfg)
+  assert task.duration_scale == 1.0  # one latent frame per duration frame (200-sample hop)
+  exs = [CorpusSource(str(latent_corpus), "train").example(i) for i in range(2)]
+  frames = max(len(ex["latents"]) for ex in exs) + 3   # padded frames too
+  num_ph = max(len(ex["phonemes"]) for ex in exs) + 2
+  batch = {"latents": np.zeros((2, frames, 16), np.float32),
+           "latent_len": np.array([len(ex["latents"]) for ex in exs], np.int32),
+           "phonemes": np.zeros((2, num_ph), np.int32),
+           "phoneme_len": np.array([len(ex["phonemes"]) for ex in exs], np.int32),
+           "durations": np.zeros((2, num_ph), np.int32)}
+  for b, ex in enumerate(exs):
+    batch["latents"][b, :len(ex["latents"])] = ex["latents"]
+    batch["phonemes"][b, :len(ex["phonemes"])] = ex["phonemes"]
+    batch["durations"][b, :len(ex["durations"])] = ex["durations"]
+  params = task.init_params(jax.random.key(0), batch)
+  params = nn.meta.unbox(params)["model"]
+  losses = jax.jit(task.losses, static_argnums=4)
+  _, (metrics, out) = losses(params, batch, jax.random.key(1), jnp.float32(0.5), False)
+  alpha = np.asarray(out["alpha"])
+  diffs = []
+  for b, ex in enumerate(exs):
+    n = int(batch["latent_len"][b])
+    truth = np.repeat(np.arange(len(ex["durations"])), ex["durations"])
+    assert len(truth) == n
+    diffs.append(np.abs(alpha[b, :n].argmax(-1) - truth))
+  diffs = np.concatenate(diffs)
+  assert 0 < np.mean(diffs <= 1) < 1  # an untrained alignment: neither all right nor all wrong
+  assert float(metrics["alignment/reference_within_1"]) == pytest.approx(np.mean(diffs <= 1))
+  assert float(metrics["alignment/reference_phoneme_error"]) == pytest.approx(diffs.mean(),
+                                                                              rel=1e-6)
+
+
+def test_tiny_training_on_latent_shards_reduces_loss(tmp_path, latent_corpus):
+  corpus = latent_corpus
   workdir = tmp_path / "lm"
   cmd = [PYTHON, "-m", "jaxtts.train", "--config",
          os.path.join(ROOT, "configs", "gmm_lm.py") + ":tiny", "--workdir", str(workdir),
@@ -202,8 +252,9 @@ def test_tiny_training_on_latent_shards_reduces_loss(tmp_path):
   train = [r for r in records if "loss" in r]
   assert train[-1]["loss"] < train[0]["loss"] - 0.3, [r["loss"] for r in train]
   assert train[-1]["train/alignment/reached_end"] > train[0]["train/alignment/reached_end"]
-  # The synthetic corpus carries its true durations: the alignment is scored against them.
-  assert all(0.0 <= r["train/alignment/reference_within_1"] <= 1.0 for r in train)
+  # The synthetic corpus carries its true durations: the alignment is scored against them
+  # (the figure itself: test_alignment_metrics_score_the_corpus_durations).
+  assert all("train/alignment/reference_within_1" in r for r in train)
   evals = [r for r in records if "eval/loss" in r]
   assert evals and np.isfinite(evals[-1]["eval/nll_per_dim"])
   samples = [n for _, _, names in os.walk(workdir / "samples") for n in names]
@@ -249,3 +300,87 @@ def test_frame_noise_corrupts_only_the_previous_frames_in_training():
   # Causal decoder: step 0 sees only BOS (unchanged); every later step sees a noisy frame.
   assert diff[:, 0].max() < 1e-6 and diff[:, 1:].max(axis=(-1, -2)).min() > 1e-4
   assert np.abs(np.asarray(train_noisy["energies"] - ref["energies"]))[:, 1:].min() > 0
+
+
+def test_prompt_prefill_decoding_matches_teacher_forcing():
+  """`generate` with ``prompt_phoneme_len`` (jaxtts-synthesize's call), greedy (threshold
+  stays, argmax component, its mean): every generated frame is the mode mean of a parallel
+  teacher-forced pass over ``[prompt, frames]`` whose alignment is the one decoding recorded;
+  that alignment is Algorithm 1 step 7 on the teacher-forced energies from the last prompt
+  frame, which sits on the transcript's last phoneme; prefill's first-frame mixture and stop
+  logit equal the teacher-forced ones at step ``prompt_len``."""
+  model = _small()
+  params = dict(_init(model))
+  # Sharper energies and a small advance bias: greedy decisions both stay and advance.
+  params["energy"] = {"query": {"kernel": 3.0 * params["energy"]["query"]["kernel"]},
+                      "key": {"kernel": 3.0 * params["energy"]["key"]["kernel"]},
+                      "energy_bias": jnp.float32(-0.5)}
+  prompt = jax.random.normal(jax.random.key(13), (B, P, D))
+  prompt_len = np.array([P, 4])
+  prompt = prompt * (jnp.arange(P)[None, :, None] < prompt_len[:, None, None])
+  phonemes = jax.random.randint(jax.random.key(14), (B, J), 1, 20)
+  phoneme_len, ppl = np.array([J, 8]), np.array([6, 3])
+  max_frames = 12
+  out = generate(model, params, prompt, jnp.asarray(prompt_len), phonemes,
+                 jnp.asarray(phoneme_len), jax.random.key(5), max_frames=max_frames,
+                 weight_temperature=0.0, scale_temperature=0.0, stop_threshold=1.1,
+                 stay_mode="threshold", prompt_phoneme_len=jnp.asarray(ppl))
+  out = jax.tree.map(np.asarray, out)
+  lengths, index, prompt_alpha = out["lengths"], out["phoneme_index"], out["prompt_alpha"]
+  total = P + max_frames
+  latents = np.zeros((B, total, D), np.float32)  # [prompt, generated frames], zero padded
+  alpha = np.zeros((B, total, J), np.float32)    # the alignment decoding recorded
+  for b in range(B):
+    pl, n = prompt_len[b], lengths[b]
+    assert n >= 3, lengths
+    latents[b, :pl], latents[b, pl:pl + n] = np.asarray(prompt[b, :pl]), out["frames"][b, :n]
+    alpha[b, :pl + 1] = prompt_alpha[b, :pl + 1]
+    alpha[b, pl:pl + n] = np.eye(J)[index[b, :n]]
+    # The first generated frame was recorded with the state its mixture was computed with.
+    np.testing.assert_array_equal(prompt_alpha[b, pl], np.eye(J)[index[b, 0]])
+  frames_in = np.concatenate([np.zeros((B, 1, D), np.float32), latents[:, :-1]], axis=1)
+  fmask = np.arange(total)[None] < (prompt_len + lengths)[:, None]
+  pmask = np.arange(J)[None] < phoneme_len[:, None]
+
+  def teacher_forced(m):
+    y, y_dec = m.encode(phonemes, jnp.asarray(pmask))
+    mixture, stop_logits = m.outputs(jnp.asarray(frames_in), jnp.asarray(alpha), y_dec,
+                                     jnp.asarray(fmask))
+    return m.energies(jnp.asarray(frames_in), y), mixture, stop_logits
+  e, tf, stop_logits = jax.jit(nn.apply(teacher_forced, model))({"params": params})
+  u = (np.asarray(e) > 0).astype(np.float32)  # the threshold stay decisions
+  u[:, 0] = 1.0                                # step 0 sits on phoneme 0 (Algorithm 1)
+  comp = np.asarray(mixture_lib.mixture_mode_component(tf))
+  means = np.asarray(tf.means)
+  for b in range(B):
+    pl, n, n_ph = prompt_len[b], lengths[b], ppl[b]
+    # Prompt: within its transcript's phonemes, the last prompt frame on the last of them.
+    within = (np.arange(J) < n_ph)[None]
+    ref = monotonic.monotonic_alignment_reference(u[b:b + 1, :pl], within)[0]
+    np.testing.assert_array_equal(prompt_alpha[b, :pl - 1], ref[:pl - 1])
+    np.testing.assert_array_equal(prompt_alpha[b, pl - 1], np.eye(J)[n_ph - 1])
+    # Generated frames: Algorithm 1 step 7 from the last prompt frame over all phonemes.
+    steps = monotonic.monotonic_alignment_reference(
+        u[b:b + 1, pl:pl + n], pmask[b:b + 1], alpha0=alpha[b:b + 1, pl - 1])[0]
+    np.testing.assert_array_equal(steps.argmax(-1), index[b, :n])
+    for k in range(n):
+      i = pl + k
+      np.testing.assert_allclose(out["frames"][b, k], means[b, i, comp[b, i]], rtol=1e-5,
+                                 atol=1e-5)
+  # Row 0's first frame stays on the prompt's last phoneme, row 1's advances; both move on.
+  assert index[0, 0] == ppl[0] - 1 and index[1, 0] == ppl[1], index
+  assert all(len(set(index[b, :lengths[b]])) > 2 for b in range(B)), index
+  # Prefill's first-frame mixture and stop logit (all parameters) against step prompt_len.
+  dec = model.clone(decode=True)
+  cache = decode._zero_cache(dec, B, total + 1, D, J)
+  first = jax.jit(lambda: dec.apply(
+      {"params": params, "cache": cache}, prompt, jnp.asarray(prompt_len), phonemes,
+      jnp.asarray(pmask), "threshold", jnp.asarray(ppl), method=GMMLM.prefill,
+      mutable=["cache"])[0])()
+  at = lambda a: np.asarray(a)[np.arange(B), prompt_len]
+  for name in ("logits", "means", "scales"):
+    np.testing.assert_allclose(np.asarray(getattr(first["mixture"], name))[:, 0],
+                               at(getattr(tf, name)), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(first["stop_logits"])[:, 0], at(stop_logits),
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(first["alpha"], prompt_alpha[np.arange(B), prompt_len])

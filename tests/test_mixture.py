@@ -63,22 +63,47 @@ def test_log_prob_matches_scipy(covariance, n, d):
   np.testing.assert_allclose(np.sum(resp, -1), 1.0, rtol=1e-6)
 
 
+def _scipy_shared_gmm(x, means, logits=None, log_scales=None):
+  """log sum_l softmax(logits)_l N(x; mu_l, diag exp(2 log_scales_l)), scipy float64, for
+  mixture parameters shared by every point: x [..., D], means [L, D] -> [...]."""
+  num, dim = means.shape
+  log_w = (np.full(num, -np.log(num)) if logits is None
+           else special.log_softmax(np.asarray(logits, np.float64)))
+  var = (np.ones((num, dim)) if log_scales is None
+         else np.exp(2.0 * np.asarray(log_scales, np.float64)))
+  flat = np.asarray(x, np.float64).reshape(-1, dim)
+  comp = np.stack([log_w[l] + stats.multivariate_normal(means[l], np.diag(var[l])).logpdf(flat)
+                   for l in range(num)], axis=-1).reshape(x.shape[:-1] + (num,))
+  return special.logsumexp(comp, axis=-1)
+
+
 def test_diagonal_gmm_log_prob_broadcasts():
+  """Shared mixture parameters broadcast over points; the codec's prior density
+  (`gmm_log_prob`, eq. 4) with and without weights and scales: all against scipy."""
   rng = np.random.default_rng(0)
-  x = rng.standard_normal((4, 5, 3)).astype(np.float32)
+  x = (rng.standard_normal((4, 5, 3)) * 2.0).astype(np.float32)
   means = rng.standard_normal((2, 3)).astype(np.float32)
   log_scales = (rng.standard_normal((2, 3)) * 0.3).astype(np.float32)
   logits = rng.standard_normal(2).astype(np.float32)
+  want = _scipy_shared_gmm(x, means, logits, log_scales)
   shared = diagonal_gmm_log_prob(x, logits, means, log_scales)
+  assert shared.shape == (4, 5)
+  np.testing.assert_allclose(shared, want, rtol=1e-5, atol=1e-5)
   per_frame = diagonal_gmm_log_prob(x, np.broadcast_to(logits, (4, 5, 2)),
                                     np.broadcast_to(means, (4, 5, 2, 3)),
                                     np.broadcast_to(log_scales, (4, 5, 2, 3)))
-  assert shared.shape == (4, 5)
-  np.testing.assert_allclose(shared, per_frame, rtol=1e-6)
-  # The codec's prior density is the same function.
-  np.testing.assert_allclose(gmm_log_prob(x, means, logits, log_scales), shared, rtol=1e-6)
-  np.testing.assert_allclose(gmm_log_prob(x, means), diagonal_gmm_log_prob(x, None, means),
-                             rtol=1e-6)
+  np.testing.assert_allclose(per_frame, want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(gmm_log_prob(x, means, logits, log_scales), want, rtol=1e-5,
+                             atol=1e-5)
+  # Normalised log-weights pass unchanged; None means equal weights / unit variances.
+  np.testing.assert_allclose(gmm_log_prob(x, means, special.log_softmax(logits), log_scales),
+                             want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(gmm_log_prob(x, means), _scipy_shared_gmm(x, means), rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_allclose(gmm_log_prob(x, means, None, log_scales),
+                             _scipy_shared_gmm(x, means, None, log_scales), rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match=r"means must be \[L, D\]"):
+    gmm_log_prob(x, means[None])
 
 
 @pytest.mark.parametrize("covariance", ["diagonal", "full"])

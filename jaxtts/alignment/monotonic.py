@@ -267,30 +267,55 @@ def cross_attention_weights(e: jax.Array, phoneme_mask: jax.Array) -> jax.Array:
   return jax.nn.softmax(e, axis=-1) * mask
 
 
-def durations_from_alignment(alpha: jax.Array, frame_mask: jax.Array) -> jax.Array:
-  """Frames per phoneme, ``[B, J]`` int32: argmax phoneme of each real frame, counted."""
-  onehot = jax.nn.one_hot(jnp.argmax(alpha, axis=-1), alpha.shape[-1], dtype=jnp.int32)
-  return jnp.sum(onehot * jnp.asarray(frame_mask, jnp.int32)[..., None], axis=1)
+def frame_phonemes(alpha: jax.Array, phoneme_mask: jax.Array) -> jax.Array:
+  """Each frame's phoneme ``[B, I]`` int32: the argmax of ``alpha [B, I, J]`` over real
+  phonemes, or ``n_ph`` (the row's real phoneme count: "past the end") when more mass fell
+  off past the last phoneme (``hold_last=False``: ``1 - sum_j alpha_ij``) than any phoneme
+  holds; an all-zero hard row is past the end, not phoneme 0. Ties go to the phoneme."""
+  pmask = jnp.asarray(phoneme_mask, bool)[:, None, :]
+  a = jnp.where(pmask, jnp.asarray(alpha, jnp.float32), 0.0)
+  fell = 1.0 - jnp.sum(a, axis=-1)                                       # [B, I]
+  n_ph = jnp.sum(pmask, axis=-1, dtype=jnp.int32)                        # [B, 1]
+  return jnp.where(fell > jnp.max(a, axis=-1), n_ph, jnp.argmax(a, axis=-1)).astype(jnp.int32)
+
+
+def durations_from_alignment(alpha: jax.Array, frame_mask: jax.Array,
+                             phoneme_mask: Optional[jax.Array] = None) -> jax.Array:
+  """Frames per phoneme, ``[B, J]`` int32: each real frame's phoneme (`frame_phonemes`),
+  counted; frames past the end count nowhere. ``phoneme_mask`` defaults to all phonemes."""
+  if phoneme_mask is None:
+    phoneme_mask = jnp.ones(alpha.shape[::2], bool)
+  pos = frame_phonemes(alpha, phoneme_mask)
+  onehot = jax.nn.one_hot(pos, alpha.shape[-1], dtype=jnp.int32)
+  counted = jnp.asarray(frame_mask, jnp.int32)[..., None] * jnp.asarray(
+      phoneme_mask, jnp.int32)[:, None, :]                           # past the end: nowhere
+  return jnp.sum(onehot * counted, axis=1)
 
 
 def alignment_stats(alpha: jax.Array, frame_mask: jax.Array, phoneme_mask: jax.Array,
                     reference_durations: Optional[jax.Array] = None) -> Dict[str, jax.Array]:
   """Scalar float32 diagnostics of ``alpha [B, I, J]`` (``frame_mask [B, I]``,
-  ``phoneme_mask [B, J]``, both prefix masks):
+  ``phoneme_mask [B, J]``, both prefix masks). A frame's phoneme is `frame_phonemes`: with
+  ``hold_last=False`` a frame whose mass fell off the end is "past the end" (index ``n_ph``),
+  never phoneme 0.
 
   * ``visited_fraction``: per row, the fraction of real phonemes with ``alpha > 0.5`` at some
     real frame; averaged over rows.
-  * ``mean_duration``: per row, real frames / visited phonemes; averaged over rows.
-  * ``reached_end``: fraction of rows whose last real frame has its argmax at the last real
-    phoneme.
-  * ``last_phoneme_onset``: per row, the first real frame on the last real phoneme over the
-    real frames (1 when never reached); averaged over rows. An alignment that rushes to the
-    end and parks there scores visited 1, reached_end 1 and a plausible mean_duration, but a
-    small onset (recordings: the last phoneme's share of the frames, ~0.9 on the corpus).
+  * ``mean_duration``: per row, real frames on a phoneme (not past the end) / visited
+    phonemes; averaged over rows.
+  * ``reached_end``: fraction of rows whose last real frame is on the last real phoneme or
+    past it.
+  * ``past_end_fraction``: per row, the fraction of real frames past the end; averaged.
+  * ``last_phoneme_onset``: per row, the first real frame on the last real phoneme (or past
+    it) over the real frames (1 when never reached); averaged over rows. An alignment that
+    rushes to the end and parks there scores visited 1, reached_end 1 and a plausible
+    mean_duration, but a small onset (recordings: the last phoneme's share of the frames,
+    ~0.9 on the corpus).
   * with ``reference_durations [B, J]`` (frames per phoneme of a reference alignment, e.g.
     the corpus' espeak durations at the alignment's frame rate): ``reference_within_1``, the
     fraction of real frames aligned within one phoneme of the reference, and
-    ``reference_phoneme_error``, the mean absolute phoneme-index difference.
+    ``reference_phoneme_error``, the mean absolute phoneme-index difference (a frame past
+    the end is one phoneme beyond the last).
   """
   fmask = jnp.asarray(frame_mask, bool)
   pmask = jnp.asarray(phoneme_mask, bool)
@@ -299,23 +324,27 @@ def alignment_stats(alpha: jax.Array, frame_mask: jax.Array, phoneme_mask: jax.A
   n_visited = jnp.sum(visited, axis=-1).astype(jnp.float32)
   n_ph = jnp.sum(pmask, axis=-1)
   n_fr = jnp.sum(fmask, axis=-1)
+  pos = frame_phonemes(alpha, pmask)                                     # [B, I]
+  past = (pos >= n_ph[:, None]) & fmask
   last_frame = jnp.maximum(n_fr - 1, 0)
-  alpha_last = jnp.take_along_axis(alpha, last_frame[:, None, None], axis=1)[:, 0]  # [B, J]
-  end = (jnp.argmax(alpha_last, axis=-1) == n_ph - 1) & (n_fr > 0) & (n_ph > 0)
-  on_last = (jnp.argmax(alpha, axis=-1) == (n_ph - 1)[:, None]) & fmask
+  pos_last = jnp.take_along_axis(pos, last_frame[:, None], axis=1)[:, 0]
+  end = (pos_last >= n_ph - 1) & (n_fr > 0) & (n_ph > 0)
+  on_last = (pos >= (n_ph - 1)[:, None]) & fmask
   onset = jnp.where(jnp.any(on_last, axis=1), jnp.argmax(on_last, axis=1), n_fr)
+  on_phoneme = jnp.sum(fmask & ~past, axis=-1).astype(jnp.float32)
   stats = {
       "last_phoneme_onset": jnp.mean(onset / jnp.maximum(n_fr, 1)),
       "visited_fraction": jnp.mean(n_visited / jnp.maximum(n_ph, 1)),
-      "mean_duration": jnp.mean(n_fr / jnp.maximum(n_visited, 1.0)),
+      "mean_duration": jnp.mean(on_phoneme / jnp.maximum(n_visited, 1.0)),
       "reached_end": jnp.mean(end.astype(jnp.float32)),
+      "past_end_fraction": jnp.mean(jnp.sum(past, axis=-1) / jnp.maximum(n_fr, 1)),
   }
   if reference_durations is not None:
     bounds = jnp.cumsum(jnp.asarray(reference_durations, jnp.float32) * pmask, axis=-1)
     frames = jnp.arange(alpha.shape[1], dtype=jnp.float32)[None, :, None]
     ref = jnp.sum(frames >= bounds[:, None, :], axis=-1)            # [B, I] phoneme index
     ref = jnp.minimum(ref, jnp.maximum(n_ph - 1, 0)[:, None])
-    diff = jnp.abs(jnp.argmax(alpha, axis=-1) - ref).astype(jnp.float32)
+    diff = jnp.abs(pos - ref).astype(jnp.float32)
     w = fmask.astype(jnp.float32)
     total = jnp.maximum(jnp.sum(w), 1.0)
     stats["reference_within_1"] = jnp.sum((diff <= 1) * w) / total

@@ -12,6 +12,13 @@ state (`GMMLM.prefill`), then samples in a ``lax.while_loop`` with fixed-size bu
   alignment has passed its last phoneme. ``max_frames`` bounds every row (the buffer size),
   so decoding never runs past its buffer.
 
+Every generated frame is sampled from, recorded at and advanced from one alignment state, the
+one its mixture was computed with. For the first frame that is prefill's ``alpha``: with
+``prompt_phoneme_len`` the last prompt frame sits on the transcript's last phoneme and the
+first new frame stays there or advances into the target text by Algorithm 1 step 7, as every
+later frame does. So the frames, ``phoneme_index`` and the KV cache are those of a
+teacher-forced pass over ``[prompt, frames]`` with that alignment (tests/test_gmm_lm.py).
+
 Outputs per row: the generated frames (``frames [B, max_frames, D]``, ``lengths [B]``) and
 the phoneme each generated frame was aligned to (``phoneme_index [B, max_frames]``, -1 past
 the end), from which `durations` counts frames per phoneme.
@@ -51,7 +58,8 @@ def generate(model: GMMLM, params: Any, prompt_latents: jax.Array, prompt_len: j
              phonemes: jax.Array, phoneme_len: jax.Array, key: jax.Array, *,
              max_frames: int, weight_temperature: Any = 1.0, scale_temperature: Any = 1.0,
              stop_threshold: Any = 0.5, stay_mode: str = "st_gumbel",
-             prompt_phoneme_len: Any = None, stop_on_last_phoneme_only: Any = True) -> dict[str, jax.Array]:
+             prompt_phoneme_len: Any = None, stop_on_last_phoneme_only: Any = True
+             ) -> dict[str, jax.Array]:
   """Samples continuations of ``prompt_latents`` for the phonemes of prompt + target text.
 
   Args:
@@ -66,13 +74,15 @@ def generate(model: GMMLM, params: Any, prompt_latents: jax.Array, prompt_len: j
     stop_threshold: stop when ``sigmoid(stop_logit)`` exceeds it.
     stay_mode: alignment decisions, ``"st_gumbel"`` (sampled) or ``"threshold"``.
     prompt_phoneme_len: ``[B]`` int32 phonemes of the prompt's transcript; given, the prompt
-      aligns within them and generation starts from the last of them (`GMMLM.prefill`).
+      aligns within them, its last frame on the last of them, and the first generated frame
+      stays there or advances (`GMMLM.prefill`).
     stop_on_last_phoneme_only: the stop logit counts only while the alignment is on the
       row's last phoneme (the hard alignment says exactly where it is); False: anywhere.
 
   Returns:
     ``frames`` [B, max_frames, D], ``lengths`` [B] int32, ``phoneme_index`` [B, max_frames]
-    int32 (-1 past the end), ``prompt_alpha`` [B, P+1, J] (the prompt's alignment) and
+    int32 (-1 past the end), ``prompt_alpha`` [B, P+1, J] (the alignment of steps
+    ``0..prompt_len``: the prompt frames', then the first generated frame's) and
     ``stopped_by`` [B] int32 (0 stop logit, 1 passed the last phoneme, 2 max_frames).
   """
   dec = model.clone(decode=True, dropout=0.0)

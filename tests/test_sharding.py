@@ -1,0 +1,93 @@
+"""GMM-LM's training loss and gradients on a ("data", "fsdp", "tensor") = (2, 2, 2) mesh of
+8 CPU devices (parameters sharded by their logical axes, `jaxtts.train.mesh`) against one
+device. The check runs in a child process (`main` below): the device count is fixed when
+JAX starts."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import PYTHON, ROOT, subprocess_env
+
+MESH = {"data": 2, "fsdp": 2, "tensor": 2}
+
+
+def main() -> None:
+  """Child: one-device and mesh loss/gradients of the tiny GMM-LM (1 + 1 layers); prints a
+  JSON summary, raises on a mismatch."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  from jaxtts.tasks.gmm_lm import GMMLMTask  # pylint: disable=import-outside-toplevel
+  from jaxtts.train import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
+  from jaxtts.train.config import build_config  # pylint: disable=import-outside-toplevel
+
+  cfg = build_config(os.path.join(ROOT, "configs", "gmm_lm.py") + ":tiny", [
+      "--config.model.encoder_layers=1", "--config.model.decoder_layers=1",
+      *(f"--config.mesh.{k}={v}" for k, v in MESH.items())])
+  assert jax.device_count() == 8, jax.devices()
+  task = GMMLMTask(cfg)
+  rng = np.random.default_rng(0)
+  b, frames, num_ph, dim = 4, 20, 9, int(cfg.model.latent_dim)
+  batch = {"latents": rng.standard_normal((b, frames, dim)).astype(np.float32),
+           "latent_len": np.array([20, 17, 12, 20], np.int32),
+           "phonemes": rng.integers(1, int(cfg.model.vocab_size), (b, num_ph)).astype(np.int32),
+           "phoneme_len": np.array([9, 6, 4, 9], np.int32)}
+  key, temperature = jax.random.key(1), jnp.float32(0.5)
+
+  def loss_and_grads(params, batch):
+    loss_fn = lambda p: task.losses(p, batch, key, temperature, False)[0]
+    return jax.value_and_grad(loss_fn)(params)
+
+  init = lambda r: task.init_params(r, {k: jnp.asarray(v) for k, v in batch.items()})
+  params = jax.jit(lambda r: nn.meta.unbox(init(r)))(jax.random.key(0))["model"]
+  loss1, grads1 = jax.jit(loss_and_grads)(params, batch)
+
+  mesh = mesh_lib.make_mesh(cfg.mesh)
+  rules = mesh_lib.rules_of(cfg.mesh)
+  with mesh_lib.mesh_context(mesh, rules):  # as the trainer does (jaxtts/train/loop.py)
+    abstract = jax.eval_shape(init, jax.random.key(0))
+  shardings = mesh_lib.logical_to_shardings(abstract, mesh, rules)["model"]
+  batch_sh = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in batch.items()}
+  with mesh_lib.mesh_context(mesh, rules):
+    step = jax.jit(loss_and_grads, in_shardings=(shardings, batch_sh),
+                   out_shardings=(mesh_lib.replicated(mesh), shardings))
+    sharded = jax.device_put(params, shardings)
+    loss8, grads8 = step(sharded, jax.device_put(batch, batch_sh))
+
+  specs = [str(s.spec) for s in jax.tree.leaves(shardings)]
+  split = {ax: sum(ax in s for s in specs) for ax in ("fsdp", "tensor")}
+  # The parameters really are split: a tensor-sharded leaf holds a fraction on each device.
+  leaves = [x for x in jax.tree.leaves(sharded) if "tensor" in str(x.sharding.spec)]
+  assert leaves and all(x.addressable_shards[0].data.size < x.size for x in leaves)
+  worst = 0.0
+  flat1 = jax.tree_util.tree_flatten_with_path(grads1)[0]
+  for (path, g1), g8 in zip(flat1, jax.tree.leaves(grads8)):
+    g1, g8 = np.asarray(g1), np.asarray(g8)
+    scale = max(float(np.abs(g1).max()), 1e-12)
+    err = float(np.abs(g8 - g1).max()) / scale
+    worst = max(worst, err)
+    assert err < 1e-4, (jax.tree_util.keystr(path), err)
+  assert abs(float(loss8) - float(loss1)) <= 1e-5 * abs(float(loss1)), (loss8, loss1)
+  print(json.dumps({"loss": float(loss1), "loss_mesh": float(loss8), "worst_grad": worst,
+                    "sharded_leaves": split, "leaves": len(specs),
+                    "grad_norm": float(np.sqrt(sum(np.sum(np.square(np.asarray(g)))
+                                                   for g in jax.tree.leaves(grads1))))}))
+
+
+def test_gmm_lm_on_a_data_fsdp_tensor_mesh_matches_one_device():
+  proc = subprocess.run([PYTHON, os.path.abspath(__file__)], env=subprocess_env(8), cwd=ROOT,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert summary["sharded_leaves"]["tensor"] >= 10 and summary["sharded_leaves"]["fsdp"] >= 10
+  assert np.isfinite(summary["loss"]) and summary["grad_norm"] > 0
+
+
+if __name__ == "__main__":
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  main()
