@@ -14,6 +14,10 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from jaxtts.audio.io import save_wav
+from jaxtts.files import atomic_open
+from jaxtts.plots import save_image
+
 
 class MetricWriter:
 
@@ -34,10 +38,8 @@ class MetricWriter:
       return
     with open(self._jsonl_path) as f:
       lines = [l for l in f if l.strip() and json.loads(l)["step"] <= step]
-    tmp = self._jsonl_path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_open(self._jsonl_path, "w") as f:
       f.writelines(lines)
-    os.replace(tmp, self._jsonl_path)
 
   def scalars(self, step: int, values: Mapping[str, Any]) -> None:
     if not self.is_main:
@@ -53,7 +55,6 @@ class MetricWriter:
     """Writes `samples/step_<N>/<name>.wav` and a TensorBoard audio summary."""
     if not self.is_main:
       return None
-    from jaxtts.audio.io import save_wav  # pylint: disable=import-outside-toplevel
     path = os.path.join(self.workdir, "samples", f"step_{step:07d}", f"{name}.wav")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     wav = np.clip(np.asarray(wav, np.float32), -1.0, 1.0)
@@ -85,39 +86,3 @@ class MetricWriter:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
-
-
-def figure(**kwargs):
-  """A matplotlib Figure on its own Agg canvas: no pyplot state and no backend switch (inline
-  plots of a notebook that calls these writers keep working)."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
-  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
-  fig = Figure(**kwargs)
-  FigureCanvasAgg(fig)
-  return fig
-
-
-def save_figure(fig, path: str, **kwargs) -> None:
-  """Writes ``fig`` to a temporary name beside ``path`` and renames it."""
-  root, ext = os.path.splitext(path)
-  tmp = f"{root}.tmp-{os.getpid()}{ext or '.png'}"
-  fig.savefig(tmp, **kwargs)
-  os.replace(tmp, path)
-
-
-def save_image(path: str, array: np.ndarray, *, title: str = "", xlabel: str = "",
-               ylabel: str = "") -> np.ndarray:
-  """Draws a 2-D array [x, y] (x horizontal) to PNG; returns the RGB pixels [H, W, 3]."""
-  fig = figure(figsize=(8, 3), dpi=100)
-  ax = fig.subplots()
-  im = ax.imshow(np.asarray(array, np.float32).T, origin="lower", aspect="auto",
-                 interpolation="none")
-  fig.colorbar(im, ax=ax)
-  ax.set_title(title)
-  ax.set_xlabel(xlabel)
-  ax.set_ylabel(ylabel)
-  fig.tight_layout()
-  fig.canvas.draw()
-  rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-  save_figure(fig, path)
-  return rgb
