@@ -63,6 +63,13 @@ def base_config() -> ml_collections.ConfigDict:
       sample_every_steps=500,
       num_samples=2,
       optimizers=ml_collections.ConfigDict(),  # one optimizer_config() per parameter group
+      # EMA of the parameters after each accepted update, e <- d e + (1 - d) p (0.0 = off).
+      # When on, eval/sample steps and inference (jaxtts.workdir) use ema_params/<group>.
+      ema_decay=0.0,
+      ema_groups=None,          # groups with an EMA; None = every group but "discriminator"
+      # Peak FLOP/s of one device for train/mfu and train/hfu; 0 = the chip table of
+      # jaxtts.train.mfu (CPU and unknown chips: no MFU logged).
+      peak_flops_per_device=0.0,
   ))
   cfg.mesh = ml_collections.ConfigDict(dict(
       data=-1, fsdp=1, tensor=1,

@@ -1,5 +1,6 @@
-"""The GMM-VAE task's GAN step (two parameter groups, two optimizers), its latent statistics,
-and robustness to silent and clipped audio."""
+"""The GMM-VAE task's GAN step (two parameter groups, two optimizers; `jaxtts.tasks.adversarial`),
+its loss composition against a by-hand formula, its latent statistics, and robustness to
+silent and clipped audio."""
 
 import flax.linen as nn
 import jax
@@ -7,27 +8,35 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from scipy.special import logsumexp
+
+from jaxtts.audio import spectral
 from jaxtts.codec import losses as codec_losses
+from jaxtts.codec.gmm_vae import frame_mask_from_lengths
 from jaxtts.tasks.gmm_vae import GMMVAETask
 from jaxtts.train import optim
 from jaxtts.train import state as state_lib
 from jaxtts.train.config import build_config
 
 S = 1600
+TINY = [f"--config.data.segment_samples={S}", "--config.model.decoder_dim=16",
+        "--config.model.encoder_strides=(8,25)"]
 
 
-@pytest.fixture(scope="module")
-def setup():
-  cfg = build_config("configs/gmm_vae.py:tiny", [
-      f"--config.data.segment_samples={S}", "--config.model.decoder_dim=16",
-      "--config.model.encoder_strides=(8,25)", "--config.discriminator.start_step=1"])
-  task = GMMVAETask(cfg)
+def _batch():
   rng = np.random.default_rng(0)
   t = np.arange(S) / 16000.0
   audio = np.stack([0.3 * np.sin(2 * np.pi * (110 + 40 * i) * t) + 0.01 * rng.standard_normal(S)
                     for i in range(4)]).astype(np.float32)
-  batch = {"audio": jnp.asarray(audio), "audio_len": jnp.array([S, S, 1200, 800], jnp.int32),
-           "speaker_id": jnp.zeros((4,), jnp.int32)}
+  return {"audio": jnp.asarray(audio), "audio_len": jnp.array([S, S, 1200, 800], jnp.int32),
+          "speaker_id": jnp.zeros((4,), jnp.int32)}
+
+
+@pytest.fixture(scope="module")
+def setup():
+  cfg = build_config("configs/gmm_vae.py:tiny", TINY + ["--config.discriminator.start_step=1"])
+  task = GMMVAETask(cfg)
+  batch = _batch()
   params = nn.meta.unbox(jax.jit(task.init_params)(jax.random.key(0, impl="unsafe_rbg"), batch))
   optimizers = {g: optim.make_optimizer(cfg.train.optimizers[g], cfg.train.steps)
                 for g in task.groups}
@@ -46,7 +55,8 @@ def run_step(setup):
     new_state, metrics = task.train_step(state, batch, jax.random.key(2), optimizers)
     g, d = state.params["generator"], state.params["discriminator"]
     on = (state.step >= cfg.discriminator.start_step).astype(jnp.float32)
-    g_grads, (_, real, fake) = jax.grad(task._generator_objective, has_aux=True)(g, d, batch, on)
+    g_grads, (_, real, fake) = jax.grad(task.adversarial.generator_loss, has_aux=True)(
+        g, d, batch, jax.random.key(2), on)
     fake = jax.lax.stop_gradient(fake)
     apply = lambda p, x: task.discriminators.apply({"params": p}, x)
     d_grads = jax.grad(lambda p: codec_losses.discriminator_loss(
@@ -89,6 +99,76 @@ def test_gan_step_updates_each_group_from_its_own_objective(setup, run_step):
   diff = max(float(np.max(np.abs(x - y))) for x, y in
              zip(jax.tree.leaves(g_grads1), jax.tree.leaves(mel_only1)))
   assert diff > 1e-6
+
+
+def _np_outputs(outputs):
+  return [[np.asarray(f, np.float64) for f in maps] for maps in outputs]
+
+
+@pytest.mark.parametrize("kind", ["lsgan", "hinge"])
+def test_loss_composition_matches_formula(kind):
+  """The generator's objective and the discriminator's, recomputed here from the model's and
+  the discriminators' outputs: ``mel_w * mel + prior_w * NLL/D + gate * (adv_w * L_adv + fm_w *
+  L_FM)`` with LSGAN or hinge terms, the prior NLL of equal-weight unit-variance mixtures over
+  the valid frames, and the feature L1 over every map but the logits. Non-default weights, so
+  a swapped or missing weight shows."""
+  weights = dict(mel=7.0, prior=3.0, adv=1.5, fm=0.25)
+  cfg = build_config("configs/gmm_vae.py:tiny", TINY + [
+      f"--config.discriminator.loss={kind}", f"--config.loss.mel_weight={weights['mel']}",
+      f"--config.loss.prior_weight={weights['prior']}",
+      f"--config.discriminator.adversarial_weight={weights['adv']}",
+      f"--config.discriminator.feature_matching_weight={weights['fm']}"])
+  task = GMMVAETask(cfg)
+  batch = _batch()
+  params = nn.meta.unbox(jax.jit(task.init_params)(jax.random.key(3), batch))
+  g, d = params["generator"], params["discriminator"]
+
+  @jax.jit
+  def run(g, d):
+    frames = task.model.num_frames(S)
+    frame_mask = frame_mask_from_lengths(batch["audio_len"], frames, task.model.hop_length)
+    out = task.model.apply({"params": g}, batch["audio"], frame_mask=frame_mask)
+    mask = jnp.arange(S)[None, :] < batch["audio_len"][:, None]
+    fake, real = out["reconstruction"] * mask, batch["audio"] * mask
+    mel = spectral.multiscale_mel_loss(
+        out["reconstruction"], batch["audio"], sample_rate=16000,
+        window_lengths=tuple(cfg.loss.mel_window_lengths), n_mels=tuple(cfg.loss.mel_bins),
+        mask=mask)
+    apply = lambda x: task.discriminators.apply({"params": d}, x)
+    got = {gate: task.adversarial.generator_loss(g, d, batch, jax.random.key(0), gate)
+           for gate in (0.0, 1.0)}
+    d_loss = task.adversarial.discriminator_loss(d, real, fake)
+    return (out["latents"], frame_mask, mel, apply(fake), apply(real),
+            {k: v[0] for k, v in got.items()}, {k: v[1][0] for k, v in got.items()}, d_loss)
+
+  h, frame_mask, mel, d_fake, d_real, loss, metrics, d_loss = run(g, d)
+  h, frame_mask = np.asarray(h, np.float64), np.asarray(frame_mask)
+  means = np.asarray(g["prior"]["means"], np.float64)                       # [L, D]
+  dim = h.shape[-1]
+  logp = (-0.5 * ((h[:, :, None, :] - means) ** 2).sum(-1)
+          - 0.5 * dim * np.log(2 * np.pi) - np.log(len(means)))             # [B, F, L]
+  nll = -logsumexp(logp, axis=-1)
+  prior = (nll * frame_mask).sum() / frame_mask.sum() / dim
+  d_fake, d_real = _np_outputs(d_fake), _np_outputs(d_real)
+  if kind == "lsgan":
+    adv = sum(np.mean((1 - maps[-1]) ** 2) for maps in d_fake)
+    disc = sum(np.mean((1 - r[-1]) ** 2) + np.mean(f[-1] ** 2) for r, f in zip(d_real, d_fake))
+  else:
+    adv = sum(np.mean(-maps[-1]) for maps in d_fake)
+    disc = sum(np.mean(np.maximum(0, 1 - r[-1])) + np.mean(np.maximum(0, 1 + f[-1]))
+               for r, f in zip(d_real, d_fake))
+  fm = sum(np.mean(np.abs(a - b)) for r, f in zip(d_real, d_fake) for a, b in zip(r[:-1], f[:-1]))
+  base = weights["mel"] * float(mel) + weights["prior"] * prior
+  m = metrics[1.0]
+  np.testing.assert_allclose(float(m["mel_loss"]), float(mel), rtol=1e-6)
+  np.testing.assert_allclose(float(m["prior_nll"]), prior, rtol=1e-4)
+  np.testing.assert_allclose(float(m["adversarial_loss"]), adv, rtol=1e-4)
+  np.testing.assert_allclose(float(m["feature_matching_loss"]), fm, rtol=1e-4)
+  np.testing.assert_allclose(float(loss[0.0]), base, rtol=1e-4)
+  np.testing.assert_allclose(float(loss[1.0]),
+                             base + weights["adv"] * adv + weights["fm"] * fm, rtol=1e-4)
+  np.testing.assert_allclose(float(d_loss), disc, rtol=1e-4)
+  assert abs(weights["adv"] * adv + weights["fm"] * fm) > 1e-3 * abs(base)  # the gate matters
 
 
 def test_latent_statistics_match_numpy(setup):

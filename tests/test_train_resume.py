@@ -1,6 +1,7 @@
 """Trainer checks against an uninterrupted run (the session `reference_run`): two
-`jax.distributed` processes, SIGKILL and SIGTERM resumes, and refusing another config's
-checkpoint. Each run is a child process (`python -m jaxtts.train`).
+`jax.distributed` processes, SIGKILL and SIGTERM resumes, refusing a resume that changes the
+data or the model, and falling back from a corrupt checkpoint. Each run is a child process
+(`python -m jaxtts.train`).
 """
 
 import os
@@ -88,15 +89,66 @@ def test_sigterm_saves_and_resume_matches(reference_run, synthetic_corpus, tmp_p
   assert_params_close(final_params(reference_run)[1], final_params(tmp_path)[1], atol=1e-6)
 
 
-def test_checkpoint_of_another_config_is_refused(reference_run, synthetic_corpus, tmp_path):
-  """Resuming a workdir with a config whose parameter shapes differ exits 2 naming the keys,
-  and leaves the workdir's config.json and checkpoints as they were."""
+def _jaxtts_lines(stderr):
+  return [line for line in stderr.splitlines() if line.startswith("jaxtts-train:")]
+
+
+def test_resume_refuses_data_and_model_changes(reference_run, synthetic_corpus, tmp_path):
+  """A resume that changes the data or the model exits 2 with one line naming each key with the
+  workdir's and the new value (no traceback), and leaves config.json and the checkpoints as
+  they were. Without config.json, the checkpoint's own shape check still refuses the model
+  change, naming the parameter keys."""
   workdir = tmp_path / "w"
   shutil.copytree(reference_run, workdir)
   before = open(workdir / "config.json").read()
-  proc = run(train_cmd(workdir, synthetic_corpus, 8, **{"model.decoder_dim": 24}), check=False)
+  proc = run(train_cmd(workdir, synthetic_corpus, 8, **{"model.decoder_dim": 24,
+                                                        "data.segment_samples": 3200}),
+             check=False)
   assert proc.returncode == 2, proc.stderr[-3000:]
-  assert "another configuration" in proc.stderr and "params/generator/" in proc.stderr
-  assert "shape differs" in proc.stderr
+  assert "Traceback" not in proc.stderr
+  [line] = _jaxtts_lines(proc.stderr)
+  assert "data.segment_samples (1600 -> 3200)" in line and "model.decoder_dim (16 -> 24)" in line
+  assert "train.steps" not in line  # an allowed change is not among the refused keys
   assert open(workdir / "config.json").read() == before
   assert max(int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit()) == 6
+  os.remove(workdir / "config.json")
+  proc = run(train_cmd(workdir, synthetic_corpus, 8, **{"model.decoder_dim": 24}), check=False)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  [line] = _jaxtts_lines(proc.stderr)
+  assert "another configuration" in line and "params/generator/" in line
+  assert "shape differs" in line
+  assert not os.path.exists(workdir / "config.json")
+  assert max(int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit()) == 6
+
+
+def _corrupt_largest_file(step_dir, seed=0):
+  path = max((os.path.join(d, n) for d, _, names in os.walk(step_dir) for n in names),
+             key=os.path.getsize)
+  size = os.path.getsize(path)
+  with open(path, "r+b") as f:
+    f.seek(size // 4)
+    f.write(np.random.default_rng(seed).integers(0, 256, size // 2, np.uint8).tobytes())
+  return path
+
+
+def test_corrupt_checkpoint_falls_back_to_the_previous_one(reference_run, synthetic_corpus,
+                                                           tmp_path):
+  """Random bytes in the largest data file of the newest checkpoint (6): the run logs the
+  corrupt step, moves it aside, resumes from step 4 and, with train.steps raised to 8 (an
+  allowed change, logged), retraces the uninterrupted run: steps 5-6 and the step-6 state
+  match the reference exactly."""
+  workdir = tmp_path / "w"
+  shutil.copytree(reference_run, workdir)
+  _corrupt_largest_file(workdir / "checkpoints" / "6" / "state")
+  proc = run(train_cmd(workdir, synthetic_corpus, 8))
+  assert "checkpoint step 6" in proc.stderr and "is corrupt" in proc.stderr
+  assert "resumed from" in proc.stderr and "at step 4" in proc.stderr
+  assert "train.steps (6 -> 8)" in proc.stderr  # the allowed change, logged
+  assert "Traceback" not in proc.stderr
+  assert "_NonBlockingMetadataStore" not in proc.stderr  # Orbax's INFO lines stay quiet
+  assert os.listdir(workdir / "corrupt_checkpoints") == ["6"]
+  ref, got = losses(reference_run), losses(workdir)
+  assert sorted(got) == list(range(1, 9))
+  np.testing.assert_allclose([got[s] for s in sorted(ref)], [ref[s] for s in sorted(ref)],
+                             rtol=1e-6)
+  assert_params_close(final_params(reference_run, 6)[1], final_params(workdir, 6)[1], atol=1e-6)

@@ -52,8 +52,9 @@ def losses(workdir):
   return out
 
 
-def final_params(workdir, step=None):
-  """Parameters of a checkpoint as NumPy arrays, whatever mesh or process count wrote them."""
+def final_params(workdir, step=None, part="params"):
+  """Parameters (or another part of the state: ``part="ema_params"``) of a checkpoint as NumPy
+  arrays, whatever mesh or process count wrote them."""
   import jax
   ckpt_dir = os.path.join(workdir, "checkpoints")
   step = max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit()) if step is None else step
@@ -64,7 +65,7 @@ def final_params(workdir, step=None):
                           is_leaf=lambda x: hasattr(x, "shape"))
   state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
   return step, {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
-                for path, v in jax.tree_util.tree_flatten_with_path(state["params"])[0]}
+                for path, v in jax.tree_util.tree_flatten_with_path(state[part])[0]}
 
 
 def assert_params_close(a, b, atol):

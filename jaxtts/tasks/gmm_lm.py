@@ -33,35 +33,18 @@ import optax
 from jaxtts.alignment import monotonic
 from jaxtts.codec.registry import load_codec
 from jaxtts.data.source import read_manifest
-from jaxtts.gmm_lm.model import GMMLM
+from jaxtts.gmm_lm.model import GMMLM, from_config
 from jaxtts.nn import mixture as mixture_lib
+from jaxtts.tasks import flops as flops_lib
+from jaxtts.tasks.corpus_data import CorpusData
 from jaxtts.train import state as state_lib
 
 log = logging.getLogger(__name__)
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def build_model(cfg: ml_collections.ConfigDict, **overrides) -> GMMLM:
-  m, a = cfg.model, cfg.alignment
-  if cfg.train.compute_dtype not in DTYPES:
-    raise ValueError(f"config.train.compute_dtype: {cfg.train.compute_dtype!r} is not one of "
-                     f"{sorted(DTYPES)}")
-  kwargs = dict(
-      vocab_size=m.vocab_size, latent_dim=m.latent_dim, encoder_layers=m.encoder_layers,
-      encoder_dim=m.encoder_dim, encoder_ffn_dim=m.encoder_ffn_dim,
-      encoder_heads=m.encoder_heads, decoder_layers=m.decoder_layers,
-      decoder_dim=m.decoder_dim, decoder_ffn_dim=m.decoder_ffn_dim,
-      decoder_heads=m.decoder_heads, kernel_size=m.kernel_size, position=m.position,
-      num_components=m.num_components, covariance=m.covariance, min_scale=m.min_scale,
-      alignment=a.mode, energy_dim=a.energy_dim, energy_bias_init=a.energy_bias_init,
-      noise_std=a.noise_std, hold_last_phoneme=a.get("hold_last_phoneme", True),
-      straight_through=a.get("straight_through", "step"),  # older workdirs trained "step"
-      dropout=m.dropout,
-      frame_noise_std=m.get("frame_noise_std", 0.0),  # absent from older workdirs' configs
-      remat=m.remat,
-      dtype=DTYPES[cfg.train.compute_dtype])
-  kwargs.update(overrides)
-  return GMMLM(**kwargs)
+  """The model of the config (one definition: `jaxtts.gmm_lm.model.from_config`)."""
+  return from_config(cfg, **overrides)
 
 
 def gumbel_temperature(cfg: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
@@ -83,7 +66,7 @@ def stop_loss(logits: jax.Array, lengths: jax.Array, mask: jax.Array, pos_weight
   return jnp.sum(per * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-class GMMLMTask:
+class GMMLMTask(CorpusData):
 
   def __init__(self, cfg: ml_collections.ConfigDict):
     self.cfg = cfg
@@ -132,6 +115,13 @@ class GMMLMTask:
             "phoneme_len": np.full((batch_size,), p, np.int32),
             "durations": np.zeros((batch_size, p), np.int32),
             "speaker_id": np.zeros((batch_size,), np.int32)}
+
+  def flops_per_step(self, batch_shapes: Mapping[str, tuple[int, ...]]) -> float:
+    """Model FLOPs of one train step on a global batch (`jaxtts.tasks.flops`): 3x the
+    teacher-forced forward on the padded ``latents [B, I, D]`` and ``phonemes [B, J]``."""
+    b, i, _ = flops_lib.shape_of(batch_shapes, "latents")
+    j = flops_lib.shape_of(batch_shapes, "phonemes")[1]
+    return flops_lib.train_step_from_forward(flops_lib.gmm_lm_forward(self.cfg, b, i, j))
 
   @staticmethod
   def _masks(batch):

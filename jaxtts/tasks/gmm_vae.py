@@ -24,29 +24,24 @@ import numpy as np
 import optax
 
 from jaxtts.audio import spectral
-from jaxtts.codec import losses as codec_losses
 from jaxtts.codec.discriminators import build_discriminators
-from jaxtts.codec.gmm_vae import GMMVAE, frame_mask_from_lengths
+from jaxtts.codec.gmm_vae import GMMVAE, frame_mask_from_lengths, from_config
 from jaxtts.nn import mixture as mixture_lib
+from jaxtts.plots import display_mel
+from jaxtts.tasks import adversarial
+from jaxtts.tasks import flops as flops_lib
+from jaxtts.tasks.corpus_data import CorpusData
 from jaxtts.train import state as state_lib
 
 log = logging.getLogger(__name__)
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def build_model(cfg: ml_collections.ConfigDict) -> GMMVAE:
-  m = cfg.model
-  if cfg.train.compute_dtype not in DTYPES:
-    raise ValueError(f"config.train.compute_dtype: {cfg.train.compute_dtype!r} is not one of "
-                     f"{sorted(DTYPES)}")
-  return GMMVAE(encoder_dim=m.encoder_dim, encoder_strides=tuple(m.encoder_strides),
-                decoder_dim=m.decoder_dim, latent_dim=m.latent_dim,
-                num_mixtures=m.num_mixtures, learn_weights=m.learn_weights,
-                learn_scales=m.learn_scales, remat=m.remat,
-                dtype=DTYPES[cfg.train.compute_dtype])
+  """The model of the config (one definition: `jaxtts.codec.gmm_vae.from_config`)."""
+  return from_config(cfg)
 
 
-class GMMVAETask:
+class GMMVAETask(CorpusData):
 
   def __init__(self, cfg: ml_collections.ConfigDict):
     self.cfg = cfg
@@ -54,6 +49,10 @@ class GMMVAETask:
     self.discriminators = (build_discriminators(cfg.discriminator)
                            if cfg.discriminator.enabled else None)
     self.groups = ("generator", "discriminator") if self.discriminators else ("generator",)
+    self.adversarial = (adversarial.AdversarialStep(
+        cfg.discriminator, self.reconstruction_objective,
+        lambda p, x: self.discriminators.apply({"params": p}, x))
+                        if self.discriminators else None)
     self.sample_rate = int(cfg.data.sample_rate)
     if cfg.data.mode != "crop":
       raise ValueError(f"config.data.mode: the gmm_vae task trains on crops; got "
@@ -76,6 +75,11 @@ class GMMVAETask:
     if self.discriminators is not None:
       params["discriminator"] = self.discriminators.init(d_rng, batch["audio"])["params"]
     return params
+
+  def flops_per_step(self, batch_shapes: Mapping[str, tuple[int, ...]]) -> float:
+    """Model FLOPs of one train step on a global batch (`jaxtts.tasks.flops`)."""
+    b, s = flops_lib.shape_of(batch_shapes, "audio")
+    return flops_lib.gmm_vae_train_step(self.cfg, b, s)
 
   # ------------------------------------------------------------------ losses
   def losses(self, params: Any, batch: Mapping[str, jax.Array]
@@ -117,50 +121,27 @@ class GMMVAETask:
     stats.update({f"latent/responsibility_{l}": usage[l] for l in range(usage.shape[0])})
     return stats
 
-  def _generator_objective(self, g_params, d_params, batch, adversarial_on):
-    """Mel + prior, plus (after `discriminator.start_step`) the adversarial and
-    feature-matching terms of DAC: λ_adv · Σ_k mean((1 - D_k(x̂))²) + λ_fm · L1 features."""
+  def reconstruction_objective(self, g_params: Any, batch: Mapping[str, jax.Array],
+                               rng: jax.Array) -> tuple[jax.Array, tuple[dict, jax.Array,
+                                                                         jax.Array]]:
+    """`losses` in the shape `adversarial.AdversarialStep` takes: ``(loss, (metrics,
+    reconstruction [B, S], real audio [B, S]))``, padding zeroed in both."""
+    del rng  # the objective is deterministic given the batch
     loss, (metrics, fake) = self.losses(g_params, batch)
-    dc = self.cfg.discriminator
     real = batch["audio"] * (jnp.arange(batch["audio"].shape[-1])[None, :]
                              < batch["audio_len"][:, None])
-    d_fake = self.discriminators.apply({"params": d_params}, fake)
-    d_real = jax.lax.stop_gradient(self.discriminators.apply({"params": d_params}, real))
-    adv = codec_losses.generator_adversarial_loss(d_fake, dc.loss)
-    fm = codec_losses.feature_matching_loss(d_real, d_fake)
-    loss = loss + adversarial_on * (dc.adversarial_weight * adv
-                                    + dc.feature_matching_weight * fm)
-    metrics = dict(metrics, loss=loss, adversarial_loss=adv, feature_matching_loss=fm)
-    return loss, (metrics, real, fake)
+    return loss, (metrics, fake, real)
 
   def train_step(self, state: state_lib.TrainState, batch: Mapping[str, jax.Array],
                  rng: jax.Array, optimizers) -> tuple[state_lib.TrainState, dict]:
-    """One generator update and (with discriminators) one discriminator update.
-
-    Both updates see the discriminator parameters from the start of the step (simultaneous
-    gradient steps); the discriminator is trained on the generator output of this step.
+    """One generator update and (with discriminators) one discriminator update
+    (`jaxtts.tasks.adversarial`: simultaneous steps from the start-of-step parameters; the
+    adversarial and feature-matching terms reach the generator from `discriminator.start_step`).
     """
-    del rng  # the objectives are deterministic given the batch
+    if self.adversarial is not None:
+      return self.adversarial(state, batch, rng, optimizers)
     params, opt_state = dict(state.params), dict(state.opt_state)
-    if self.discriminators is None:
-      grads, (metrics, _) = jax.grad(self.losses, has_aux=True)(params["generator"], batch)
-    else:
-      on = (state.step >= self.cfg.discriminator.start_step).astype(jnp.float32)
-      grads, (metrics, real, fake) = jax.grad(self._generator_objective, has_aux=True)(
-          params["generator"], params["discriminator"], batch, on)
-      fake = jax.lax.stop_gradient(fake)
-
-      def disc_objective(d_params):
-        apply = lambda x: self.discriminators.apply({"params": d_params}, x)
-        return codec_losses.discriminator_loss(apply(real), apply(fake),
-                                               self.cfg.discriminator.loss)
-
-      d_loss, d_grads = jax.value_and_grad(disc_objective)(params["discriminator"])
-      params["discriminator"], opt_state["discriminator"] = state_lib.apply_group(
-          params["discriminator"], opt_state["discriminator"], d_grads,
-          optimizers["discriminator"])
-      metrics["discriminator_loss"] = d_loss
-      metrics["discriminator_grad_norm"] = optax.tree.norm(d_grads)
+    grads, (metrics, _) = jax.grad(self.losses, has_aux=True)(params["generator"], batch)
     params["generator"], opt_state["generator"] = state_lib.apply_group(
         params["generator"], opt_state["generator"], grads, optimizers["generator"])
     metrics["grad_norm"] = optax.tree.norm(grads)
@@ -179,10 +160,8 @@ class GMMVAETask:
     return {"reconstruction": out["reconstruction"], "latents": out["latents"]}
 
   def log_mel(self, audio: np.ndarray) -> np.ndarray:
-    """A display spectrogram ``[frames, 80]`` of one waveform."""
-    return np.asarray(spectral.log_mel_spectrogram(
-        jnp.asarray(audio)[None], sample_rate=self.sample_rate, n_fft=1024, hop_length=200,
-        win_length=800, n_mels=80))[0]
+    """The display spectrogram ``[frames, 80]`` of one waveform (`jaxtts.plots`)."""
+    return display_mel(audio, self.sample_rate)
 
   def write_samples(self, writer, step: int, batch: Mapping[str, np.ndarray],
                     outputs: Mapping[str, np.ndarray]) -> None:

@@ -4,16 +4,31 @@ Each step directory holds two items: `state` (the sharded TrainState, restored s
 its shardings) and `data` (one JSON per process with its Grain iterator state), so a resumed run
 sees exactly the batches an uninterrupted run would. Orbax writes into a temporary directory and
 renames it when complete, so a run killed mid-save leaves the previous checkpoint intact.
+
+A checkpoint whose files cannot be read (e.g. a data file overwritten with garbage: Tensorstore
+reports ZSTD errors) is moved to ``<workdir>/corrupt_checkpoints/<step>`` and the next older one
+is restored (`Checkpointer.restore_newest_intact`). Checkpoints written before the train state
+had ``ema_params`` restore into a state whose ``ema_params`` is empty (EMA off).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
-from typing import Any
+import shutil
+import sys
+from typing import Any, Callable
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+from jaxtts.train import mesh as mesh_lib
+
+log = logging.getLogger("jaxtts.train")
 
 
 class CheckpointMismatchError(ValueError):
@@ -33,10 +48,66 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
           if hasattr(leaf, "shape")}
 
 
-def check_compatible(path: str, abstract_state: Any, limit: int = 8) -> None:
+class _MisplacedMetadataFilter(logging.Filter):
+  """Orbax warns through absl that a step's ``_CHECKPOINT_METADATA`` is not in the item folder
+  it is asked to read (it sits one level up); nothing is wrong."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    msg = record.getMessage()
+    return not (msg.startswith("Metadata file does not exist")
+                and msg.endswith("_CHECKPOINT_METADATA"))
+
+
+def saved_tree(path: str) -> Any:
+  """The metadata tree (nested dicts of array metadata) of a saved state item."""
+  quiet = _MisplacedMetadataFilter()
+  absl_log = logging.getLogger("absl")
+  absl_log.addFilter(quiet)
+  try:
+    return ocp.PyTreeCheckpointer().metadata(path).item_metadata.tree
+  finally:
+    absl_log.removeFilter(quiet)
+
+
+def _drop_late_read_errors(path: str) -> None:
+  """After a failed read, TensorStore still completes the other arrays' reads of ``path``:
+  their coroutines and futures end in errors nobody retrieves ("Exception ignored in",
+  asyncio's "Future exception was never retrieved", "Event loop is closed"), dozens of
+  tracebacks under the one logged line. From here on those (only those naming ``path``, and
+  the closed event loop) are dropped."""
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    exc = unraisable.exc_value
+    if (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed") or path in str(exc):
+      return
+    previous(unraisable)
+
+  sys.unraisablehook = hook
+
+  class _Futures(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+      exc = record.exc_info[1] if record.exc_info else None
+      return not (record.getMessage().startswith("Future exception was never retrieved")
+                  and path in (str(exc) + record.getMessage()))
+
+  logging.getLogger("asyncio").addFilter(_Futures())
+
+
+def _absent_empty_fields(abstract_state: Any, saved: Any) -> list[str]:
+  """Dataclass fields of ``abstract_state`` that are empty dicts and absent from the saved tree
+  (``ema_params`` of a checkpoint written before the EMA existed)."""
+  if not dataclasses.is_dataclass(abstract_state) or not isinstance(saved, dict):
+    return []
+  return [f.name for f in dataclasses.fields(abstract_state)
+          if f.name not in saved and getattr(abstract_state, f.name) == {}]
+
+
+def check_compatible(path: str, abstract_state: Any, limit: int = 8, saved: Any = None) -> None:
   """Raises `CheckpointMismatchError` naming the keys that differ between the saved state at
-  ``path`` and ``abstract_state`` (missing, unexpected, or of another shape)."""
-  saved = _shapes(ocp.PyTreeCheckpointer().metadata(path).item_metadata.tree)
+  ``path`` (its metadata tree ``saved`` when already read) and ``abstract_state`` (missing,
+  unexpected, or of another shape)."""
+  saved = _shapes(saved_tree(path) if saved is None else saved)
   wanted = _shapes(abstract_state)
   # Parameters first: the optimizer state repeats their shapes.
   order = lambda k: (not k.startswith("params/"), k)
@@ -92,12 +163,70 @@ class Checkpointer:
     A checkpoint of another configuration is refused with `CheckpointMismatchError` naming
     the mismatched keys (before Orbax reads any array).
     """
-    check_compatible(os.path.join(self.directory, str(step), "state"), abstract_state)
-    items = dict(state=ocp.args.StandardRestore(abstract_state))
+    path = os.path.join(self.directory, str(step), "state")
+    saved = saved_tree(path)
+    check_compatible(path, abstract_state, saved=saved)
+    absent = _absent_empty_fields(abstract_state, saved)
+    target = abstract_state
+    if absent:  # restore the other fields as a dict (what Orbax saved), then rebuild
+      target = {f.name: getattr(abstract_state, f.name)
+                for f in dataclasses.fields(abstract_state) if f.name not in absent}
+    items = dict(state=ocp.args.StandardRestore(target))
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-    return restored["state"]
+    state = self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+    if absent:
+      state = abstract_state.replace(**state, **{name: {} for name in absent})
+    return state
+
+  def restore_newest_intact(self, abstract_state: Any,
+                            make_iterator: Callable[[], grain.DatasetIterator | None]
+                            ) -> tuple[int | None, Any, grain.DatasetIterator | None]:
+    """Restores the newest checkpoint that can be read, with a fresh ``make_iterator()``.
+
+    A step that fails to restore for any reason but `CheckpointMismatchError` (another config:
+    raised) is logged as corrupt, moved to ``<workdir>/corrupt_checkpoints/<step>`` (so new
+    saves of that step number and inference tools do not meet it) and the next older step is
+    tried. Every process must fail a step for it to count as corrupt on all of them (one
+    process that cannot read its shards fails the step everywhere). Returns ``(step, state,
+    iterator)``, or ``(None, None, fresh iterator)`` when no step could be restored.
+    """
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      iterator = make_iterator()
+      error = None
+      try:
+        state = self.restore(step, abstract_state, iterator)
+      except CheckpointMismatchError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except  (Orbax/Tensorstore/Grain errors)
+        error = e
+        _drop_late_read_errors(os.path.join(self.directory, str(step)))
+      if _all_processes_ok(error is None):
+        return step, state, iterator
+      if hasattr(iterator, "close"):
+        iterator.close()
+      reason = _reason(error) if error else "failed on another process"
+      log.error("checkpoint step %d in %s is corrupt (%s); falling back to an older checkpoint",
+                step, self.directory, reason)
+      self.quarantine(step)
+    return None, None, make_iterator()
+
+  def quarantine(self, step: int) -> str:
+    """Moves step ``step`` out of the checkpoint directory (process 0), to
+    ``<workdir>/corrupt_checkpoints/<step>[.<n>]``; returns the new path."""
+    root = os.path.join(os.path.dirname(self.directory), "corrupt_checkpoints")
+    dest = os.path.join(root, str(step))
+    n = 1
+    while os.path.exists(dest):
+      dest = os.path.join(root, f"{step}.{n}")
+      n += 1
+    if jax.process_index() == 0:
+      os.makedirs(root, exist_ok=True)
+      shutil.move(os.path.join(self.directory, str(step)), dest)
+      log.warning("moved corrupt checkpoint step %d to %s", step, dest)
+    mesh_lib.barrier(f"quarantine/{step}/{n}")
+    self.manager.reload()
+    return dest
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -111,3 +240,19 @@ def abstract_with_shardings(state: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs carrying the target shardings, for `Checkpointer.restore`."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                       state, shardings)
+
+
+def _all_processes_ok(ok: bool) -> bool:
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.asarray(ok, np.int32))))
+
+
+def _reason(e: BaseException, limit: int = 240) -> str:
+  """The innermost cause of ``e`` (Tensorstore's "ZSTD_decompressStream() failed ..." rather
+  than Orbax's wrapper with the whole TensorStore spec), on one line."""
+  while (e.__cause__ or e.__context__) is not None:
+    e = e.__cause__ or e.__context__
+  text = " ".join(str(e).split())
+  text = text if len(text) <= limit else text[:limit] + "..."
+  return f"{type(e).__name__}: {text}"

@@ -4,6 +4,12 @@ Trains (resuming when DIR holds checkpoints). `--dry-run` initializes abstractly
 (`jax.eval_shape`), writes DIR/params.json and exits. Multi-host: `--distributed` calls
 `jax.distributed.initialize()` (auto-detects TPU pods and SLURM), or give
 `--coordinator-address/--num-processes/--process-id` explicitly.
+
+Exit status: 0 done; 2 bad config or flags, a resume whose config changes keys an exact resume
+needs (data, model, seed, batch size, optimizer structure: the keys and both values are
+named), or a checkpoint of another configuration; 3 too many consecutive non-finite updates;
+143 SIGTERM (saved). Library logs (Orbax, JAX, Grain) appear with `--verbose` or in
+`--log-file`.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import argparse
 import json
 import logging
 import sys
+
+from jaxtts import logs
 
 USAGE = ("jaxtts-train --config configs/<task>.py[:preset] --workdir DIR "
          "[--dry-run] [--config.a.b=value ...]")
@@ -29,13 +37,18 @@ def parse_args(argv):
   parser.add_argument("--coordinator-address", default=None)
   parser.add_argument("--num-processes", type=int, default=None)
   parser.add_argument("--process-id", type=int, default=None)
-  parser.add_argument("--log-level", default="INFO")
+  parser.add_argument("--log-level", default="INFO", help="level of the jaxtts loggers")
+  parser.add_argument("--verbose", action="store_true",
+                      help="show library logs (Orbax, JAX, Grain) below WARNING")
+  parser.add_argument("--log-file", default=None,
+                      help="also append every log record (libraries' INFO too) to this file")
   return parser.parse_known_args(argv)
 
 
 def main(argv=None) -> int:
   args, rest = parse_args(sys.argv[1:] if argv is None else argv)
-  logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
+  logs.setup_logging(args.verbose, args.log_file)
+  logging.getLogger("jaxtts").setLevel(args.log_level.upper())
   import jax  # pylint: disable=import-outside-toplevel
 
   from jaxtts.train import config as config_lib  # pylint: disable=import-outside-toplevel
@@ -52,7 +65,11 @@ def main(argv=None) -> int:
 
   from jaxtts.train import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
   from jaxtts.train import loop  # pylint: disable=import-outside-toplevel
-  trainer = loop.Trainer(cfg, args.workdir)
+  try:
+    trainer = loop.Trainer(cfg, args.workdir)
+  except ValueError as e:  # a config the task or the mesh cannot use
+    print(f"jaxtts-train: {e}", file=sys.stderr)
+    return 2
   if args.dry_run:
     report = trainer.write_params_json()
     print(json.dumps({"params_total": report["total"],
@@ -64,7 +81,7 @@ def main(argv=None) -> int:
   except loop.NonFiniteLossError as e:
     print(f"jaxtts-train: {e}", file=sys.stderr)
     return 3
-  except ckpt_lib.CheckpointMismatchError as e:
+  except (ckpt_lib.CheckpointMismatchError, config_lib.ResumeConfigError) as e:
     print(f"jaxtts-train: {e}", file=sys.stderr)
     return 2
   if jax.process_index() == 0:

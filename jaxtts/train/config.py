@@ -8,11 +8,12 @@ existing value, and a key that does not exist is an error listing the valid keys
 from __future__ import annotations
 
 import ast
+import fnmatch
 import importlib.util
 import json
 import os
 import sys
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import ml_collections
 
@@ -120,3 +121,102 @@ def build_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Con
 
 def to_json(cfg: ml_collections.ConfigDict) -> str:
   return json.dumps(cfg.to_dict(), indent=1, sort_keys=True, default=str)
+
+
+# ------------------------------------------------------------------------------ resuming ----
+
+class ResumeConfigError(ConfigError):
+  """A resume whose config changes keys an exact resume needs unchanged."""
+
+
+# Keys (fnmatch patterns over dotted names) a resume may not change: the data stream, the model
+# and the shape of the train state. Everything else (train.steps, intervals, logging, loss
+# weights, learning rates, the mesh) may change; the changes are logged.
+RESUME_FIXED = ("task", "data.*", "model.*", "alignment.*", "discriminator.*", "train.seed",
+                "train.batch_size", "train.ema_groups", "train.optimizers.*.name")
+# ...unless they match one of these (evaluation-only data keys, GAN loss hyperparameters).
+RESUME_FREE = ("data.eval_split", "discriminator.start_step", "discriminator.adversarial_weight",
+               "discriminator.feature_matching_weight", "discriminator.loss",
+               "alignment.temperature_*",
+               "alignment.anneal_start_fraction")
+# Keys that may change value but not switch between zero (off) and non-zero (on): either side
+# of the switch has another train-state tree (an EMA, a clipping stage in the optimizer chain).
+RESUME_ON_OFF = ("train.ema_decay", "train.optimizers.*.grad_clip_norm")
+
+
+class _Missing:
+  """A key one side of a comparison does not have."""
+
+  def __repr__(self):
+    return "<absent>"
+
+
+MISSING = _Missing()
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  """``{"a": {"b": 1}} -> {"a.b": 1}`` (lists and values are leaves)."""
+  out = {}
+  for k, v in tree.items():
+    name = f"{prefix}{k}"
+    if isinstance(v, dict) and v:
+      out.update(flatten(v, name + "."))
+    else:
+      out[name] = v
+  return out
+
+
+def _matches(key: str, patterns: Sequence[str]) -> bool:
+  return any(fnmatch.fnmatchcase(key, p) for p in patterns)
+
+
+def resume_changes(saved: dict, cfg: ml_collections.ConfigDict
+                   ) -> tuple[list[tuple[str, Any, Any]], list[tuple[str, Any, Any]]]:
+  """Compares a workdir's config.json (``saved``, parsed) with ``cfg``.
+
+  Returns ``(refused, allowed)`` lists of ``(key, saved value, new value)``; a key absent on
+  one side has the value `MISSING` there. Keys absent from ``saved`` (added to the code since
+  the workdir was written) and keys the code no longer has are allowed: the checkpoint's own
+  shape check (`jaxtts.train.checkpoint.check_compatible`) still refuses a state they change.
+  """
+  old, new = flatten(saved), flatten(json.loads(to_json(cfg)))
+  refused, allowed = [], []
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key, MISSING), new.get(key, MISSING)
+    if a == b:
+      continue
+    if a is MISSING or b is MISSING:
+      allowed.append((key, a, b))
+    elif _matches(key, RESUME_ON_OFF):
+      (refused if bool(a) != bool(b) else allowed).append((key, a, b))
+    elif _matches(key, RESUME_FIXED) and not _matches(key, RESUME_FREE):
+      refused.append((key, a, b))
+    else:
+      allowed.append((key, a, b))
+  return refused, allowed
+
+
+def _show(value: Any) -> str:
+  return "<absent>" if value is MISSING else json.dumps(value)
+
+
+def describe_changes(changes: Sequence[tuple[str, Any, Any]]) -> str:
+  return ", ".join(f"{k} ({_show(a)} -> {_show(b)})" for k, a, b in changes)
+
+
+def check_resume(workdir: str, cfg: ml_collections.ConfigDict) -> list[tuple[str, Any, Any]]:
+  """Raises `ResumeConfigError` (one line: the keys, with the workdir's and the new values)
+  when ``cfg`` changes a key `RESUME_FIXED` names against ``workdir/config.json``; returns the
+  allowed changes. No config.json: nothing to compare (returns [])."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    return []
+  with open(path, encoding="utf-8") as f:
+    saved = json.load(f)
+  refused, allowed = resume_changes(saved, cfg)
+  if refused:
+    raise ResumeConfigError(
+        f"cannot resume {workdir}: the config changes keys an exact resume needs unchanged "
+        f"(config.json value -> new value): {describe_changes(refused)}; resume with the "
+        f"values in {path} or train in a fresh --workdir")
+  return allowed

@@ -1,10 +1,15 @@
 """The generic training loop: mesh, sharded state, jitted step, checkpoints, logging.
 
-`train(cfg, workdir)` resumes from the latest checkpoint in `workdir/checkpoints` when there is
-one. Per step: the process-local Grain batch becomes a global array sharded over ("data",
-"fsdp"), the task's pure step runs under `jax.jit` with in/out shardings and state donation,
-and the NaN/inf guard rejects bad updates. Every `checkpoint.every_steps` the state and the
-data-iterator state are saved together (async); SIGTERM saves and exits with status 143.
+`train(cfg, workdir)` resumes from the newest intact checkpoint in `workdir/checkpoints` when
+there is one (a corrupt one is logged and moved aside; a config that changes keys an exact
+resume needs, `config.check_resume`, is refused). The task hands the trainer its data
+(`train_iterator`, `eval_batches`; `jaxtts.tasks.base`). Per step: the process-local batch
+becomes a global array sharded over ("data", "fsdp"), the task's pure step runs under
+`jax.jit` with in/out shardings and state donation, the EMA (``train.ema_decay``) follows the
+parameters and the NaN/inf guard rejects bad updates. Every `checkpoint.every_steps` the state
+and the data-iterator state are saved together (async); SIGTERM saves and exits with status
+143. Logged throughput: ``train/tflops_per_device`` and ``train/hfu`` from XLA's cost analysis
+of the compiled step, ``train/mfu`` from the task's analytic `flops_per_step` (`mfu`).
 """
 
 from __future__ import annotations
@@ -25,11 +30,10 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxtts import tasks
-from jaxtts.data import pipeline
-from jaxtts.data.source import read_manifest
 from jaxtts.train import checkpoint as ckpt_lib
 from jaxtts.train import config as config_lib
 from jaxtts.train import mesh as mesh_lib
+from jaxtts.train import mfu as mfu_lib
 from jaxtts.train import optim
 from jaxtts.train import state as state_lib
 from jaxtts.train.metrics import MetricWriter
@@ -91,6 +95,8 @@ class Trainer:
       raise ValueError(f"config.train.batch_size={cfg.train.batch_size} must divide by the "
                        f"{n_proc} processes and the {self._batch_shards()} batch shards")
     self.local_batch_size = cfg.train.batch_size // n_proc
+    self.ema_decay = float(cfg.train.get("ema_decay", 0.0) or 0.0)
+    self.ema_groups = state_lib.ema_groups(cfg.train, self.task.groups)
 
     rng = jax.random.PRNGKey(cfg.train.seed)
     self._init_rng, self._state_rng = jax.random.split(rng)
@@ -110,7 +116,7 @@ class Trainer:
   def _init_boxed(self, rng):
     batch = {k: jnp.zeros(v.shape, v.dtype) for k, v in self._example.items()}
     params = self.task.init_params(rng, batch)
-    return state_lib.create(params, self.optimizers, self._state_rng)
+    return state_lib.create(params, self.optimizers, self._state_rng, self.ema_groups)
 
   # ---------------------------------------------------------------- dry run / params.json
   def params_report(self) -> dict:
@@ -148,8 +154,11 @@ class Trainer:
 
   # ---------------------------------------------------------------- training
   def eval_params(self, state):
-    return {g: optim.eval_params(self.cfg.train.optimizers[g], state.opt_state[g],
-                                 state.params[g]) for g in self.task.groups}
+    """Parameters eval/sample steps use: the EMA of a group that keeps one, else schedule-free's
+    averaged x (`optim.eval_params`), else the parameters (the rule of `jaxtts.workdir`)."""
+    return {g: state.ema_params[g] if g in state.ema_params else
+            optim.eval_params(self.cfg.train.optimizers[g], state.opt_state[g], state.params[g])
+            for g in self.task.groups}
 
   def _batch_shardings(self):
     return {k: mesh_lib.batch_sharding(self.mesh, len(v.shape))
@@ -157,7 +166,7 @@ class Trainer:
 
   def _compile(self):
     step_fn = state_lib.make_train_step(
-        functools.partial(self.task.train_step, optimizers=self.optimizers))
+        functools.partial(self.task.train_step, optimizers=self.optimizers), self.ema_decay)
     repl = mesh_lib.replicated(self.mesh)
     self.train_step = jax.jit(step_fn, in_shardings=(self.state_shardings,
                                                      self._batch_shardings()),
@@ -185,7 +194,8 @@ class Trainer:
     return self._aot_cache[key]
 
   def _compiled_step(self, state, batch):
-    """The compiled train step for this batch's shapes (one per length bucket) and its FLOPs.
+    """The compiled train step for this batch's shapes (one per length bucket) and its
+    per-device FLOPs from XLA's cost analysis (recomputation included: HFU).
 
     Compiling explicitly (`lower().compile()`) gives the FLOP count for TFLOP/s logging from
     the same executable that runs, with no second compilation.
@@ -198,6 +208,17 @@ class Trainer:
       self._executables[key] = (compiled, float((cost or {}).get("flops", 0.0)))
     return self._executables[key]
 
+  def model_flops_per_device(self, batch) -> float:
+    """The task's analytic FLOPs of one step on this global batch, per device (0 when the
+    task has no `flops_per_step`)."""
+    count = getattr(self.task, "flops_per_step", None)
+    if count is None:
+      return 0.0
+    return float(count({k: tuple(v.shape) for k, v in batch.items()})) / jax.device_count()
+
+  def _train_iterator(self):
+    return self.task.train_iterator(self.cfg.train.batch_size, self.cfg.train.seed)
+
   def run(self) -> dict[str, Any]:
     """Trains to `train.steps`. SIGTERM at any point after this starts saves and exits 143."""
     with _SigtermFlag() as sigterm:
@@ -208,20 +229,34 @@ class Trainer:
     is_main = jax.process_index() == 0
     self._compile()
     self._executables = {}
-    train_iter = pipeline.make_iterator(
-        cfg.data, cfg.data.train_split, global_batch_size=cfg.train.batch_size,
-        seed=cfg.train.seed, train=True)
     checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                          max_to_keep=cfg.checkpoint.max_to_keep,
                                          async_save=cfg.checkpoint.async_save)
     latest = checkpointer.latest_step()
-    if latest is not None:  # another config's checkpoint is refused before any compilation
-      checkpointer.check(latest, nn.meta.unbox(self.abstract_boxed))
+    if latest is not None:  # another config is refused before any compilation
+      changes = config_lib.check_resume(workdir, cfg)
+      if changes:
+        log.info("resuming %s with changed config keys (config.json value -> new value): %s",
+                 workdir, config_lib.describe_changes(changes))
+      try:
+        checkpointer.check(latest, nn.meta.unbox(self.abstract_boxed))
+      except ckpt_lib.CheckpointMismatchError:
+        raise
+      except Exception:  # pylint: disable=broad-except  (unreadable: handled by the restore)
+        pass
     state = self.init_state()
-    if latest is not None:
+    if latest is None:
+      train_iter = self._train_iterator()
+    else:
       abstract = ckpt_lib.abstract_with_shardings(state, self.state_shardings)
-      state = checkpointer.restore(latest, abstract, train_iter)
-      log.info("resumed from %s at step %d", checkpointer.directory, latest)
+      step, restored, train_iter = checkpointer.restore_newest_intact(abstract,
+                                                                      self._train_iterator)
+      if step is None:
+        log.error("no checkpoint in %s could be restored; training from step 0",
+                  checkpointer.directory)
+      else:
+        state = restored
+        log.info("resumed from %s at step %d", checkpointer.directory, step)
     # Written after a resume's compatibility check, so a refused run leaves the old files.
     if is_main:
       os.makedirs(workdir, exist_ok=True)
@@ -233,7 +268,8 @@ class Trainer:
     writer.truncate_after(start)
 
     steps = int(cfg.train.steps)
-    flops = 0.0
+    flops = model_flops = 0.0
+    peak = mfu_lib.peak_flops_per_device(cfg.train.get("peak_flops_per_device", 0.0))
     last = {}
     progress = None
     if is_main and cfg.logging.progress_bar:
@@ -251,6 +287,7 @@ class Trainer:
         batch = mesh_lib.global_batch(next(train_iter), self.mesh)
         tc = time.perf_counter()
         compiled, flops = self._compiled_step(state, batch)
+        model_flops = self.model_flops_per_device(batch)
         t0 += time.perf_counter() - tc  # compilation is not training time
         with self._ctx():
           state, metrics = compiled(state, batch)
@@ -264,6 +301,10 @@ class Trainer:
           dt = time.perf_counter() - t0
           values["steps_per_sec"] = acc_n / dt
           values["tflops_per_device"] = flops * acc_n / dt / 1e12
+          for name, count in (("hfu", flops), ("mfu", model_flops)):
+            used = mfu_lib.utilisation(count, values["steps_per_sec"], peak)
+            if used is not None:
+              values[name] = used
           values["nonfinite_total"] = int(jax.device_get(state.nonfinite_total))
           writer.scalars(done, {f"train/{k}" if k != "loss" else k: v
                                 for k, v in values.items()})
@@ -298,23 +339,11 @@ class Trainer:
     return {"step": int(jax.device_get(state.step)), **last}
 
   def _eval_batches(self, split: str, limit: int):
-    """Yields at most `limit` global eval batches; every process yields the same number.
-
-    Hosts read `[process_index::process_count]` of the split, so their example counts differ
-    by up to one; the count is capped by `num_examples // global_batch` from the manifest (the
-    same on every host) so no process waits in a collective that another never enters.
-    """
-    num_examples = read_manifest(self.cfg.data.dir)["splits"][split]["num_examples"]
-    count = min(limit, num_examples // self.cfg.train.batch_size)
-    it = iter(pipeline.make_dataset(self.cfg.data, split,
-                                    global_batch_size=self.cfg.train.batch_size,
-                                    seed=self.cfg.train.seed, train=False))
-    try:
-      for _ in range(count):
-        yield mesh_lib.global_batch(next(it), self.mesh)
-    finally:
-      if hasattr(it, "close"):
-        it.close()
+    """At most `limit` global eval batches, the same number on every process (the task's
+    `eval_batches`)."""
+    for batch in self.task.eval_batches(split, self.cfg.train.batch_size, self.cfg.train.seed,
+                                        limit):
+      yield mesh_lib.global_batch(batch, self.mesh)
 
   def evaluate(self, state, writer: MetricWriter, step: int) -> dict[str, float]:
     """Mean eval metrics over `train.eval_batches` batches of the eval split."""

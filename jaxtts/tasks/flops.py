@@ -1,0 +1,197 @@
+"""Analytic model FLOPs of the tasks' models, for MFU (MaxText's convention).
+
+Only matrix products are counted (dense layers, convolutions, attention scores and values,
+the alignment's energy and context products), 2 FLOPs per multiply-add, over the padded batch
+shapes the step computes on. A training step counts 3x the forward (backward = 2x forward);
+rematerialisation is not counted (XLA's cost analysis does count it: that figure is HFU).
+Not counted: elementwise work (activations, norms, Snake, softmax), FFTs (STFTs of the mel
+loss and of the band discriminators), the mel filterbank products of the loss, the alignment
+scans and the mixture densities. Causal self-attention counts half of its ``T x T`` scores
+and value products (the useful half, as MaxText does); transposed convolutions count the
+products with real inputs, not those with the zeros XLA's input dilation inserts (XLA's cost
+analysis counts those: ``s`` times more for a stride-``s`` upsampling layer).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import ml_collections
+
+
+# ------------------------------------------------------------------------------ primitives ----
+
+def dense(rows: float, fan_in: int, fan_out: int) -> float:
+  """``[rows, fan_in] @ [fan_in, fan_out]``."""
+  return 2.0 * rows * fan_in * fan_out
+
+
+def conv1d(batch: int, out_len: int, kernel: int, c_in: int, c_out: int) -> float:
+  """A (possibly strided or dilated) 1-D convolution with ``out_len`` output frames."""
+  return 2.0 * batch * out_len * kernel * c_in * c_out
+
+
+def conv_transpose1d(batch: int, in_len: int, stride: int, c_in: int, c_out: int) -> float:
+  """DAC's transposed convolution (`jaxtts.nn.conv.ConvTranspose1d` defaults: ``K = 2s``,
+  padding ``ceil(s/2)``, output ``in_len * s``): the products of real inputs that land in the
+  output, ``in_len * K`` taps less the ``s`` that fall off the two ends."""
+  return 2.0 * batch * (in_len * 2 * stride - stride) * c_in * c_out
+
+
+def conv2d(batch: int, out_h: int, out_w: int, kh: int, kw: int, c_in: int, c_out: int
+           ) -> float:
+  return 2.0 * batch * out_h * out_w * kh * kw * c_in * c_out
+
+
+def conv_out_len(length: int, kernel: int, stride: int, pad_total: int) -> int:
+  """torch's output length ``(L + pad - K) // s + 1``."""
+  return (length + pad_total - kernel) // stride + 1
+
+
+# ------------------------------------------------------------------------------ GMM-VAE -------
+
+def _residual_stack(batch: int, length: int, channels: int, units: int = 3) -> float:
+  """DAC residual units: WNConv k7 (dilated) and k1, both ``channels -> channels``."""
+  return units * (conv1d(batch, length, 7, channels, channels)
+                  + conv1d(batch, length, 1, channels, channels))
+
+
+def gmm_vae_forward(model_cfg: ml_collections.ConfigDict, batch: int, samples: int) -> float:
+  """Encoder + decoder of `jaxtts.codec.gmm_vae.GMMVAE` on ``[batch, samples]`` audio (the
+  waveform padded to a whole number of hops, as ``encode`` does)."""
+  strides = tuple(int(s) for s in model_cfg.encoder_strides)
+  hop = math.prod(strides)
+  frames = -(-int(samples) // hop)
+  length = frames * hop
+  enc_dim, dec_dim = int(model_cfg.encoder_dim), int(model_cfg.decoder_dim)
+  latent = int(model_cfg.latent_dim or enc_dim * 2 ** len(strides))
+  flops = conv1d(batch, length, 7, 1, enc_dim)
+  channels = enc_dim
+  for s in strides:
+    flops += _residual_stack(batch, length, channels)
+    length //= s
+    flops += conv1d(batch, length, 2 * s, channels, 2 * channels)
+    channels *= 2
+  flops += conv1d(batch, frames, 3, channels, latent)
+  # Decoder: mirrored strides, channels halve at every stride.
+  flops += conv1d(batch, frames, 7, latent, dec_dim)
+  length, channels = frames, dec_dim
+  for s in reversed(strides):
+    flops += conv_transpose1d(batch, length, s, channels, channels // 2)
+    length *= s
+    channels //= 2
+    flops += _residual_stack(batch, length, channels)
+  return flops + conv1d(batch, length, 7, channels, 1)
+
+
+def discriminators_forward(dc: ml_collections.ConfigDict, batch: int, samples: int) -> float:
+  """`jaxtts.codec.discriminators.Discriminators` on ``[batch, samples]`` audio: the period
+  discriminators' (5, 1) / (3, 1) convolutions and the band discriminators' (3, 9) / (3, 3)
+  ones (`band_bins` splits of ``w // 2 + 1`` STFT bins, ``ceil(T / (w // 4))`` frames)."""
+  flops = 0.0
+  for p in dc.periods:
+    p = int(p)
+    h = (samples + p - samples % p) // p
+    c_in = 1
+    channels = [int(c) for c in dc.mpd_channels]
+    for i, c in enumerate(channels):
+      h = conv_out_len(h, 5, 3 if i < len(channels) - 1 else 1, 4)
+      flops += conv2d(batch, h, p, 5, 1, c_in, c)
+      c_in = c
+    flops += conv2d(batch, h, p, 3, 1, c_in, 1)
+  c = int(dc.mrd_channels)
+  for w in dc.window_lengths:
+    w = int(w)
+    frames = -(-samples // (w // 4))
+    n_bins = w // 2 + 1
+    total_f = 0
+    for lo, hi in dc.bands:
+      f = int(float(hi) * n_bins) - int(float(lo) * n_bins)
+      flops += conv2d(batch, frames, f, 3, 9, 2, c)
+      for _ in range(3):
+        f = conv_out_len(f, 9, 2, 8)
+        flops += conv2d(batch, frames, f, 3, 9, c, c)
+      flops += conv2d(batch, frames, f, 3, 3, c, c)
+      total_f += f
+    flops += conv2d(batch, frames, total_f, 3, 3, c, 1)
+  return flops
+
+
+def gmm_vae_train_step(cfg: ml_collections.ConfigDict, batch: int, samples: int) -> float:
+  """One GMM-VAE step (`jaxtts.tasks.adversarial`): generator forward + backward (3 F_G); with
+  discriminators also D on the reconstruction with the input gradient only (2 F_D), D on the
+  real audio forward only (F_D) and the discriminator update on both (2 x 3 F_D): 9 F_D."""
+  flops = 3.0 * gmm_vae_forward(cfg.model, batch, samples)
+  if cfg.discriminator.enabled:
+    flops += 9.0 * discriminators_forward(cfg.discriminator, batch, samples)
+  return flops
+
+
+# ------------------------------------------------------------------------------ GMM-LM --------
+
+def attention(batch: int, length: int, dim: int, heads: int, causal: bool, position: str
+              ) -> float:
+  """`RelPositionMultiHeadAttention`: q/k/v/out projections, scores and values (halved when
+  causal), and for ``relative_xl`` the position term in the contraction order the layer picks
+  (`jaxtts.nn.attention.position_scores`)."""
+  b, t, d, h = batch, length, dim, heads
+  flops = 4 * dense(b * t, d, d)
+  flops += (0.5 if causal else 1.0) * 2 * (2.0 * b * t * t * d)
+  if position == "relative_xl":
+    r, dh = (t if causal else 2 * t - 1), d // h
+    if r * d * d + b * h * t * r * dh <= b * t * d * d + b * h * t * r * d:
+      flops += 2.0 * r * d * d + 2.0 * b * h * t * r * dh
+    else:
+      flops += 2.0 * b * t * d * d + 2.0 * b * h * t * r * d
+  return flops
+
+
+def conformer_layer(batch: int, length: int, dim: int, ffn_dim: int, heads: int, kernel: int,
+                    causal: bool, position: str) -> float:
+  """`jaxtts.nn.conformer.ConformerBlock`: two FFNs, attention, the convolution module
+  (pointwise D -> 2D, depthwise K, pointwise D -> D)."""
+  rows = batch * length
+  ffn = 2 * (dense(rows, dim, ffn_dim) + dense(rows, ffn_dim, dim))
+  conv = dense(rows, dim, 2 * dim) + 2.0 * rows * kernel * dim + dense(rows, dim, dim)
+  return ffn + conv + attention(batch, length, dim, heads, causal, position)
+
+
+def mixture_head_outputs(num_components: int, latent_dim: int, covariance: str) -> int:
+  """Output width of `jaxtts.nn.mixture.MixtureHead`: ``N (1 + 2D)`` (+ ``N D (D-1)/2``)."""
+  n, d = num_components, latent_dim
+  return n * (1 + 2 * d) + (n * d * (d - 1) // 2 if covariance == "full" else 0)
+
+
+def gmm_lm_forward(cfg: ml_collections.ConfigDict, batch: int, frames: int, phonemes: int
+                   ) -> float:
+  """`jaxtts.gmm_lm.model.GMMLM` teacher-forced on ``[batch, frames]`` latents and
+  ``[batch, phonemes]`` phonemes: encoder and decoder Conformers, the energy projections and
+  products ``e [B, I, J]``, the context ``alpha @ Y``, the input projections and the mixture and
+  stop heads."""
+  m, a = cfg.model, cfg.alignment
+  b, i, j, dl = batch, frames, phonemes, int(m.latent_dim)
+  e, d, att = int(m.encoder_dim), int(m.decoder_dim), int(a.energy_dim)
+  flops = sum(conformer_layer(b, j, e, int(m.encoder_ffn_dim), int(m.encoder_heads),
+                              int(m.kernel_size), False, m.position)
+              for _ in range(int(m.encoder_layers)))
+  flops += dense(b * i, dl, att) + dense(b * j, e, att) + 2.0 * b * i * j * att   # energies
+  if e != d:
+    flops += dense(b * j, e, d)                                                   # W_y
+  flops += 2.0 * b * i * j * d + dense(b * i, dl, d)                              # context, W_x
+  flops += sum(conformer_layer(b, i, d, int(m.decoder_ffn_dim), int(m.decoder_heads),
+                               int(m.kernel_size), True, m.position)
+               for _ in range(int(m.decoder_layers)))
+  outputs = mixture_head_outputs(int(m.num_components), dl, m.covariance) + 1   # + stop
+  return flops + dense(b * i, d, outputs)
+
+
+def train_step_from_forward(forward: float) -> float:
+  """MaxText: backward = 2x forward."""
+  return 3.0 * forward
+
+
+def shape_of(batch_shapes, key: str) -> Sequence[int]:
+  if key not in batch_shapes:
+    raise KeyError(f"flops_per_step: the batch has no {key!r} (fields: {sorted(batch_shapes)})")
+  return tuple(int(x) for x in batch_shapes[key])
