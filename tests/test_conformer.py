@@ -37,8 +37,9 @@ def np_sinusoid(r, dim):
   return emb
 
 
-def np_relpos_attention(x, p, num_heads, causal, mask):
-  """Straight loops over the Transformer-XL formula (float64)."""
+def np_attention(x, p, num_heads, causal, mask, score):
+  """Straight float64 loops over softmax attention with ``score(q_i, k_j, i, j, h)`` the
+  unscaled logit of query ``i`` and key ``j`` in head ``h``."""
   p = jax.tree.map(lambda a: np.asarray(a, np.float64), p)
   b, t, d = x.shape
   dh = d // num_heads
@@ -53,12 +54,22 @@ def np_relpos_attention(x, p, num_heads, causal, mask):
         for j in range(t):
           if (causal and j > i) or not mask[bi, j]:
             continue
-          pos = np_sinusoid(np.array([i - j], np.float64), d)[0] @ p["pos_kernel"][:, h]
-          scores[j] = ((q[bi, i, h] + p["pos_bias_u"][h]) @ k[bi, j, h]
-                       + (q[bi, i, h] + p["pos_bias_v"][h]) @ pos) / math.sqrt(dh)
+          scores[j] = score(q[bi, i, h], k[bi, j, h], i, j, h) / math.sqrt(dh)
         w = np.exp(scores - scores.max())
         out[bi, i, h] = (w / w.sum()) @ v[bi, :, h]
   return np.einsum("bthe,hed->btd", out, p["out"]["kernel"]) + p["out"]["bias"]
+
+
+def np_relpos_attention(x, p, num_heads, causal, mask):
+  """The Transformer-XL score (content + u, position + v) in `np_attention`."""
+  p64 = jax.tree.map(lambda a: np.asarray(a, np.float64), p)
+  d = x.shape[-1]
+
+  def score(q, k, i, j, h):
+    pos = np_sinusoid(np.array([i - j], np.float64), d)[0] @ p64["pos_kernel"][:, h]
+    return (q + p64["pos_bias_u"][h]) @ k + (q + p64["pos_bias_v"][h]) @ pos
+
+  return np_attention(x, p, num_heads, causal, mask, score)
 
 
 def test_sinusoidal_embedding():
@@ -79,31 +90,15 @@ def test_relpos_attention_matches_numpy(causal):
 
 
 def np_rotary_attention(x, p, num_heads, causal, mask, base=10000.0):
-  """RoPE attention in complex form (float64 loops): channel pairs ``(m, m + Dh/2)`` of q and
+  """RoPE attention in complex form (`np_attention`): channel pairs ``(m, m + Dh/2)`` of q and
   k at absolute position ``i`` are the complex number ``q_m + i q_{m + Dh/2}`` times
   ``exp(i * i_pos * base^(-2m / Dh))``; scores ``Re(sum_m q'_m conj(k'_m)) / sqrt(Dh)``."""
-  p = jax.tree.map(lambda a: np.asarray(a, np.float64), p)
-  b, t, d = x.shape
-  dh = d // num_heads
+  dh = x.shape[-1] // num_heads
   half = dh // 2
-  q = np.einsum("btd,dhe->bthe", x, p["query"]["kernel"]) + p["query"]["bias"]
-  k = np.einsum("btd,dhe->bthe", x, p["key"]["kernel"]) + p["key"]["bias"]
-  v = np.einsum("btd,dhe->bthe", x, p["value"]["kernel"]) + p["value"]["bias"]
   theta = base ** (-2.0 * np.arange(half) / dh)
   rot = lambda a, i: (a[:half] + 1j * a[half:]) * np.exp(1j * i * theta)
-  out = np.zeros((b, t, num_heads, dh))
-  for bi in range(b):
-    for h in range(num_heads):
-      for i in range(t):
-        scores = np.full(t, -np.inf)
-        for j in range(t):
-          if (causal and j > i) or not mask[bi, j]:
-            continue
-          scores[j] = np.real(np.sum(rot(q[bi, i, h], i) * np.conj(rot(k[bi, j, h], j))))
-          scores[j] /= math.sqrt(dh)
-        w = np.exp(scores - scores.max())
-        out[bi, i, h] = (w / w.sum()) @ v[bi, :, h]
-  return np.einsum("bthe,hed->btd", out, p["out"]["kernel"]) + p["out"]["bias"]
+  return np_attention(x, p, num_heads, causal, mask,
+                      lambda q, k, i, j, h: np.real(np.sum(rot(q, i) * np.conj(rot(k, j)))))
 
 
 @pytest.mark.parametrize("causal", [False, True])
