@@ -26,6 +26,7 @@ import optax
 from jaxtts.audio import spectral
 from jaxtts.codec.discriminators import build_discriminators
 from jaxtts.codec.gmm_vae import GMMVAE, frame_mask_from_lengths, from_config
+from jaxtts.eval import codec_metrics
 from jaxtts.nn import mixture as mixture_lib
 from jaxtts.plots import display_mel
 from jaxtts.tasks import adversarial
@@ -169,7 +170,6 @@ class GMMVAETask(CorpusData):
     reconstruction metrics of `eval.sample_metrics` averaged over them (``valid/<name>``).
     A metric that cannot be computed on a crop (e.g. PESQ on silence) is logged and left out
     of that step's average."""
-    from jaxtts.eval import codec_metrics  # pylint: disable=import-outside-toplevel
     if not writer.is_main:
       return
     scores: dict[str, list[float]] = {}

@@ -19,7 +19,12 @@ import json
 import logging
 import sys
 
+import jax
+
 from jaxtts import logs
+from jaxtts.train import checkpoint as ckpt_lib
+from jaxtts.train import config as config_lib
+from jaxtts.train import loop
 
 USAGE = ("jaxtts-train --config configs/<task>.py[:preset] --workdir DIR "
          "[--dry-run] [--config.a.b=value ...]")
@@ -49,9 +54,7 @@ def main(argv=None) -> int:
   args, rest = parse_args(sys.argv[1:] if argv is None else argv)
   logs.setup_logging(args.verbose, args.log_file)
   logging.getLogger("jaxtts").setLevel(args.log_level.upper())
-  import jax  # pylint: disable=import-outside-toplevel
 
-  from jaxtts.train import config as config_lib  # pylint: disable=import-outside-toplevel
   try:
     cfg = config_lib.build_config(args.config, rest)
   except config_lib.ConfigError as e:
@@ -63,8 +66,6 @@ def main(argv=None) -> int:
   elif args.distributed:
     jax.distributed.initialize()
 
-  from jaxtts.train import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
-  from jaxtts.train import loop  # pylint: disable=import-outside-toplevel
   try:
     trainer = loop.Trainer(cfg, args.workdir)
   except ValueError as e:  # a config the task or the mesh cannot use

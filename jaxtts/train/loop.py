@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
+from tqdm import tqdm
 
 from jaxtts import tasks
 from jaxtts.train import checkpoint as ckpt_lib
@@ -273,7 +274,6 @@ class Trainer:
     last = {}
     progress = None
     if is_main and cfg.logging.progress_bar:
-      from tqdm import tqdm  # pylint: disable=import-outside-toplevel
       progress = tqdm(total=steps, initial=start, desc=f"train {cfg.task}", unit="step")
     try:
       acc, acc_n, t0 = None, 0, time.perf_counter()

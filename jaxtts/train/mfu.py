@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+
 # device_kind substring (lower case) -> dense bf16 FLOP/s per chip. Most specific first.
 PEAK_BF16_FLOPS = (
     ("tpu v6 lite", 918e12),   # v6e (Trillium)
@@ -33,7 +35,6 @@ def peak_flops_per_device(override: float = 0.0, device: Any = None) -> float | 
   if override and float(override) > 0:
     return float(override)
   if device is None:
-    import jax  # pylint: disable=import-outside-toplevel
     device = jax.devices()[0]
   if getattr(device, "platform", "") == "cpu":
     return None
