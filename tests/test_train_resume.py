@@ -4,6 +4,7 @@ data or the model, and falling back from a corrupt checkpoint. Each run is a chi
 (`python -m jaxtts.train`).
 """
 
+import json
 import os
 import shutil
 import signal
@@ -140,7 +141,10 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(reference_run, synthe
   workdir = tmp_path / "w"
   shutil.copytree(reference_run, workdir)
   _corrupt_largest_file(workdir / "checkpoints" / "6" / "state")
-  proc = run(train_cmd(workdir, synthetic_corpus, 8))
+  # The reference run may have been built by another xdist worker on its own (identical)
+  # synthetic corpus; the resume names that corpus, since data.dir must not change.
+  data_dir = json.load(open(workdir / "config.json"))["data"]["dir"]
+  proc = run(train_cmd(workdir, data_dir, 8))
   assert "checkpoint step 6" in proc.stderr and "is corrupt" in proc.stderr
   assert "resumed from" in proc.stderr and "at step 4" in proc.stderr
   assert "train.steps (6 -> 8)" in proc.stderr  # the allowed change, logged
