@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
+from absl import logging as absl_logging
+
 LIBRARIES = ("absl", "orbax", "jax", "jaxlib", "grain", "urllib3", "matplotlib", "numba",
              "faster_whisper", "h5py", "tensorboardX")
 FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -31,11 +33,8 @@ def setup_logging(verbose: bool = False, log_file: Optional[str] = None) -> None
     file_handler = logging.FileHandler(log_file)
     file_handler.setFormatter(logging.Formatter(FORMAT))
     root.addHandler(file_handler)
-  try:  # absl routes its records through its own handler once initialised
-    from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
-    absl_logging.use_python_logging(quiet=True)
-  except ImportError:
-    pass
+  # absl (a dependency of JAX and Orbax) routes its records through Python logging.
+  absl_logging.use_python_logging(quiet=True)
 
 
 class _QuietLibraries(logging.Filter):

@@ -243,8 +243,10 @@ class Trainer:
         checkpointer.check(latest, nn.meta.unbox(self.abstract_boxed))
       except ckpt_lib.CheckpointMismatchError:
         raise
-      except Exception:  # pylint: disable=broad-except  (unreadable: handled by the restore)
-        pass
+      except Exception as e:  # pylint: disable=broad-except
+        # Unreadable metadata: restore_newest_intact below logs it and falls back.
+        log.warning("checkpoint step %d: metadata unreadable before restore (%s)", latest,
+                    type(e).__name__)
     state = self.init_state()
     if latest is None:
       train_iter = self._train_iterator()
