@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import os
-import sys
 import types
 from typing import Any, Iterable, Optional
 
@@ -31,6 +30,8 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+
+from jaxtts import logs
 
 SCHEDULE_FREE = "schedule_free_adamw"
 
@@ -219,11 +220,11 @@ def _restore(checkpointer, path, step, steps, cfg, groups):
       plan[g] = (source, sf_path)
   as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted,
                           is_leaf=lambda x: hasattr(x, "shape"))
+  logs.drop_failed_read_reports(path)  # before the read: late reports can precede the raise
   try:
     restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
         item=wanted, restore_args=as_numpy, partial_restore=True))
   except Exception as e:  # pylint: disable=broad-except
-    _drop_late_read_callbacks()
     raise CorruptCheckpointError(
         f"{path}: checkpoint step {step} cannot be read ({type(e).__name__}: {_short(e)}); "
         f"other steps: {[s for s in steps if s != step] or 'none'} (--step)") from e
@@ -237,22 +238,6 @@ def _restore(checkpointer, path, step, steps, cfg, groups):
       params = optax.contrib.schedule_free_eval_params(state, params)
     out[g] = params
   return step, out
-
-
-def _drop_late_read_callbacks() -> None:
-  """After a failed read, Orbax's event loop is closed while TensorStore still completes the
-  other arrays' reads; each completion's callback then raises "Event loop is closed" as an
-  unraisable exception (hundreds of tracebacks under the one-line error). Those, and only
-  those, are dropped from here on; every other unraisable exception reaches the old hook."""
-  previous = sys.unraisablehook
-
-  def hook(unraisable):
-    exc = unraisable.exc_value
-    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
-      return
-    previous(unraisable)
-
-  sys.unraisablehook = hook
 
 
 def _short(e: BaseException, limit: int = 200) -> str:

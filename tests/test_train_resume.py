@@ -122,9 +122,13 @@ def test_resume_refuses_data_and_model_changes(reference_run, synthetic_corpus, 
   assert max(int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit()) == 6
 
 
-def _corrupt_largest_file(step_dir, seed=0):
-  path = max((os.path.join(d, n) for d, _, names in os.walk(step_dir) for n in names),
-             key=os.path.getsize)
+def _corrupt_largest_array_file(step_dir, seed=0):
+  """Random bytes over the middle half of the largest array data file (an OCDBT ``d/`` file)
+  of ``step_dir``: the metadata still reads, so the restore fails while TensorStore reads the
+  arrays, the path whose late errors must not reach the user. (The largest file overall is
+  sometimes ``_METADATA``, which fails earlier and hid this path.)"""
+  path = max((os.path.join(d, n) for d, _, names in os.walk(step_dir)
+              if os.path.basename(d) == "d" for n in names), key=os.path.getsize)
   size = os.path.getsize(path)
   with open(path, "r+b") as f:
     f.seek(size // 4)
@@ -134,13 +138,13 @@ def _corrupt_largest_file(step_dir, seed=0):
 
 def test_corrupt_checkpoint_falls_back_to_the_previous_one(reference_run, synthetic_corpus,
                                                            tmp_path):
-  """Random bytes in the largest data file of the newest checkpoint (6): the run logs the
+  """Random bytes in the largest array file of the newest checkpoint (6): the run logs the
   corrupt step, moves it aside, resumes from step 4 and, with train.steps raised to 8 (an
   allowed change, logged), retraces the uninterrupted run: steps 5-6 and the step-6 state
   match the reference exactly."""
   workdir = tmp_path / "w"
   shutil.copytree(reference_run, workdir)
-  _corrupt_largest_file(workdir / "checkpoints" / "6" / "state")
+  _corrupt_largest_array_file(workdir / "checkpoints" / "6" / "state")
   # The reference run may have been built by another xdist worker on its own (identical)
   # synthetic corpus; the resume names that corpus, since data.dir must not change.
   data_dir = json.load(open(workdir / "config.json"))["data"]["dir"]

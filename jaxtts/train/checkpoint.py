@@ -17,7 +17,6 @@ import dataclasses
 import logging
 import os
 import shutil
-import sys
 from typing import Any, Callable
 
 import grain
@@ -26,6 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from jaxtts import logs
 from jaxtts.train import mesh as mesh_lib
 
 log = logging.getLogger("jaxtts.train")
@@ -67,31 +67,6 @@ def saved_tree(path: str) -> Any:
     return ocp.PyTreeCheckpointer().metadata(path).item_metadata.tree
   finally:
     absl_log.removeFilter(quiet)
-
-
-def _drop_late_read_errors(path: str) -> None:
-  """After a failed read, TensorStore still completes the other arrays' reads of ``path``:
-  their coroutines and futures end in errors nobody retrieves ("Exception ignored in",
-  asyncio's "Future exception was never retrieved", "Event loop is closed"), dozens of
-  tracebacks under the one logged line. From here on those (only those naming ``path``, and
-  the closed event loop) are dropped."""
-  previous = sys.unraisablehook
-
-  def hook(unraisable):
-    exc = unraisable.exc_value
-    if (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed") or path in str(exc):
-      return
-    previous(unraisable)
-
-  sys.unraisablehook = hook
-
-  class _Futures(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-      exc = record.exc_info[1] if record.exc_info else None
-      return not (record.getMessage().startswith("Future exception was never retrieved")
-                  and path in (str(exc) + record.getMessage()))
-
-  logging.getLogger("asyncio").addFilter(_Futures())
 
 
 def _absent_empty_fields(abstract_state: Any, saved: Any) -> list[str]:
@@ -140,6 +115,7 @@ class Checkpointer:
         cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=("state", "data"))
+    self._quiet_steps: set[int] = set()  # steps whose late read errors are dropped
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -194,13 +170,15 @@ class Checkpointer:
     for step in sorted(self.manager.all_steps(), reverse=True):
       iterator = make_iterator()
       error = None
+      if step not in self._quiet_steps:  # before the read: late reports can precede the raise
+        logs.drop_failed_read_reports(os.path.join(self.directory, str(step)))
+        self._quiet_steps.add(step)
       try:
         state = self.restore(step, abstract_state, iterator)
       except CheckpointMismatchError:
         raise
       except Exception as e:  # pylint: disable=broad-except  (Orbax/Tensorstore/Grain errors)
         error = e
-        _drop_late_read_errors(os.path.join(self.directory, str(step)))
       if _all_processes_ok(error is None):
         return step, state, iterator
       if hasattr(iterator, "close"):
