@@ -4,11 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.py | cksum | cut -d' ' -f1)
 DEMO_DIR ?= runs/demo
+QUALITY_DIR ?= runs/quality
 # This machine keeps a CPU wheel of torch 2.13.0 on disk; elsewhere:
 #   make TORCH_CPU="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: demo test venv clean
+.PHONY: demo quality test venv clean
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +26,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m launch.demo --out $(DEMO_DIR)
+
+# The CPU quality recipe (about 2 h on 2 cores; rerun to resume): launch/quality.py.
+quality: $(STAMP)
+	$(BIN)/python -m launch.quality --out $(QUALITY_DIR)
 
 clean:
 	rm -rf runs

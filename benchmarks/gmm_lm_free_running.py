@@ -40,10 +40,22 @@ def main(argv=None) -> int:
   p.add_argument("--scale-temperature", type=float, default=None)
   p.add_argument("--max-seconds", type=float, default=8.0)
   args = p.parse_args(argv)
-  synth = load_generator(args.workdir)
-  items = prompts_lib.build_prompts(args.corpus, args.split, seconds=(args.prompt_seconds,),
-                                    seed=args.seed)[:args.count]
-  source = CorpusSource(args.corpus, args.split)
+  print(json.dumps(measure(args.workdir, args.corpus, split=args.split,
+                           prompt_seconds=args.prompt_seconds, count=args.count, seed=args.seed,
+                           stay_mode=args.stay_mode, scale_temperature=args.scale_temperature,
+                           max_seconds=args.max_seconds)))
+  return 0
+
+
+def measure(workdir: str, corpus: str, *, split: str = "test_zero_shot",
+            prompt_seconds: float = 3.0, count: int = 8, seed: int = 0,
+            stay_mode: str | None = None, scale_temperature: float | None = None,
+            max_seconds: float = 8.0) -> dict:
+  """The figures `main` prints: generated against recorded frames per phoneme."""
+  synth = load_generator(workdir)
+  items = prompts_lib.build_prompts(corpus, split, seconds=(prompt_seconds,),
+                                    seed=seed)[:count]
+  source = CorpusSource(corpus, split)
   truth = {}
   for i in range(len(source)):
     ex = source.example(i)
@@ -53,9 +65,8 @@ def main(argv=None) -> int:
     out = synth.synthesize(
         {"text": item["text"], "prompt_audio": item["prompt_audio"].astype(np.float32) / 32768.0,
          "prompt_phonemes": item["prompt_phonemes"], "target_phonemes": item["phonemes"]},
-        seed=args.seed + k, options={"max_seconds": args.max_seconds,
-                                     "stay_mode": args.stay_mode,
-                                     "scale_temperature": args.scale_temperature})
+        seed=seed + k, options={"max_seconds": max_seconds, "stay_mode": stay_mode,
+                                "scale_temperature": scale_temperature})
     gen, ref = np.asarray(out["durations"], float), truth[item["target_id"]]
     stops[out["stopped_by"]] += 1
     rows.append({"id": item["id"], "generated_frames": float(gen.sum()),
@@ -64,14 +75,13 @@ def main(argv=None) -> int:
   gen_total = sum(r["generated_frames"] for r in rows)
   ref_total = sum(r["ground_truth_frames"] for r in rows)
   phonemes = sum(len(it["phonemes"]) for it in items)
-  print(json.dumps({
-      "workdir": args.workdir, "utterances": len(rows),
+  return {
+      "workdir": workdir, "utterances": len(rows),
       "generated_frames_per_phoneme": gen_total / max(phonemes, 1),
       "ground_truth_frames_per_phoneme": ref_total / max(phonemes, 1),
       "length_ratio": gen_total / max(ref_total, 1e-9),
       "phonemes_visited": float(np.mean([r["phonemes_visited"] for r in rows])),
-      "stopped_by": dict(stops), "rows": rows}))
-  return 0
+      "stopped_by": dict(stops), "rows": rows}
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ DEFAULT_RULES = (
     ("heads", "tensor"),
     ("kv", None),
     ("vocab", "tensor"),
+    ("spectrum", None),       # STFT bins of jaxtts/nn/vocos.py's head
 )
 
 

@@ -24,6 +24,13 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       learn_weights=False,
       learn_scales=False,
       remat=False,
+      # "dac": the paper's decoder (A.5). "vocos": jaxtts/nn/vocos.py, ConvNeXt blocks at the
+      # latent frame rate and an inverse STFT; ours, for small compute (issue 12's sweep).
+      decoder="dac",
+      vocos=ml_collections.ConfigDict(dict(
+          dim=512, intermediate_dim=1536, num_layers=8,
+          n_fft=0,  # 0 = 4 x hop (Vocos: 1024 at hop 256)
+      )),
   ))
   cfg.loss = ml_collections.ConfigDict(dict(
       mel_weight=15.0,          # DAC's weight on the multi-scale mel L1

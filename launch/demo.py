@@ -47,6 +47,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = ("mel_distance", "stft_distance", "si_sdr", "pesq_wb", "stoi")
 
 
+# The CPU codec recipe (`make demo`, `make quality`): mel + prior, no discriminators.
+CODEC_OVERRIDES = [
+    "--config.train.eval_every_steps=400", "--config.train.sample_every_steps=600",
+    "--config.checkpoint.every_steps=200",
+    "--config.eval.sample_metrics=('mel_distance','si_sdr')",
+    "--config.discriminator.enabled=False"]
+
+
+def codec_overrides(corpus: str, steps: int, seed: int) -> list[str]:
+  return CODEC_OVERRIDES + [f"--config.data.dir={corpus}", f"--config.train.steps={steps}",
+                            f"--config.train.seed={seed}"]
+
+
+def lm_overrides(latents: str, steps: int, seed: int) -> list[str]:
+  return [f"--config.data.dir={latents}", f"--config.train.steps={steps}",
+          f"--config.train.seed={seed}", "--config.train.eval_every_steps=250",
+          "--config.train.sample_every_steps=250", "--config.checkpoint.every_steps=250",
+          "--config.data.bucket_samples=(48000,80000,112000)"]
+
+
 def build_corpus(out: str, args) -> dict:
   from data_pipelines import espeak_corpus  # pylint: disable=import-outside-toplevel
   manifest = os.path.join(out, "manifest.json")
@@ -157,12 +177,8 @@ def main(argv=None) -> int:
   metrics["corpus"] = {**build_corpus(corpus, args), **corpus_stats(corpus)}
 
   print(f"[demo] 2/7 training the tiny GMM-VAE codec -> {codec_dir}", flush=True)
-  metrics["codec_train"] = train_stage("gmm_vae.py:tiny", [
-      f"--config.data.dir={corpus}", f"--config.train.steps={args.codec_steps}",
-      f"--config.train.seed={args.seed}", "--config.train.eval_every_steps=400",
-      "--config.train.sample_every_steps=600", "--config.checkpoint.every_steps=200",
-      "--config.eval.sample_metrics=('mel_distance','si_sdr')",
-      "--config.discriminator.enabled=False"], codec_dir)  # mel + prior: the CPU budget
+  metrics["codec_train"] = train_stage(
+      "gmm_vae.py:tiny", codec_overrides(corpus, args.codec_steps, args.seed), codec_dir)
 
   print(f"[demo] 3/7 reconstructing held-out speakers -> {out}/reconstructions", flush=True)
   metrics["reconstruction_test_zero_shot"] = reconstruct_held_out(
@@ -175,11 +191,8 @@ def main(argv=None) -> int:
   metrics["encode_dataset_seconds"] = time.perf_counter() - t0
 
   print(f"[demo] 5/7 training the tiny GMM-LM -> {lm_dir}", flush=True)
-  metrics["gmm_lm_train"] = train_stage("gmm_lm.py:tiny", [
-      f"--config.data.dir={latents}", f"--config.train.steps={args.lm_steps}",
-      f"--config.train.seed={args.seed}", "--config.train.eval_every_steps=250",
-      "--config.train.sample_every_steps=250", "--config.checkpoint.every_steps=250",
-      "--config.data.bucket_samples=(48000,80000,112000)"], lm_dir)
+  metrics["gmm_lm_train"] = train_stage(
+      "gmm_lm.py:tiny", lm_overrides(latents, args.lm_steps, args.seed), lm_dir)
 
   print(f"[demo] 6/7 zero-shot synthesis for held-out speakers -> {out}/zero_shot", flush=True)
   metrics["zero_shot"] = zero_shot(lm_dir, corpus, os.path.join(out, "zero_shot"),

@@ -38,6 +38,48 @@ def test_stft_matches_librosa(n_fft, hop, win):
   assert np.abs(got - want).max() <= STFT_RTOL * np.abs(want).max()
 
 
+@pytest.mark.parametrize("n_fft, hop, win, length", [
+    (800, 200, None, None), (512, 128, 400, None), (300, 120, None, None),  # shifted adds
+    (300, 70, 256, None),  # hop does not divide n_fft: the scatter-add path
+    (512, 128, None, 4001), (512, 128, None, 3000),  # librosa's length: pad, then trim
+])
+def test_istft_matches_librosa(n_fft, hop, win, length):
+  """The inverse of random complex spectra (not only of STFTs) equals librosa.istft; the
+  imaginary parts of the DC and Nyquist bins are ignored by both."""
+  rng = np.random.default_rng(3)
+  spec = (rng.standard_normal((2, 30, n_fft // 2 + 1))
+          + 1j * rng.standard_normal((2, 30, n_fft // 2 + 1))).astype(np.complex64)
+  got = np.asarray(jax.jit(functools.partial(
+      spectral.istft, n_fft=n_fft, hop_length=hop, win_length=win, length=length))(spec))
+  want = librosa.istft(spec.swapaxes(-1, -2), n_fft=n_fft, hop_length=hop, win_length=win,
+                       center=True, length=length)
+  assert got.shape == want.shape == (2, length or 29 * hop)
+  assert np.abs(got - want).max() <= STFT_RTOL * np.abs(want).max()
+
+
+@pytest.mark.parametrize("n_fft, hop", [(800, 200), (300, 70)])
+def test_istft_inverts_stft(n_fft, hop):
+  """Perfect reconstruction: stft then istft gives the signal back, with centred frames over
+  the whole signal and with Vocos' 'same' frames (frame i starts at i*hop - (n_fft-hop)//2;
+  the analysis zero-pads the signal by that much) over N * hop samples."""
+  x = _noise((2, 40 * hop), seed=4)
+  back = np.asarray(spectral.istft(spectral.stft(x, n_fft, hop), n_fft, hop, length=x.shape[1]))
+  np.testing.assert_allclose(back, x, atol=2e-6)
+  pad = (n_fft - hop) // 2
+  padded = np.pad(x, ((0, 0), (pad, n_fft)))
+  frames = spectral.stft(padded, n_fft, hop, center=False)[:, :40]  # N = 40 frames
+  same = np.asarray(spectral.istft(frames, n_fft, hop, padding="same"))
+  assert same.shape == x.shape
+  np.testing.assert_allclose(same, x, atol=2e-6)
+
+
+def test_istft_rejects_bad_input():
+  with pytest.raises(ValueError, match="expects"):
+    spectral.istft(jnp.zeros((1, 4, 10), jnp.complex64), 32, 8)
+  with pytest.raises(ValueError, match="padding"):
+    spectral.istft(jnp.zeros((1, 4, 17), jnp.complex64), 32, 8, padding="valid")
+
+
 @pytest.mark.parametrize("n_fft, hop, win, n_mels, fmax", [
     (1024, 256, 1024, 80, None), (400, 160, 400, 40, 7600.0), (256, 64, 256, 20, None),
 ])

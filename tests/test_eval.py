@@ -161,8 +161,18 @@ def test_codec_eval(chain, tmp_path):
   report = evaluate_codec(chain["codec"], corpus_dir=chain["corpus"], limit=2,
                           out_dir=str(tmp_path), metrics=("mel_distance", "si_sdr", "stoi"),
                           plots=1, progress=False)
-  assert [r["metric"] for r in report["table"]] == ["mel_distance", "si_sdr", "stoi"]
+  assert [r["metric"] for r in report["table"]] == ["mel_distance", "si_sdr", "stoi", "wer",
+                                                   "wer_ground_truth"]
   assert all(r["n"] == 2 and np.isfinite(r["mean"]) for r in report["table"])
+  # The same Whisper on the recordings and the resynthesis, against the corpus texts: the
+  # recordings' own transcripts must come out near their texts (espeak speech, Whisper base).
+  _assert_transcripts_match_their_own_texts(
+      [{"text": r["text"], "hypothesis": r["transcript_target"]} for r in report["rows"]])
+  rows = {r["metric"]: r["mean"] for r in report["table"]}
+  from jaxtts.eval.asr import word_error_rate
+  want = word_error_rate([r["text"] for r in report["rows"]],
+                         [r["transcript_recon"] for r in report["rows"]])["wer"]
+  assert rows["wer"] == want
   assert report["rows"][0]["seconds"] > 0.5
   assert os.path.isfile(tmp_path / "report.md") and os.path.isfile(tmp_path / "report.json")
   assert len(os.listdir(tmp_path / "plots")) == 1 and len(os.listdir(tmp_path / "audio")) == 2
@@ -178,3 +188,20 @@ def test_cli_errors_name_the_problem(chain):
                     "--asr-model", "large-v3", "--limit", "1", "--max-seconds", "1",
                     "--no-progress", check=False)
   assert proc.returncode == 2 and "large-v3" in proc.stderr
+
+
+def test_gmm_lm_samples_decode_a_mixture_sample(chain):
+  """The GMM-LM's training samples (last step, with the latents' codec) decode a teacher-forced
+  *sample* of the mixture beside its mean (they differ: the mean is no sample of a
+  multimodal mixture), and log Tables 3-4's teacher-forcing mel distance."""
+  import glob
+  import json
+  import soundfile as sf
+  [step_dir] = glob.glob(os.path.join(chain["lm"], "samples", "step_*"))
+  sample, _ = sf.read(os.path.join(step_dir, "sample_0", "teacher_forced_sample.wav"))
+  mean, _ = sf.read(os.path.join(step_dir, "sample_0", "teacher_forced_mean.wav"))
+  assert sample.shape == mean.shape and np.abs(sample - mean).max() > 1e-3
+  logged = [json.loads(line) for line in open(os.path.join(chain["lm"], "metrics.jsonl"))]
+  [value] = [r["valid/teacher_forced_mel_distance"] for r in logged
+             if "valid/teacher_forced_mel_distance" in r]
+  assert np.isfinite(value) and value > 0

@@ -130,6 +130,25 @@ def test_gmm_vae_count_equals_traced_products_and_xla(vae):
   assert 0.8 <= _xla_flops(forward, params, audio) / count <= 1.25
 
 
+def test_vocos_decoder_count_equals_traced_products():
+  """The same for the GMM-VAE with the Vocos decoder (model.decoder=vocos): the depthwise
+  convolutions count one input channel per output channel."""
+  cfg = build_config("configs/gmm_vae.py:tiny", [
+      "--config.data.segment_samples=4000", "--config.model.decoder=vocos",
+      "--config.model.vocos.dim=24", "--config.model.vocos.intermediate_dim=40",
+      "--config.model.vocos.num_layers=2"])
+  model = build_gmm_vae(cfg)
+  audio = jnp.zeros((2, 4000))
+  params = jax.eval_shape(model.init, jax.random.key(0), audio)["params"]
+  forward = lambda p, x: model.apply({"params": p}, x,
+                                     method=lambda m, x: m.decode(m.encode(x)))
+  count = flops.gmm_vae_forward(cfg.model, 2, 4000)
+  vocos = 2 * 20 * 2 * (7 * 16 * 24 + 2 * (7 * 24 + 2 * 24 * 40) + 24 * 802)
+  assert matmul_flops(jax.make_jaxpr(forward)(params, audio).jaxpr) == pytest.approx(count,
+                                                                                     rel=1e-9)
+  assert flops.vocos_forward(cfg.model.vocos, 2, 20, 16, 200) == vocos
+
+
 def test_discriminator_count_equals_traced_products_and_xla(vae):
   """As above for the period and band discriminators (XLA: -5 % here; the STFTs' FFTs are
   not products and XLA counts them little)."""

@@ -384,3 +384,45 @@ def test_prompt_prefill_decoding_matches_teacher_forcing():
   np.testing.assert_allclose(np.asarray(first["stop_logits"])[:, 0], at(stop_logits),
                              rtol=1e-5, atol=1e-5)
   np.testing.assert_array_equal(first["alpha"], prompt_alpha[np.arange(B), prompt_len])
+
+
+def test_energy_bias_init_follows_the_frame_rate():
+  """With energy_bias_init=None the bias starts every frame rate at alignment.phoneme_seconds:
+  a phoneme's mean stay ``1 / (1 - sigmoid(b))`` is 8 frames at 80 frames/s (the espeak codec,
+  hop 200) and 3.125 at 31.25 frames/s (Table 7, hop 512), both 100 ms; a number overrides."""
+  from scipy.special import expit
+  from jaxtts.gmm_lm.model import energy_bias_init
+  from jaxtts.train.config import build_config
+  for preset, frames in (("tiny", 8.0), ("paper", 3.125)):
+    cfg = build_config(f"configs/gmm_lm.py:{preset}", [])
+    assert 1.0 / (1.0 - expit(energy_bias_init(cfg))) == pytest.approx(frames, rel=1e-9)
+  cfg = build_config("configs/gmm_lm.py:tiny", ["--config.alignment.energy_bias_init=-1.5"])
+  assert energy_bias_init(cfg) == -1.5
+
+
+def test_mixture_head_stays_float32_under_bfloat16_compute():
+  """A bf16 model computes the mixture head's projection from float32 operands: the head's
+  dot_general (its output has the head's N(1 + 2D) width) sees float32 inputs, while the
+  Conformer's products are bf16."""
+  model = _small(dtype=jnp.bfloat16)
+  params = _init(model)
+  lat = jnp.zeros((B, 12, D))
+  jaxpr = jax.make_jaxpr(lambda p: model.apply(
+      {"params": p}, lat, jnp.ones((B, 12), bool), jnp.ones((B, J), jnp.int32),
+      jnp.ones((B, J), bool), rngs={"alignment": jax.random.key(0)}))(params)
+  width = 3 * (1 + 2 * D)
+
+  def all_dots(jx):
+    for e in jx.eqns:
+      if e.primitive.name == "dot_general":
+        yield e
+      for v in e.params.values():
+        for sub in (v if isinstance(v, (tuple, list)) else (v,)):
+          inner = getattr(sub, "jaxpr", sub)
+          if hasattr(inner, "eqns"):
+            yield from all_dots(inner)
+
+  dots = list(all_dots(jaxpr.jaxpr))
+  head = [e for e in dots if e.outvars[0].aval.shape[-1] == width]
+  assert head and all(v.aval.dtype == jnp.float32 for e in head for v in e.invars)
+  assert any(v.aval.dtype == jnp.bfloat16 for e in dots for v in e.invars)

@@ -8,8 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from scipy import special
+
+from jaxtts.audio import spectral
 from jaxtts.nn.conv import Conv1d, ConvTranspose1d, conv_padding
 from jaxtts.nn.snake import Snake
+from jaxtts.nn.vocos import ConvNeXtBlock, VocosDecoder, spectrum_from_head
 
 
 def np_conv1d(x, w, b, stride, dilation, pad):
@@ -149,3 +153,61 @@ def test_snake_matches_numpy():
   y16 = layer.apply({"params": {"alpha": alpha}}, x.astype(jnp.bfloat16))
   assert y16.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(y16, np.float32), want, rtol=2e-2, atol=5e-2)
+
+
+# ----------------------------------------------------------------------------- Vocos head ----
+
+def test_vocos_decoder_shapes_and_logical_names():
+  """[B, F, C] -> [B, F * hop] float32 (n_fft = 4 hop by default), every parameter named."""
+  model = VocosDecoder(hop_length=50, dim=16, intermediate_dim=24, num_layers=2)
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 7, 5)), jnp.float32)
+  variables = model.init(jax.random.key(0), x)
+  wav = model.apply(variables, x)
+  assert wav.shape == (2, 350) and wav.dtype == jnp.float32
+  assert bool(jnp.all(jnp.isfinite(wav)))
+  params = variables["params"]
+  assert params["head"]["kernel"].names == ("embed", "spectrum")
+  assert params["head"]["kernel"].value.shape == (16, 202)
+  assert params["backbone"]["block_1"]["depthwise"]["kernel"].value.shape == (7, 1, 16)
+  np.testing.assert_allclose(params["backbone"]["block_0"]["gamma"].value, 0.5)  # 1/layers
+  leaves = jax.tree_util.tree_leaves(variables, is_leaf=lambda v: isinstance(v, nn.Partitioned))
+  assert all(isinstance(leaf, nn.Partitioned) for leaf in leaves)
+
+
+def test_vocos_head_perfect_reconstruction():
+  """The head's path from (log|S|, phase) to audio inverts an analysis STFT: the outputs
+  [log|S|, angle S] of Vocos-'same' frames of a signal give the signal back (the phase
+  through cos and sin, so any 2 pi wrap is the same)."""
+  hop, n_fft, count = 40, 160, 25
+  x = (np.random.default_rng(1).standard_normal((1, count * hop)) * 0.3).astype(np.float32)
+  pad = (n_fft - hop) // 2
+  spec = spectral.stft(np.pad(x, ((0, 0), (pad, n_fft))), n_fft, hop, center=False)[:, :count]
+  spec = np.asarray(spec) + 1e-6  # no exact zeros, whose log is -inf
+  out = np.concatenate([np.log(np.abs(spec)), np.angle(spec) + 2 * np.pi], axis=-1)
+  got = spectral.istft(spectrum_from_head(jnp.asarray(out)), n_fft, hop, padding="same")
+  np.testing.assert_allclose(np.asarray(got), x, atol=1e-4)
+
+
+def test_vocos_head_clips_the_magnitude_like_vocos():
+  out = jnp.asarray([[10.0, -1.0, 0.3, 2.0]])  # log|S| = (10, -1), phase = (0.3, 2)
+  got = np.asarray(spectrum_from_head(out))
+  want = np.minimum(np.exp([10.0, -1.0]), 100.0) * np.exp(1j * np.asarray([0.3, 2.0]))
+  np.testing.assert_allclose(got[0], want, rtol=1e-6)
+
+
+def test_convnext_block_matches_numpy():
+  """x + gamma * W2 GELU(W1 LN(depthwise_k7(x)) + b1) + b2, 'same' zero padding."""
+  block = ConvNeXtBlock(intermediate_dim=6, layer_scale=0.25)
+  x = np.random.default_rng(2).standard_normal((1, 9, 4)).astype(np.float32)
+  variables = block.init(jax.random.key(1), x)
+  p = jax.tree.map(np.asarray, nn.unbox(variables)["params"])
+  k = p["depthwise"]["kernel"][:, 0, :]  # [7, C]
+  xp = np.pad(x[0], ((3, 3), (0, 0)))
+  y = np.stack([np.sum(xp[t:t + 7] * k, axis=0) for t in range(9)]) + p["depthwise"]["bias"]
+  mu, var = y.mean(-1, keepdims=True), y.var(-1, keepdims=True)
+  y = (y - mu) / np.sqrt(var + 1e-6) * p["norm"]["scale"] + p["norm"]["bias"]
+  y = y @ p["pointwise_in"]["kernel"] + p["pointwise_in"]["bias"]
+  y = 0.5 * y * (1 + special.erf(y / np.sqrt(2)))
+  y = y @ p["pointwise_out"]["kernel"] + p["pointwise_out"]["bias"]
+  want = x[0] + 0.25 * y
+  np.testing.assert_allclose(np.asarray(block.apply(variables, x))[0], want, atol=1e-5)

@@ -68,6 +68,19 @@ def alignment_energies(queries: jax.Array, keys: jax.Array, bias: Any = 0.0) -> 
   return e + jnp.asarray(bias, jnp.float32)
 
 
+def energy_bias_for_duration(phoneme_seconds: float, sample_rate: int, hop: int) -> float:
+  """The ``energy_bias`` init that starts a phoneme at ``phoneme_seconds`` on average:
+  ``d = phoneme_seconds * sample_rate / hop`` frames, ``log(d - 1)`` (see `MonotonicEnergy`).
+
+  A fixed init means another duration at every frame rate: 2.0 (8.4 frames) is 105 ms at the
+  espeak codec's 80 frames/s but 268 ms at Table 7's 31.25 frames/s (``latent_hop=512``).
+  ``d`` is floored at 1.05 frames (a stay probability of 5 %), so a frame rate below one
+  frame per phoneme still gives a finite bias.
+  """
+  frames = float(phoneme_seconds) * float(sample_rate) / float(hop)
+  return float(np.log(max(frames, 1.05) - 1.0))
+
+
 class MonotonicEnergy(nn.Module):
   """``[B, I, Dq], [B, J, Dk] -> e [B, I, J]``: bias-free Dense projections to ``attention_dim``
   then ``alignment_energies`` with a learnable scalar ``energy_bias``.

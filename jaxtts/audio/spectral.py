@@ -1,4 +1,4 @@
-"""Jittable STFT, mel spectrograms and DAC's multi-scale mel loss.
+"""Jittable STFT and its inverse, mel spectrograms and DAC's multi-scale mel loss.
 
 All functions take waveforms ``[B, T]`` (any float dtype; computed in float32) and static
 Python configuration (ints / floats / tuples), so they can be wrapped in ``jax.jit`` with the
@@ -86,6 +86,84 @@ def stft(wav: jax.Array, n_fft: int, hop_length: int, win_length: Optional[int] 
     wav = jnp.pad(wav, ((0, 0), (pad, pad)), mode="reflect")
   frames = _frames(wav, n_fft, hop_length) * hann_window(n_fft, win_length)
   return jnp.fft.rfft(frames, n=n_fft, axis=-1).astype(jnp.complex64)
+
+
+def _overlap_add(frames: jax.Array, hop_length: int) -> jax.Array:
+  """``sum_i frames[:, i]`` placed at ``i * hop_length``: ``[B, N, n] -> [B, (N-1) hop + n]``.
+
+  With ``n % hop_length == 0`` it is ``n / hop`` shifted adds of a ``[B, N, n/hop, hop]`` view
+  (no scatter); otherwise a scatter-add."""
+  batch, count, n = frames.shape
+  total = (count - 1) * hop_length + n
+  if n % hop_length == 0:
+    r = n // hop_length
+    chunks = frames.reshape(batch, count, r, hop_length)
+    out = jnp.zeros((batch, count + r - 1, hop_length), frames.dtype)
+    for j in range(r):
+      out = out.at[:, j:j + count].add(chunks[:, :, j])
+    return out.reshape(batch, total)
+  idx = hop_length * np.arange(count)[:, None] + np.arange(n)[None, :]
+  return jnp.zeros((batch, total), frames.dtype).at[:, idx].add(frames)
+
+
+def window_envelope(num_frames_: int, n_fft: int, hop_length: int,
+                    win_length: Optional[int] = None) -> np.ndarray:
+  """``sum_i w^2[t - i hop]``, the squared-window overlap-add that `istft` divides by (the
+  least-squares inverse of Griffin & Lim 1984, as librosa's ``istft``): float32
+  ``[(N-1) hop + n_fft]``."""
+  w2 = np.square(hann_window(n_fft, win_length).astype(np.float64))
+  env = np.zeros((num_frames_ - 1) * hop_length + n_fft)
+  for i in range(num_frames_):
+    env[i * hop_length:i * hop_length + n_fft] += w2
+  return env.astype(np.float32)
+
+
+def istft(spec: jax.Array, n_fft: int, hop_length: int, win_length: Optional[int] = None,
+          padding: str = "center", length: Optional[int] = None) -> jax.Array:
+  """Inverse short-time Fourier transform (jittable), the inverse of `stft`.
+
+  Each frame is ``irfft``-ed, windowed by the same periodic Hann window, overlap-added and
+  divided by the squared-window envelope where it exceeds float32's smallest normal number
+  (librosa's ``istft``; Griffin & Lim 1984's least-squares estimate).
+
+  Args:
+    spec: complex ``[B, N, n_fft // 2 + 1]`` (frames-major, as `stft` returns).
+    n_fft, hop_length, win_length: as in `stft`.
+    padding: ``"center"``: frame ``i`` is centred on sample ``i * hop`` and the output has
+      ``(N - 1) * hop`` samples, equal to ``librosa.istft(center=True)``; ``"same"``: Vocos'
+      ``ISTFT(padding="same")``, frame ``i`` starts at ``i * hop - (n_fft - hop) // 2`` and the
+      output has ``N * hop`` samples (what a frame-rate decoder of ``N`` latent frames needs).
+    length: with ``padding="center"``, zero-pad or trim the output to this many samples
+      (librosa's ``length``).
+
+  Returns:
+    float32 ``[B, samples]``.
+  """
+  spec = jnp.asarray(spec)
+  if spec.ndim != 3 or spec.shape[-1] != n_fft // 2 + 1:
+    raise ValueError(f"istft expects [B, N, {n_fft // 2 + 1}] for n_fft={n_fft}, got "
+                     f"{spec.shape}")
+  count = spec.shape[1]
+  window = hann_window(n_fft, win_length)
+  frames = jnp.fft.irfft(spec.astype(jnp.complex64), n=n_fft, axis=-1).astype(jnp.float32)
+  signal = _overlap_add(frames * window, hop_length)
+  env = window_envelope(count, n_fft, hop_length, win_length)
+  tiny = np.finfo(np.float32).tiny
+  signal = signal * np.where(env > tiny, 1.0 / np.maximum(env, tiny), 1.0).astype(np.float32)
+  if padding == "center":
+    start = n_fft // 2
+    out = signal[:, start:start + (count - 1) * hop_length]
+    if length is not None:
+      out = signal[:, start:start + length]
+      if out.shape[1] < length:
+        out = jnp.pad(out, ((0, 0), (0, length - out.shape[1])))
+    return out
+  if padding == "same":
+    if length is not None:
+      raise ValueError("istft: length is only for padding='center'")
+    start = (n_fft - hop_length) // 2
+    return signal[:, start:start + count * hop_length]
+  raise ValueError(f"istft: padding must be 'center' or 'same', got {padding!r}")
 
 
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,

@@ -56,6 +56,7 @@ from jaxtts.nn.conv import Conv1d, ConvTranspose1d
 from jaxtts.nn.dtypes import dtype_of
 from jaxtts.nn.mixture import diagonal_gmm_log_prob
 from jaxtts.nn.snake import Snake
+from jaxtts.nn.vocos import VocosDecoder
 
 _ACT = ("batch", "time", "channels")
 
@@ -307,7 +308,14 @@ class GMMVAE(nn.Module):
   """GMM-VAE codec generator (paper §3.1, A.5): encoder, decoder and the GMM prior of eq. 4.
 
   ``latent_dim=None`` uses DAC's default ``encoder_dim * 2**len(encoder_strides)``;
-  ``decoder_strides=None`` mirrors the encoder strides. The posterior is deterministic
+  ``decoder_strides=None`` mirrors the encoder strides.
+
+  ``decoder``: ``"dac"`` (the paper's transposed-conv decoder, A.5; ``decoder_dim`` and the
+  strides) or ``"vocos"`` (``jaxtts.nn.vocos.VocosDecoder``: ConvNeXt blocks at the latent
+  frame rate and an inverse STFT of hop ``hop_length``; ``vocos_dim``,
+  ``vocos_intermediate_dim``, ``vocos_layers``, ``vocos_n_fft``). The paper is silent on any
+  decoder but DAC's; Vocos is our choice for small compute, where a decoder that runs at the
+  sample rate learns the phase too slowly (issue 12's sweep). The posterior is deterministic
   (``h = E(x)``; no quantizer and no noise), so ``train`` changes nothing today; it is kept so
   the task API is uniform.
   """
@@ -322,6 +330,11 @@ class GMMVAE(nn.Module):
   learn_scales: bool = False
   dtype: Any = jnp.float32
   remat: bool = False
+  decoder_type: str = "dac"
+  vocos_dim: int = 512
+  vocos_intermediate_dim: int = 1536
+  vocos_layers: int = 8
+  vocos_n_fft: Optional[int] = None
 
   @property
   def hop_length(self) -> int:
@@ -351,8 +364,14 @@ class GMMVAE(nn.Module):
     self.encoder = GMMVAEEncoder(self.encoder_dim, tuple(self.encoder_strides),
                                  self.resolved_latent_dim, tuple(self.dilations), self.dtype,
                                  self.remat)
-    self.decoder = GMMVAEDecoder(self.decoder_dim, self.resolved_decoder_strides,
-                                 tuple(self.dilations), self.dtype, self.remat)
+    if self.decoder_type == "dac":
+      self.decoder = GMMVAEDecoder(self.decoder_dim, self.resolved_decoder_strides,
+                                   tuple(self.dilations), self.dtype, self.remat)
+    elif self.decoder_type == "vocos":
+      self.decoder = VocosDecoder(self.hop_length, self.vocos_dim, self.vocos_intermediate_dim,
+                                  self.vocos_layers, self.vocos_n_fft, self.dtype)
+    else:
+      raise ValueError(f"model.decoder must be 'dac' or 'vocos', got {self.decoder_type!r}")
     self.prior = GMMPrior(self.num_mixtures, self.resolved_latent_dim, self.learn_weights,
                           self.learn_scales)
 
@@ -395,8 +414,14 @@ def from_config(cfg: Any) -> GMMVAE:
   """The model of a ``gmm_vae`` config (``configs/gmm_vae.py``: ``model.*`` and
   ``train.compute_dtype``); used by the task and by the inference codec alike."""
   m = cfg.model
+  vocos = m.get("vocos") or {}
   return GMMVAE(encoder_dim=m.encoder_dim, encoder_strides=tuple(m.encoder_strides),
                 decoder_dim=m.decoder_dim, latent_dim=m.latent_dim,
                 num_mixtures=m.num_mixtures, learn_weights=m.learn_weights,
                 learn_scales=m.learn_scales, remat=m.remat,
-                dtype=dtype_of(cfg.train.compute_dtype))
+                dtype=dtype_of(cfg.train.compute_dtype),
+                decoder_type=m.get("decoder", "dac"),
+                vocos_dim=vocos.get("dim", 512),
+                vocos_intermediate_dim=vocos.get("intermediate_dim", 1536),
+                vocos_layers=vocos.get("num_layers", 8),
+                vocos_n_fft=vocos.get("n_fft") or None)

@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
   c.add_argument("--plots", type=int, default=4)
   c.add_argument("--out", default=None, help="default: WORKDIR/eval/codec")
   c.add_argument("--no-progress", action="store_true")
+  c.add_argument("--asr-model", default="base",
+                 help="Whisper model for the resynthesis and ground-truth WER; 'none' skips it")
   s = sub.add_parser("score", help="score a JSONL manifest of wavs")
   s.add_argument("--manifest", required=True)
   s.add_argument("--out", default=None, help="default: <manifest>.eval/")
@@ -111,7 +113,8 @@ def main(argv=None) -> int:
       result = evaluate_codec(args.workdir, split=args.split, corpus_dir=args.corpus_dir,
                               limit=args.limit, out_dir=args.out, metrics=args.metrics,
                               step=args.step, plots=args.plots,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress,
+                              asr_model=None if args.asr_model == "none" else args.asr_model)
     else:
       result = score_manifest(args.manifest, args.out, scorer=_scorer(args),
                               progress=not args.no_progress)

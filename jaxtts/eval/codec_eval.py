@@ -8,6 +8,11 @@ standard deviation per metric) and ``OUT/plots/mel-<id>.png`` (target over recon
 and ``OUT/audio/<id>.{target,recon}.wav`` for the first ``plots`` utterances; ``OUT``
 defaults to ``WORKDIR/eval/codec``. A metric that cannot be computed on an utterance (e.g.
 ViSQOL on a very short one) is recorded as a failure of that metric, not of the run.
+
+Intelligibility (``asr_model``, default Whisper base through `jaxtts.eval.asr`): the
+resynthesis and the ground truth of the same utterances are transcribed by the same
+recognizer, and the table gains ``wer`` (of the resynthesis) and ``wer_ground_truth``, both
+corpus-level against the corpus texts (the gap between them is what the codec costs).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from jaxtts.audio.io import save_wav
 from jaxtts.codec.registry import load_codec
 from jaxtts.data.source import CorpusSource
 from jaxtts.eval import codec_metrics, report
+from jaxtts.eval.asr import WhisperASR, word_error_rate
 from jaxtts.plots import save_mels
 
 log = logging.getLogger("jaxtts.eval")
@@ -31,13 +37,14 @@ log = logging.getLogger("jaxtts.eval")
 DEFAULT_METRICS = ("mel_distance", "stft_distance", "si_sdr", "pesq_wb", "stoi", "visqol")
 HIGHER_IS_BETTER = {"mel_distance": False, "stft_distance": False, "si_sdr": True,
                     "pesq_wb": True, "stoi": True, "visqol": True}
+WER_ROWS = {"wer": "transcript_recon", "wer_ground_truth": "transcript_target"}
 
 
 def evaluate_codec(workdir: str, *, split: str = "test_zero_shot",
                    corpus_dir: Optional[str] = None, limit: Optional[int] = None,
                    out_dir: Optional[str] = None, metrics: Optional[Sequence[str]] = None,
-                   step: Optional[int] = None, plots: int = 4, progress: bool = True
-                   ) -> dict[str, Any]:
+                   step: Optional[int] = None, plots: int = 4, progress: bool = True,
+                   asr_model: Optional[str] = "base") -> dict[str, Any]:
   """See the module docstring; returns the report (``table``, ``rows``, ``failures``,
   ``markdown``, ``out_dir``)."""
   metrics = tuple(metrics or DEFAULT_METRICS)
@@ -57,7 +64,8 @@ def evaluate_codec(workdir: str, *, split: str = "test_zero_shot",
   indices = range(count)
   if progress:
     indices = tqdm(indices, desc="codec eval", leave=False)
-  rows, failures = [], []
+  asr = WhisperASR(asr_model) if asr_model else None
+  rows, failures, texts = [], [], []
   for i in indices:
     ex = source.example(i)
     audio = ex["audio"].astype(np.float32) / 32768.0
@@ -69,6 +77,10 @@ def evaluate_codec(workdir: str, *, split: str = "test_zero_shot",
                                                     metrics=(name,))[name])
       except ValueError as e:  # e.g. too short for ViSQOL, silent reference for PESQ
         failures.append({"id": ex["id"], "metric": name, "reason": str(e)})
+    if asr is not None:
+      row["text"] = ex["text"]
+      row["transcript_target"] = asr.transcribe(audio, codec.sample_rate)
+      row["transcript_recon"] = asr.transcribe(recon, codec.sample_rate)
     rows.append(row)
     if i < plots:
       save_wav(os.path.join(out_dir, "audio", f"{ex['id']}.target.wav"), audio,
@@ -84,6 +96,11 @@ def evaluate_codec(workdir: str, *, split: str = "test_zero_shot",
                   "mean": float(np.mean(values)) if values else None,
                   "std": float(np.std(values)) if values else None,
                   "better": "higher" if HIGHER_IS_BETTER[name] else "lower"})
+  if asr is not None and rows:
+    for name, field in WER_ROWS.items():
+      wer = word_error_rate([r["text"] for r in rows], [r[field] for r in rows])
+      table.append({"metric": name, "n": len(rows), "mean": wer["wer"], "std": None,
+                    "better": "lower"})
   result = {"workdir": os.path.abspath(workdir), "corpus_dir": os.path.abspath(corpus_dir),
             "split": split, "limit": limit, "num_utterances": len(rows),
             "num_metric_failures": len(failures), "table": table, "rows": rows, "failures": failures,
@@ -91,6 +108,8 @@ def evaluate_codec(workdir: str, *, split: str = "test_zero_shot",
   result["markdown"] = report.markdown_report(
       f"Codec reconstruction of {os.path.basename(os.path.abspath(workdir))} on {split}",
       result, report.CODEC_COLUMNS,
-      [f"{len(rows)} whole utterances, {codec.sample_rate} Hz; failures are per metric."])
+      [f"{len(rows)} whole utterances, {codec.sample_rate} Hz; failures are per metric."]
+      + ([f"wer: corpus WER of the resynthesis, wer_ground_truth: of the recordings, both by "
+          f"Whisper {asr_model} against the corpus texts."] if asr is not None else []))
   report.write_report(out_dir, result)
   return result

@@ -100,8 +100,10 @@ class GMMLM(nn.Module):
         self.decoder_layers, self.decoder_dim, self.decoder_ffn_dim, self.decoder_heads,
         self.kernel_size, causal=True, dropout=self.dropout, decode=self.decode,
         remat=self.remat and not self.decode, dtype=self.dtype, position=self.position)
+    # The mixture head and its NLL stay float32 under bf16 compute: the means and scales are
+    # fine-grained (the codec's latents deviate ~0.08 from their means) and bf16 keeps 8 bits.
     self.head = MixtureHead(self.num_components, self.latent_dim, self.covariance,
-                            self.min_scale, dtype=self.dtype)
+                            self.min_scale, dtype=jnp.float32)
     self.stop = _dense(1, "stop", self.dtype)
 
   # ------------------------------------------------------------------ pieces
@@ -260,6 +262,17 @@ class GMMLM(nn.Module):
             "passed_end": passed_end}
 
 
+def energy_bias_init(cfg: Any) -> float:
+  """``alignment.energy_bias_init``, or when None the bias that starts phonemes at
+  ``alignment.phoneme_seconds`` at this config's frame rate (``data.sample_rate /
+  model.latent_hop``; `monotonic.energy_bias_for_duration`)."""
+  a = cfg.alignment
+  if a.get("energy_bias_init") is not None:
+    return float(a.energy_bias_init)
+  return monotonic.energy_bias_for_duration(a.get("phoneme_seconds", 0.1),
+                                            cfg.data.sample_rate, cfg.model.latent_hop)
+
+
 def from_config(cfg: Any, **overrides) -> GMMLM:
   """The model of a ``gmm_lm`` config (``configs/gmm_lm.py``: ``model.*``, ``alignment.*``,
   ``train.compute_dtype``); used by the task and the generator alike. Keys absent from older
@@ -272,7 +285,7 @@ def from_config(cfg: Any, **overrides) -> GMMLM:
       decoder_dim=m.decoder_dim, decoder_ffn_dim=m.decoder_ffn_dim,
       decoder_heads=m.decoder_heads, kernel_size=m.kernel_size, position=m.position,
       num_components=m.num_components, covariance=m.covariance, min_scale=m.min_scale,
-      alignment=a.mode, energy_dim=a.energy_dim, energy_bias_init=a.energy_bias_init,
+      alignment=a.mode, energy_dim=a.energy_dim, energy_bias_init=energy_bias_init(cfg),
       noise_std=a.noise_std, hold_last_phoneme=a.get("hold_last_phoneme", True),
       straight_through=a.get("straight_through", "step"),  # older workdirs trained "step"
       dropout=m.dropout, frame_noise_std=m.get("frame_noise_std", 0.0), remat=m.remat,

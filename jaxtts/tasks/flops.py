@@ -74,6 +74,8 @@ def gmm_vae_forward(model_cfg: ml_collections.ConfigDict, batch: int, samples: i
     flops += conv1d(batch, length, 2 * s, channels, 2 * channels)
     channels *= 2
   flops += conv1d(batch, frames, 3, channels, latent)
+  if model_cfg.get("decoder", "dac") == "vocos":
+    return flops + vocos_forward(model_cfg.vocos, batch, frames, latent, hop)
   # Decoder: mirrored strides, channels halve at every stride.
   flops += conv1d(batch, frames, 7, latent, dec_dim)
   length, channels = frames, dec_dim
@@ -83,6 +85,20 @@ def gmm_vae_forward(model_cfg: ml_collections.ConfigDict, batch: int, samples: i
     channels //= 2
     flops += _residual_stack(batch, length, channels)
   return flops + conv1d(batch, length, 7, channels, 1)
+
+
+def vocos_forward(vocos_cfg: ml_collections.ConfigDict, batch: int, frames: int,
+                  in_channels: int, hop: int) -> float:
+  """`jaxtts.nn.vocos.VocosDecoder` over ``frames`` input frames: the k7 input conv, per
+  ConvNeXt block a depthwise k7 conv and two pointwise Dense layers, and the spectrum head.
+  The inverse STFT's FFTs are not products and are not counted (as the discriminators'
+  STFTs are not)."""
+  dim, inter = int(vocos_cfg.dim), int(vocos_cfg.intermediate_dim)
+  n_fft = int(vocos_cfg.n_fft) or 4 * hop
+  rows = batch * frames
+  block = conv1d(batch, frames, 7, 1, dim) + dense(rows, dim, inter) + dense(rows, inter, dim)
+  return (conv1d(batch, frames, 7, in_channels, dim) + int(vocos_cfg.num_layers) * block
+          + dense(rows, dim, n_fft + 2))
 
 
 def discriminators_forward(dc: ml_collections.ConfigDict, batch: int, samples: int) -> float:

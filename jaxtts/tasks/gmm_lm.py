@@ -33,6 +33,7 @@ import optax
 from jaxtts.alignment import monotonic
 from jaxtts.codec.registry import load_codec
 from jaxtts.data.source import read_manifest
+from jaxtts.eval import codec_metrics
 from jaxtts.gmm_lm.model import GMMLM, from_config
 from jaxtts.nn import mixture as mixture_lib
 from jaxtts.tasks import flops as flops_lib
@@ -179,9 +180,17 @@ class GMMLMTask(CorpusData):
 
   # ------------------------------------------------------------------ samples
   def sample_step(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array]) -> dict:
+    """Teacher-forced outputs for the sample writer: the alignment, the mixture mean and a
+    sample of eq. 6 at the synthesis temperatures (fixed key). The mean of a multimodal
+    mixture lies between its components and is no sample of it, so the teacher-forcing
+    reconstruction (Tables 3-4) decodes the sample."""
     _, (_, out) = self.losses(params["model"], batch, jax.random.key(0),
                               jnp.float32(self.cfg.alignment.temperature_end), True)
-    return {"alpha": out["alpha"], "mean": mixture_lib.mixture_mean(out["mixture"])}
+    syn = self.cfg.synthesis
+    sample = mixture_lib.sample_mixture(jax.random.key(1), out["mixture"],
+                                        syn.weight_temperature, syn.scale_temperature)
+    return {"alpha": out["alpha"], "mean": mixture_lib.mixture_mean(out["mixture"]),
+            "sample": sample}
 
   def codec(self):
     """The codec that made the latent shards (manifest ``latents.codec_workdir``), or None."""
@@ -198,6 +207,7 @@ class GMMLMTask(CorpusData):
   def write_samples(self, writer, step: int, batch: Mapping[str, np.ndarray],
                     outputs: Mapping[str, np.ndarray]) -> None:
     codec = self.codec()
+    distances = []
     for i in range(min(int(self.cfg.train.num_samples), batch["latents"].shape[0])):
       f, p = int(batch["latent_len"][i]), int(batch["phoneme_len"][i])
       if f == 0:
@@ -208,9 +218,19 @@ class GMMLMTask(CorpusData):
                    xlabel="frame", ylabel="latent dim")
       writer.image(step, f"sample_{i}/latents_teacher_forced_mean", outputs["mean"][i, :f].T,
                    xlabel="frame", ylabel="latent dim")
+      writer.image(step, f"sample_{i}/latents_teacher_forced_sample",
+                   outputs["sample"][i, :f].T, xlabel="frame", ylabel="latent dim")
       if codec is not None:
         rate = codec.sample_rate
-        writer.audio(step, f"sample_{i}/codec_target", codec.decode({"latents": batch["latents"][i, :f]}),
-                     rate)
+        target = codec.decode({"latents": batch["latents"][i, :f]})
+        sampled = codec.decode({"latents": outputs["sample"][i, :f]})
+        writer.audio(step, f"sample_{i}/codec_target", target, rate)
+        writer.audio(step, f"sample_{i}/teacher_forced_sample", sampled, rate)
         writer.audio(step, f"sample_{i}/teacher_forced_mean",
                      codec.decode({"latents": outputs["mean"][i, :f]}), rate)
+        distances.append(codec_metrics.mel_distance(sampled, target, rate))
+    if distances:
+      # Tables 3-4's teacher-forcing reconstruction: the codec's decoding of the predicted
+      # (sampled) latents against its decoding of the recorded ones, so only the LM's error
+      # is measured (DAC's mel distance, lower is better).
+      writer.scalars(step, {"valid/teacher_forced_mel_distance": float(np.mean(distances))})

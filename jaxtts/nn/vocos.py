@@ -1,0 +1,135 @@
+"""A Vocos waveform head: ConvNeXt blocks at frame rate, STFT magnitude and phase, inverse STFT.
+
+Siuzdenko, "Vocos: Closing the gap between time-domain and Fourier-based neural vocoders for
+high-quality audio synthesis" (2023), §3 and the released ``vocos/models.py`` /
+``vocos/heads.py``. The network never leaves the frame rate: a transposed-conv decoder
+(DAC's, ``jaxtts.codec.gmm_vae``) runs its last layers at the sample rate and must learn the
+phase sample by sample, while this head predicts one complex spectrum per frame and lets a
+fixed inverse STFT (``jaxtts.audio.spectral.istft``) do the upsampling. That is what makes it
+learn fast on little compute; FACodec's and CLONE's wave decoders reuse it.
+
+Shapes (channels-last)::
+
+  x [B, F, C_in] -> Conv1d(k7, dim) -> LN -> num_layers x ConvNeXtBlock -> LN     [B, F, dim]
+       -> Dense(n_fft + 2) -> (log|S|, phase) -> S = exp(log|S|) e^{i phase}      [B, F, K]
+       -> istft(S, padding="same")                                                 [B, F hop]
+  ConvNeXtBlock: x + gamma * Dense(dim)(GELU(Dense(intermediate)(LN(depthwise_k7(x)))))
+
+with ``K = n_fft // 2 + 1``. As in Vocos, ``|S| = min(exp(log|S|), 100)`` and the phase is
+used through ``cos`` and ``sin`` (so it wraps freely); ``gamma`` (layer scale) starts at
+``1 / num_layers``; kernels start from a truncated normal of std 0.02 and biases at zero.
+Parameters are float32 with logical axes ``('conv_kernel', None, 'embed')`` (the input and
+the depthwise convolutions), ``('embed', 'mlp')``/``('mlp',
+'embed')`` (the pointwise Dense layers), ``('embed', 'spectrum')`` (the output projection) and
+``('embed',)`` for norms, biases and gammas.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxtts.audio.spectral import istft
+
+_ACT = ("batch", "time", "embed")
+_INIT = nn.initializers.truncated_normal(0.02)
+MAX_MAGNITUDE = 1e2  # Vocos' clip of exp(log|S|): a bound on the first steps' spectra
+
+
+def _dense(features: int, axes, dtype, name: str) -> nn.Dense:
+  return nn.Dense(features, dtype=dtype, name=name,
+                  kernel_init=nn.with_logical_partitioning(_INIT, axes),
+                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[-1:]))
+
+
+def _layer_norm(dtype, name: str) -> nn.LayerNorm:
+  return nn.LayerNorm(epsilon=1e-6, dtype=dtype, name=name,
+                      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
+
+
+class ConvNeXtBlock(nn.Module):
+  """``[B, F, dim] -> [B, F, dim]``: depthwise conv (k7, 'same'), LN, Dense to
+  ``intermediate_dim``, GELU, Dense back, times the layer scale ``gamma``, plus the input."""
+  intermediate_dim: int
+  kernel_size: int = 7
+  layer_scale: float = 1.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dim = x.shape[-1]
+    y = nn.Conv(dim, (self.kernel_size,), padding="SAME", feature_group_count=dim,
+                dtype=self.dtype, name="depthwise",
+                kernel_init=nn.with_logical_partitioning(_INIT, ("conv_kernel", None, "embed")),
+                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(x)
+    y = _layer_norm(self.dtype, "norm")(y)
+    y = _dense(self.intermediate_dim, ("embed", "mlp"), self.dtype, "pointwise_in")(y)
+    y = nn.gelu(y, approximate=False)
+    y = _dense(dim, ("mlp", "embed"), self.dtype, "pointwise_out")(y)
+    gamma = self.param("gamma", nn.with_logical_partitioning(
+        nn.initializers.constant(self.layer_scale), ("embed",)), (dim,), jnp.float32)
+    return nn.with_logical_constraint(x + gamma.astype(y.dtype) * y, _ACT)
+
+
+class VocosBackbone(nn.Module):
+  """``[B, F, C_in] -> [B, F, dim]``: input conv (k7), LN, ConvNeXt blocks, final LN."""
+  dim: int = 512
+  intermediate_dim: int = 1536
+  num_layers: int = 8
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = nn.Conv(self.dim, (7,), padding="SAME", dtype=self.dtype, name="embed",
+                kernel_init=nn.with_logical_partitioning(_INIT, ("conv_kernel", None, "embed")),
+                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(
+                    x.astype(self.dtype))
+    x = _layer_norm(self.dtype, "norm_in")(x)
+    for i in range(self.num_layers):
+      x = ConvNeXtBlock(self.intermediate_dim, layer_scale=1.0 / self.num_layers,
+                        dtype=self.dtype, name=f"block_{i}")(x)
+    return _layer_norm(self.dtype, "norm_out")(x)
+
+
+def spectrum_from_head(out: jax.Array) -> jax.Array:
+  """Vocos' ``ISTFTHead``: ``[..., n_fft + 2]`` real outputs -> complex ``[..., K]`` spectrum
+  ``min(exp(log|S|), 100) (cos phase + i sin phase)`` (computed in float32)."""
+  out = out.astype(jnp.float32)
+  log_magnitude, phase = jnp.split(out, 2, axis=-1)
+  magnitude = jnp.minimum(jnp.exp(log_magnitude), MAX_MAGNITUDE)
+  return jax.lax.complex(magnitude * jnp.cos(phase), magnitude * jnp.sin(phase))
+
+
+class VocosDecoder(nn.Module):
+  """Frame-rate features ``[B, F, C_in]`` -> waveform ``[B, F * hop_length]`` (float32).
+
+  ``n_fft=None`` uses ``4 * hop_length`` (Vocos: n_fft 1024 at hop 256), so the inverse STFT
+  overlap-adds four frames per sample without a scatter.
+  """
+  hop_length: int
+  dim: int = 512
+  intermediate_dim: int = 1536
+  num_layers: int = 8
+  n_fft: Optional[int] = None
+  dtype: Any = jnp.float32
+
+  @property
+  def resolved_n_fft(self) -> int:
+    return int(self.n_fft) if self.n_fft is not None else 4 * int(self.hop_length)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    n_fft = self.resolved_n_fft
+    if n_fft % 2 or n_fft < self.hop_length:
+      raise ValueError(f"VocosDecoder: n_fft={n_fft} must be even and >= hop_length="
+                       f"{self.hop_length}")
+    x = nn.with_logical_constraint(x, ("batch", "time", "channels"))
+    x = VocosBackbone(self.dim, self.intermediate_dim, self.num_layers, self.dtype,
+                      name="backbone")(x)
+    out = _dense(n_fft + 2, ("embed", "spectrum"), jnp.float32, "head")(x.astype(jnp.float32))
+    wav = istft(spectrum_from_head(out), n_fft, self.hop_length, padding="same")
+    return nn.with_logical_constraint(wav, ("batch", "time"))
