@@ -1,5 +1,5 @@
 """`make demo`: the whole chain on CPU in under 15 minutes: embedded corpus -> tiny GMM-VAE
-codec -> held-out reconstructions -> latent shards -> tiny GMM-LM -> zero-shot synthesis.
+codec (Vocos head) -> held-out reconstructions -> latent shards -> tiny GMM-LM -> zero-shot synthesis.
 
     python -m launch.demo --out runs/demo [--codec-steps 1200] [--lm-steps 500]
 
@@ -16,7 +16,8 @@ Writes into OUT:
                      plots/, audio/
   metrics.json       corpus, training figures, reconstruction metrics, synthesis timings
 Rerunning resumes each training from its checkpoints (the corpus is rebuilt only if absent).
-The CPU budget trains the codec without its discriminators; expect rough audio.
+The CPU budget trains the codec (`configs/gmm_vae.py:cpu`: the Vocos head, λ = 0.1) without
+its discriminators; expect rough audio.
 """
 
 from __future__ import annotations
@@ -47,12 +48,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = ("mel_distance", "stft_distance", "si_sdr", "pesq_wb", "stoi")
 
 
-# The CPU codec recipe (`make demo`, `make quality`): mel + prior, no discriminators.
-CODEC_OVERRIDES = [
-    "--config.train.eval_every_steps=400", "--config.train.sample_every_steps=600",
-    "--config.checkpoint.every_steps=200",
-    "--config.eval.sample_metrics=('mel_distance','si_sdr')",
-    "--config.discriminator.enabled=False"]
+# The CPU codec recipe (`make demo`, `make quality`): `configs/gmm_vae.py:cpu`, the Vocos
+# head with mel + prior (λ = 0.1), no discriminators.
+CODEC_CONFIG = "gmm_vae.py:cpu"
+CODEC_OVERRIDES = ["--config.eval.sample_metrics=('mel_distance','si_sdr')"]
 
 
 def codec_overrides(corpus: str, steps: int, seed: int) -> list[str]:
@@ -159,7 +158,7 @@ def main(argv=None) -> int:
   parser.add_argument("--zero-shot-speakers", type=int, default=3)
   parser.add_argument("--utterances-per-speaker", type=int, default=30)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--codec-steps", type=int, default=1200)
+  parser.add_argument("--codec-steps", type=int, default=2400)
   parser.add_argument("--lm-steps", type=int, default=500)
   parser.add_argument("--reconstructions", type=int, default=6)
   parser.add_argument("--zero-shot", type=int, default=4, help="held-out syntheses")
@@ -176,9 +175,9 @@ def main(argv=None) -> int:
   print(f"[demo] 1/7 corpus -> {corpus}", flush=True)
   metrics["corpus"] = {**build_corpus(corpus, args), **corpus_stats(corpus)}
 
-  print(f"[demo] 2/7 training the tiny GMM-VAE codec -> {codec_dir}", flush=True)
+  print(f"[demo] 2/7 training the CPU GMM-VAE codec (Vocos head) -> {codec_dir}", flush=True)
   metrics["codec_train"] = train_stage(
-      "gmm_vae.py:tiny", codec_overrides(corpus, args.codec_steps, args.seed), codec_dir)
+      CODEC_CONFIG, codec_overrides(corpus, args.codec_steps, args.seed), codec_dir)
 
   print(f"[demo] 3/7 reconstructing held-out speakers -> {out}/reconstructions", flush=True)
   metrics["reconstruction_test_zero_shot"] = reconstruct_held_out(

@@ -113,7 +113,7 @@ def main(argv=None) -> int:
   _stage(state, path, "corpus", lambda: {**demo.build_corpus(corpus, args),
                                          **demo.corpus_stats(corpus)})
   _stage(state, path, "codec", lambda: demo.train_stage(
-      "gmm_vae.py:tiny", demo.codec_overrides(corpus, args.codec_steps, args.seed), codec_dir))
+      demo.CODEC_CONFIG, demo.codec_overrides(corpus, args.codec_steps, args.seed), codec_dir))
   _stage(state, path, "codec_eval", lambda: _strip(evaluate_codec(
       codec_dir, limit=args.eval_utterances, out_dir=os.path.join(out, "codec_eval"),
       progress=False)))

@@ -10,16 +10,19 @@ SPEC = "configs/gmm_vae.py:tiny"
 
 
 def test_presets_load_and_are_locked():
-  for preset in ("tiny", "espeak", "paper"):
+  for preset in ("tiny", "cpu", "espeak", "paper"):
     cfg = config_lib.load_config(f"configs/gmm_vae.py:{preset}")
     assert cfg.task == "gmm_vae"
     with pytest.raises(AttributeError):
       cfg.train.not_a_key = 1
   assert config_lib.load_config("configs/gmm_vae.py:paper").model.decoder_dim == 1536
+  assert config_lib.load_config("configs/gmm_vae.py:paper").model.decoder == "dac"
+  cpu = config_lib.load_config("configs/gmm_vae.py:cpu")
+  assert cpu.model.decoder == "vocos" and cpu.loss.prior_weight == 0.1
 
 
 def test_unknown_preset_names_valid_ones():
-  with pytest.raises(ValueError, match="valid presets: tiny, espeak, paper"):
+  with pytest.raises(ValueError, match="valid presets: tiny, cpu, espeak, paper"):
     config_lib.load_config("configs/gmm_vae.py:huge")
 
 
