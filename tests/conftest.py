@@ -221,4 +221,5 @@ def _build_chain(corpus, codec, latents, lm):
   # One length bucket (6 s): one compiled train step; the two longer utterances are filtered.
   _train("gmm_lm.py:tiny", lm, f"--config.data.dir={latents}", "--config.train.steps=3",
          "--config.checkpoint.every_steps=3", "--config.data.bucket_samples=(96000,)",
-         "--config.data.eval_split=test_zero_shot")
+         "--config.data.eval_split=test_zero_shot",
+         "--config.train.sample_every_steps=3")  # samples decoded by the codec (test_eval)
