@@ -158,7 +158,7 @@ def main(argv=None) -> int:
   parser.add_argument("--zero-shot-speakers", type=int, default=3)
   parser.add_argument("--utterances-per-speaker", type=int, default=30)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--codec-steps", type=int, default=2400)
+  parser.add_argument("--codec-steps", type=int, default=1800)
   parser.add_argument("--lm-steps", type=int, default=500)
   parser.add_argument("--reconstructions", type=int, default=6)
   parser.add_argument("--zero-shot", type=int, default=4, help="held-out syntheses")
