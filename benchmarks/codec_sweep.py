@@ -90,9 +90,9 @@ def plot_curves(results: dict, path: str) -> None:
   fig = figure(figsize=(7, 4))
   ax = fig.add_subplot()
   for name, r in results.items():
-    steps, values = zip(*r["latents"]["eval_mel_loss"]) if r["latents"]["eval_mel_loss"] \
-        else ((), ())
-    seconds = [s / r["train"]["steps_per_sec"] for s in steps]
+    curve = r["latents"]["eval_mel_loss"]
+    seconds = [s / r["train"]["steps_per_sec"] for s, _ in curve]
+    values = [v for _, v in curve]
     ax.plot(seconds, values, marker="o", label=name)
   ax.set_xlabel("training seconds (2 CPU cores)")
   ax.set_ylabel("held-out (valid split) multi-scale mel L1")

@@ -152,12 +152,9 @@ def istft(spec: jax.Array, n_fft: int, hop_length: int, win_length: Optional[int
   signal = signal * np.where(env > tiny, 1.0 / np.maximum(env, tiny), 1.0).astype(np.float32)
   if padding == "center":
     start = n_fft // 2
-    out = signal[:, start:start + (count - 1) * hop_length]
-    if length is not None:
-      out = signal[:, start:start + length]
-      if out.shape[1] < length:
-        out = jnp.pad(out, ((0, 0), (0, length - out.shape[1])))
-    return out
+    want = (count - 1) * hop_length if length is None else int(length)
+    out = signal[:, start:start + want]
+    return jnp.pad(out, ((0, 0), (0, want - out.shape[1])))
   if padding == "same":
     if length is not None:
       raise ValueError("istft: length is only for padding='center'")
