@@ -39,6 +39,13 @@ DEMO = ["--config.discriminator.enabled=False", "--config.train.eval_every_steps
 VOCOS = ["--config.model.decoder=vocos", "--config.model.vocos.dim=256",
          "--config.model.vocos.intermediate_dim=768", "--config.model.vocos.num_layers=6"]
 LR_1E3 = ["--config.train.optimizers.generator.learning_rate=1e-3"]
+CPU = VOCOS + LR_1E3 + ["--config.loss.prior_weight=0.1"]
+VENC = ["--config.model.encoder=vocos"]
+VENC_SMALL = VENC + ["--config.model.vocos_encoder.dim=128",
+                     "--config.model.vocos_encoder.intermediate_dim=384",
+                     "--config.model.vocos_encoder.num_layers=2"]
+DAC_MEL = ["--config.loss.mel_window_lengths=(32,64,128,256,512,1024,2048)",
+           "--config.loss.mel_bins=(5,10,20,40,80,160,320)"]
 VARIANTS = {
     "dac_l50": [],                                              # the demo codec as it was
     "dac_l0.1": ["--config.loss.prior_weight=0.1"],
@@ -51,6 +58,18 @@ VARIANTS = {
     "vocos_l0.1_d64": VOCOS + LR_1E3 + ["--config.loss.prior_weight=0.1",
                                         "--config.model.latent_dim=64"],
     "dac_l0.1_lr1e-3": LR_1E3 + ["--config.loss.prior_weight=0.1"],
+    # Session 2 (the `cpu` preset = vocos_l0.1): the STFT encoder, DAC's seven mel scales.
+    "cpu_venc": CPU + VENC,
+    "cpu_dacmel": CPU + DAC_MEL,
+    "cpu_venc_dacmel": CPU + VENC + DAC_MEL,
+    "cpu_venc_d64": CPU + VENC + ["--config.model.latent_dim=64"],
+    "cpu_venc_small": CPU + VENC_SMALL,
+    "cpu_venc_lr2e-3": VOCOS + VENC + ["--config.loss.prior_weight=0.1",
+                                       "--config.train.optimizers.generator.learning_rate=2e-3"],
+    # APNet's losses on the head's spectrum (jaxtts/audio/phase.py), on the small encoder.
+    "cpu_venc_small_amp": CPU + VENC_SMALL + ["--config.loss.spectrum_amplitude_weight=15"],
+    "cpu_venc_small_amp_phase": CPU + VENC_SMALL + ["--config.loss.spectrum_amplitude_weight=15",
+                                                    "--config.loss.spectrum_phase_weight=5"],
 }
 METRICS = ("mel_distance", "stft_distance", "pesq_wb", "stoi")
 

@@ -63,7 +63,14 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       decoder="dac",
       vocos=ml_collections.ConfigDict(dict(
           dim=512, intermediate_dim=1536, num_layers=8,
-          n_fft=0,  # 0 = 4 x hop (Vocos: 1024 at hop 256)
+          n_fft=0,  # 0 = 4 x hop (Vocos: 1024 at hop 256); also the "vocos" encoder's STFT
+      )),
+      # "dac": A.5's strided convolutions at the sample rate. "vocos": jaxtts/nn/vocos.py's
+      # VocosEncoder, a log-magnitude STFT (model.vocos.n_fft) and ConvNeXt blocks at the
+      # latent frame rate; ours, for small compute (issue 12's sweep).
+      encoder="dac",
+      vocos_encoder=ml_collections.ConfigDict(dict(
+          dim=256, intermediate_dim=768, num_layers=4,
       )),
   ))
   cfg.loss = ml_collections.ConfigDict(dict(
@@ -71,6 +78,12 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       prior_weight=50.0,        # λ of eq. 4 (applied to the per-dimension prior NLL)
       mel_window_lengths=(32, 64, 128, 256, 512, 1024, 2048),
       mel_bins=(5, 10, 20, 40, 80, 160, 320),
+      # APNet's losses on the Vocos head's spectrum (jaxtts/audio/phase.py), not in the
+      # paper (0 = off): log10-amplitude L1, and the sum of the instantaneous-phase, group-delay
+      # and instantaneous-frequency anti-wrapping losses. They tell a frame-rate head the
+      # spectrum bin by bin instead of only through the waveform's mel loss.
+      spectrum_amplitude_weight=0.0,
+      spectrum_phase_weight=0.0,
   ))
   cfg.eval = ml_collections.ConfigDict(dict(
       # Reconstruction metrics of the sample crops, logged as valid/<name> at every
@@ -101,8 +114,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     # `make demo` / `make quality`: the tiny encoder, the Vocos head, λ = 0.1 and lr 1e-3
     # (benchmarks/codec_sweep.py; see the module docstring).
     cfg.model.update(encoder_dim=8, encoder_strides=(2, 4, 5, 5), latent_dim=16,
-                     decoder="vocos")
+                     decoder="vocos", encoder="vocos")
     cfg.model.vocos.update(dim=256, intermediate_dim=768, num_layers=6)
+    cfg.model.vocos_encoder.update(dim=128, intermediate_dim=384, num_layers=2)
     cfg.loss.update(prior_weight=0.1, mel_window_lengths=(64, 256, 1024), mel_bins=(10, 40, 80))
     cfg.data.segment_samples = 4000
     cfg.train.update(steps=1800, batch_size=8, eval_every_steps=400, sample_every_steps=600,

@@ -1,16 +1,19 @@
 """The CPU quality recipe (`make quality`): how far the chain gets in about 2 hours on 2 cores.
 
-    python -m launch.quality --out runs/quality [--codec-steps N] [--lm-steps N]
+    python -m launch.quality --out runs/quality [--codec-seconds S] [--lm-seconds S]
 
 Stages (each resumes: a finished stage's figures are kept in OUT/quality.json and it is
 skipped; an unfinished training resumes from its checkpoints):
 
   1. corpus     a larger espeak corpus (24 training speakers x 120 utterances, 4 held out)
-  2. codec      the `make demo` codec recipe (`launch.demo.CODEC_OVERRIDES`) for longer
+  2. codec      the `make demo` codec recipe (`launch.demo.CODEC_OVERRIDES`) for longer:
+                `--codec-seconds` of training on this machine (a 40-step calibration run
+                measures the step rate; the step count it gives is kept in quality.json, so
+                a rerun trains to the same step)
   3. codec_eval `jaxtts-eval codec` on the held-out speakers, with Whisper's WER of the
                 resynthesis beside the recordings'
   4. latents    `jaxtts-codec encode-dataset`
-  5. gmm_lm     the tiny GMM-LM for longer
+  5. gmm_lm     the tiny GMM-LM for `--lm-seconds`, planned the same way
   6. zero_shot  `jaxtts-eval zero-shot` with 3 s and 8 s prompts
   7. durations  `benchmarks/gmm_lm_free_running.py`: free-running frames per phoneme
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 
 import jax
@@ -57,6 +61,27 @@ def _stage(state: dict, path: str, name: str, fn):
   state[name] = {**result, "stage_seconds": time.perf_counter() - t0}
   write_json(path, state)
   return state[name]
+
+
+CALIBRATION_STEPS = 40
+
+
+def plan_steps(state: dict, path: str, name: str, config: str, overrides, seconds: float,
+               scratch: str) -> int:
+  """Train steps that fill ``seconds`` on this machine: a `CALIBRATION_STEPS` run of the
+  stage's config in ``scratch`` measures the median step rate (compilation excluded by the
+  trainer's rate meter); the plan is stored in ``state[name + '_plan']`` and reused."""
+  key = f"{name}_plan"
+  if key not in state:
+    rate = demo.train_stage(config, list(overrides(CALIBRATION_STEPS)),
+                            scratch)["steps_per_sec_median"]
+    state[key] = {"steps_per_sec": rate, "seconds": seconds,
+                  "steps": max(CALIBRATION_STEPS, int(seconds * rate))}
+    write_json(path, state)
+    shutil.rmtree(scratch, ignore_errors=True)
+  print(f"[quality] {name}: {state[key]['steps']} steps "
+        f"({state[key]['steps_per_sec']:.2f} steps/s x {seconds:.0f} s)", flush=True)
+  return int(state[key]["steps"])
 
 
 def figures(state: dict) -> dict:
@@ -98,8 +123,10 @@ def main(argv=None) -> int:
   parser.add_argument("--zero-shot-speakers", type=int, default=4)
   parser.add_argument("--utterances-per-speaker", type=int, default=120)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--codec-steps", type=int, default=12000)
-  parser.add_argument("--lm-steps", type=int, default=6000)
+  parser.add_argument("--codec-seconds", type=float, default=2100.0,
+                      help="codec training time on this machine")
+  parser.add_argument("--lm-seconds", type=float, default=1200.0,
+                      help="GMM-LM training time on this machine")
   parser.add_argument("--eval-utterances", type=int, default=24)
   args = parser.parse_args(argv)
   out = os.path.abspath(args.out)
@@ -112,8 +139,11 @@ def main(argv=None) -> int:
 
   _stage(state, path, "corpus", lambda: {**demo.build_corpus(corpus, args),
                                          **demo.corpus_stats(corpus)})
+  codec_overrides = lambda steps: demo.codec_overrides(corpus, steps, args.seed)  # noqa: E731
+  codec_steps = plan_steps(state, path, "codec", demo.CODEC_CONFIG, codec_overrides,
+                           args.codec_seconds, os.path.join(out, "calibration_codec"))
   _stage(state, path, "codec", lambda: demo.train_stage(
-      demo.CODEC_CONFIG, demo.codec_overrides(corpus, args.codec_steps, args.seed), codec_dir))
+      demo.CODEC_CONFIG, codec_overrides(codec_steps), codec_dir))
   _stage(state, path, "codec_eval", lambda: _strip(evaluate_codec(
       codec_dir, limit=args.eval_utterances, out_dir=os.path.join(out, "codec_eval"),
       progress=False)))
@@ -123,8 +153,11 @@ def main(argv=None) -> int:
                     "--out", latents])
     return {}
   _stage(state, path, "latents", encode)
+  lm_overrides = lambda steps: demo.lm_overrides(latents, steps, args.seed)  # noqa: E731
+  lm_steps = plan_steps(state, path, "gmm_lm", "gmm_lm.py:tiny", lm_overrides,
+                        args.lm_seconds, os.path.join(out, "calibration_gmm_lm"))
   _stage(state, path, "gmm_lm", lambda: demo.train_stage(
-      "gmm_lm.py:tiny", demo.lm_overrides(latents, args.lm_steps, args.seed), lm_dir))
+      "gmm_lm.py:tiny", lm_overrides(lm_steps), lm_dir))
   _stage(state, path, "zero_shot", lambda: _strip(evaluate_zero_shot(
       lm_dir, split="test_zero_shot", prompt_seconds=(3, 8), limit=args.eval_utterances,
       out_dir=os.path.join(out, "zero_shot_eval"), seed=args.seed, max_seconds=12.0)))

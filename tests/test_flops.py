@@ -208,3 +208,25 @@ def test_peak_table():
   assert mfu.peak_flops_per_device(0.0, Dev("Some GPU")) is None
   assert mfu.peak_flops_per_device(5e12, Dev("cpu", "cpu")) == 5e12
   assert mfu.utilisation(1e12, 2.0, 4e12) == 0.5 and mfu.utilisation(1e12, 2.0, None) is None
+
+
+def test_vocos_encoder_count_equals_traced_products():
+  """model.encoder=vocos: the STFT encoder's backbone over 401 log-magnitude bins and its
+  projection to the latent, beside the Vocos decoder (hand formula and traced products)."""
+  cfg = build_config("configs/gmm_vae.py:tiny", [
+      "--config.data.segment_samples=4000", "--config.model.decoder=vocos",
+      "--config.model.encoder=vocos", "--config.model.vocos.dim=24",
+      "--config.model.vocos.intermediate_dim=40", "--config.model.vocos.num_layers=2",
+      "--config.model.vocos_encoder.dim=8", "--config.model.vocos_encoder.intermediate_dim=12",
+      "--config.model.vocos_encoder.num_layers=1"])
+  model = build_gmm_vae(cfg)
+  audio = jnp.zeros((2, 4000))
+  params = jax.eval_shape(model.init, jax.random.key(0), audio)["params"]
+  forward = lambda p, x: model.apply({"params": p}, x,
+                                     method=lambda m, x: m.decode(m.encode(x)))
+  encoder = 2 * 20 * 2 * (7 * 401 * 8 + (7 * 8 + 2 * 8 * 12) + 8 * 16)
+  assert flops.vocos_encoder_forward(cfg.model, 2, 20, 16, 200) == encoder
+  decoder = flops.vocos_forward(cfg.model.vocos, 2, 20, 16, 200)
+  assert flops.gmm_vae_forward(cfg.model, 2, 4000) == encoder + decoder
+  assert matmul_flops(jax.make_jaxpr(forward)(params, audio).jaxpr) == pytest.approx(
+      encoder + decoder, rel=1e-9)

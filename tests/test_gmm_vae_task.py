@@ -13,6 +13,7 @@ from scipy.special import logsumexp
 from jaxtts.audio import spectral
 from jaxtts.codec import losses as codec_losses
 from jaxtts.codec.gmm_vae import frame_mask_from_lengths
+from jaxtts.nn.vocos import same_frames_stft
 from jaxtts.tasks.gmm_vae import GMMVAETask
 from jaxtts.train import optim
 from jaxtts.train import state as state_lib
@@ -225,3 +226,68 @@ def test_vocos_decoder_switch_trains():
   grads = jax.jit(jax.grad(objective))(params["generator"])
   norms = jax.tree.map(lambda x: float(jnp.linalg.norm(x)), grads["decoder"])
   assert all(np.isfinite(v) and v > 0 for v in jax.tree.leaves(norms)), norms
+
+
+def test_vocos_encoder_switch_trains():
+  """model.encoder=vocos: the STFT encoder replaces the strided convolutions (no conv_in in
+  the encoder's parameters), the latents come one per hop, and the mel loss's gradients reach
+  every encoder parameter."""
+  cfg = build_config("configs/gmm_vae.py:tiny", TINY + [
+      "--config.model.encoder=vocos", "--config.model.vocos_encoder.dim=16",
+      "--config.model.vocos_encoder.intermediate_dim=24",
+      "--config.model.vocos_encoder.num_layers=1"])
+  task = GMMVAETask(cfg)
+  batch = _batch()
+  params = nn.meta.unbox(jax.jit(task.init_params)(jax.random.key(0, impl="unsafe_rbg"), batch))
+  encoder = params["generator"]["encoder"]
+  assert set(encoder) == {"backbone", "project"}
+  out = jax.jit(lambda p, x: task.model.apply({"params": p["generator"]}, x))(
+      params, batch["audio"])
+  assert out["latents"].shape == (batch["audio"].shape[0], S // task.model.hop_length,
+                                  cfg.model.latent_dim)
+
+  def objective(g):
+    return task.losses(g, batch)[1][0]["mel_loss"]
+
+  grads = jax.jit(jax.grad(objective))(params["generator"])
+  norms = jax.tree.map(lambda x: float(jnp.linalg.norm(x)), grads["encoder"])
+  assert all(np.isfinite(v) and v > 0 for v in jax.tree.leaves(norms)), norms
+
+
+def test_spectrum_losses_switch_adds_apnet_terms():
+  """loss.spectrum_amplitude_weight / spectrum_phase_weight: the loss gains exactly the
+  weighted APNet terms, computed against the analysis STFT of the head's own frames (so a
+  head that outputs that STFT has zero amplitude and phase loss); they need the Vocos head."""
+  base = TINY + ["--config.model.decoder=vocos", "--config.model.vocos.dim=16",
+                 "--config.model.vocos.intermediate_dim=24", "--config.model.vocos.num_layers=1"]
+  on = GMMVAETask(build_config("configs/gmm_vae.py:tiny", base + [
+      "--config.loss.spectrum_amplitude_weight=2.0", "--config.loss.spectrum_phase_weight=0.5"]))
+  batch = _batch()
+  params = nn.meta.unbox(jax.jit(on.init_params)(jax.random.key(0, impl="unsafe_rbg"), batch))
+  loss_on, (m_on, _) = jax.jit(on.losses)(params["generator"], batch)
+  lc = on.cfg.loss
+  want = (lc.mel_weight * m_on["mel_loss"] + lc.prior_weight * m_on["prior_nll"]
+          + 2.0 * m_on["spectrum_amplitude_loss"] + 0.5 * m_on["spectrum_phase_loss"])
+  np.testing.assert_allclose(float(loss_on), float(want), rtol=1e-5)
+  assert float(m_on["spectrum_amplitude_loss"]) > 0.1  # an untrained head is far from it
+  assert float(m_on["spectrum_phase_loss"]) == pytest.approx(
+      sum(float(m_on[f"phase/{k}"]) for k in ("instantaneous_phase", "group_delay",
+                                              "instantaneous_frequency")), rel=1e-6)
+
+  # The head's outputs replaced by the target's own log-magnitude and phase: both terms vanish.
+  hop = on.model.hop_length
+  frames = S // hop
+  frame_mask = frame_mask_from_lengths(batch["audio_len"], frames, hop)
+  audio = batch["audio"] * (jnp.arange(S)[None, :] < batch["audio_len"][:, None])
+  target = same_frames_stft(audio, 4 * hop, hop)
+  exact = {"head_log_magnitude": jnp.log(jnp.maximum(jnp.abs(target), 1e-5)),
+           "head_phase": jnp.angle(target)}
+  terms = on.spectrum_losses(exact, audio, frame_mask)
+  assert float(terms["spectrum_amplitude_loss"]) < 1e-5
+  assert float(terms["spectrum_phase_loss"]) < 1e-4
+
+  dac = GMMVAETask(build_config("configs/gmm_vae.py:tiny", TINY + [
+      "--config.loss.spectrum_amplitude_weight=1.0"]))
+  shapes = jax.eval_shape(dac.init_params, jax.random.key(0, impl="unsafe_rbg"), batch)
+  with pytest.raises(ValueError, match="model.decoder='vocos'"):
+    jax.eval_shape(dac.losses, nn.meta.unbox(shapes)["generator"], batch)

@@ -5,6 +5,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import librosa
 import numpy as np
 import pytest
 
@@ -13,7 +14,8 @@ from scipy import special
 from jaxtts.audio import spectral
 from jaxtts.nn.conv import Conv1d, ConvTranspose1d, conv_padding
 from jaxtts.nn.snake import Snake
-from jaxtts.nn.vocos import ConvNeXtBlock, VocosDecoder, spectrum_from_head
+from jaxtts.nn.vocos import (ConvNeXtBlock, VocosDecoder, VocosEncoder, same_frames_stft,
+                             spectrum_from_head)
 
 
 def np_conv1d(x, w, b, stride, dilation, pad):
@@ -186,6 +188,38 @@ def test_vocos_head_perfect_reconstruction():
   out = np.concatenate([np.log(np.abs(spec)), np.angle(spec) + 2 * np.pi], axis=-1)
   got = spectral.istft(spectrum_from_head(jnp.asarray(out)), n_fft, hop, padding="same")
   np.testing.assert_allclose(np.asarray(got), x, atol=1e-4)
+
+
+def test_same_frames_stft_matches_librosa_and_istft_same_inverts_it():
+  """The encoder's analysis frames are librosa's (center=False) of the reflect-padded signal,
+  one per hop, and they are exactly the frames `istft(padding="same")` writes: the pair is an
+  identity on the signal."""
+  hop, n_fft, count = 40, 160, 25
+  x = (np.random.default_rng(2).standard_normal((2, count * hop)) * 0.3).astype(np.float32)
+  spec = np.asarray(same_frames_stft(jnp.asarray(x), n_fft, hop))
+  assert spec.shape == (2, count, n_fft // 2 + 1)
+  left = (n_fft - hop) // 2
+  padded = np.pad(x[0], (left, n_fft - hop - left), mode="reflect")
+  want = librosa.stft(padded, n_fft=n_fft, hop_length=hop, center=False, window="hann").T
+  np.testing.assert_allclose(spec[0], want, atol=2e-4)
+  back = spectral.istft(jnp.asarray(spec), n_fft, hop, padding="same")
+  np.testing.assert_allclose(np.asarray(back), x, atol=1e-5)
+  with pytest.raises(ValueError, match="multiple of the hop"):
+    same_frames_stft(jnp.zeros((1, 50)), n_fft, hop)
+
+
+def test_vocos_encoder_shapes_and_logical_names():
+  """[B, T] -> [B, T // hop, out_dim] float32, the backbone over n_fft // 2 + 1 bins."""
+  model = VocosEncoder(hop_length=50, out_dim=6, dim=16, intermediate_dim=24, num_layers=2)
+  x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 350)), jnp.float32)
+  variables = model.init(jax.random.key(0), x)
+  h = model.apply(variables, x)
+  assert h.shape == (2, 7, 6) and h.dtype == jnp.float32
+  params = variables["params"]
+  assert params["backbone"]["embed"]["kernel"].value.shape == (7, 101, 16)
+  assert params["project"]["kernel"].names == ("embed", "latent")
+  leaves = jax.tree_util.tree_leaves(variables, is_leaf=lambda v: isinstance(v, nn.Partitioned))
+  assert all(isinstance(leaf, nn.Partitioned) for leaf in leaves)
 
 
 def test_vocos_head_clips_the_magnitude_like_vocos():

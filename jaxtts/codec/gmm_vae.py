@@ -56,7 +56,7 @@ from jaxtts.nn.conv import Conv1d, ConvTranspose1d
 from jaxtts.nn.dtypes import dtype_of
 from jaxtts.nn.mixture import diagonal_gmm_log_prob
 from jaxtts.nn.snake import Snake
-from jaxtts.nn.vocos import VocosDecoder
+from jaxtts.nn.vocos import VocosDecoder, VocosEncoder
 
 _ACT = ("batch", "time", "channels")
 
@@ -318,6 +318,11 @@ class GMMVAE(nn.Module):
   sample rate learns the phase too slowly (issue 12's sweep). The posterior is deterministic
   (``h = E(x)``; no quantizer and no noise), so ``train`` changes nothing today; it is kept so
   the task API is uniform.
+
+  ``encoder``: ``"dac"`` (A.5's strided convolutions at the sample rate) or ``"vocos"``
+  (``jaxtts.nn.vocos.VocosEncoder``: a log-magnitude STFT of n_fft ``vocos_n_fft`` and
+  ConvNeXt blocks at the frame rate, ``spectral_encoder_*``; ours, for small compute). With
+  it only the product of ``encoder_strides``, the hop, is used.
   """
   encoder_dim: int = 64
   encoder_strides: Tuple[int, ...] = (2, 4, 8, 8)
@@ -335,6 +340,10 @@ class GMMVAE(nn.Module):
   vocos_intermediate_dim: int = 1536
   vocos_layers: int = 8
   vocos_n_fft: Optional[int] = None
+  encoder_type: str = "dac"
+  spectral_encoder_dim: int = 256
+  spectral_encoder_intermediate_dim: int = 768
+  spectral_encoder_layers: int = 4
 
   @property
   def hop_length(self) -> int:
@@ -361,9 +370,17 @@ class GMMVAE(nn.Module):
     if int(np.prod(self.resolved_decoder_strides)) != self.hop_length:
       raise ValueError(f"decoder strides {self.resolved_decoder_strides} do not invert encoder "
                        f"strides {tuple(self.encoder_strides)}")
-    self.encoder = GMMVAEEncoder(self.encoder_dim, tuple(self.encoder_strides),
-                                 self.resolved_latent_dim, tuple(self.dilations), self.dtype,
-                                 self.remat)
+    if self.encoder_type == "dac":
+      self.encoder = GMMVAEEncoder(self.encoder_dim, tuple(self.encoder_strides),
+                                   self.resolved_latent_dim, tuple(self.dilations), self.dtype,
+                                   self.remat)
+    elif self.encoder_type == "vocos":
+      self.encoder = VocosEncoder(self.hop_length, self.resolved_latent_dim,
+                                  self.spectral_encoder_dim,
+                                  self.spectral_encoder_intermediate_dim,
+                                  self.spectral_encoder_layers, self.vocos_n_fft, self.dtype)
+    else:
+      raise ValueError(f"model.encoder must be 'dac' or 'vocos', got {self.encoder_type!r}")
     if self.decoder_type == "dac":
       self.decoder = GMMVAEDecoder(self.decoder_dim, self.resolved_decoder_strides,
                                    tuple(self.dilations), self.dtype, self.remat)
@@ -401,13 +418,19 @@ class GMMVAE(nn.Module):
       ``latents`` h [B, F, D] float32 with ``F = num_frames(T)`` (``= T // hop`` for T a
       multiple of the hop), ``reconstruction`` [B, T] float32 (decoder output cropped to T),
       and ``prior_nll``, the per-dimension GMM negative log-likelihood of the latents over the
-      frames of ``frame_mask`` [B, F] (all frames when None).
+      frames of ``frame_mask`` [B, F] (all frames when None); with the Vocos decoder also
+      its head's ``head_log_magnitude`` and ``head_phase`` [B, F, n_fft // 2 + 1].
     """
     del train  # deterministic posterior
     h = self.encode(wav)
-    reconstruction = self.decode(h)[:, :wav.shape[-1]]
-    return dict(latents=h, reconstruction=reconstruction,
-                prior_nll=self.prior(h, frame_mask))
+    out = {}
+    if self.decoder_type == "vocos":
+      decoded, (out["head_log_magnitude"], out["head_phase"]) = self.decoder(
+          h, with_spectrum=True)
+    else:
+      decoded = self.decode(h)
+    return dict(latents=h, reconstruction=decoded[:, :wav.shape[-1]],
+                prior_nll=self.prior(h, frame_mask), **out)
 
 
 def from_config(cfg: Any) -> GMMVAE:
@@ -415,6 +438,7 @@ def from_config(cfg: Any) -> GMMVAE:
   ``train.compute_dtype``); used by the task and by the inference codec alike."""
   m = cfg.model
   vocos = m.get("vocos") or {}
+  spectral = m.get("vocos_encoder") or {}
   return GMMVAE(encoder_dim=m.encoder_dim, encoder_strides=tuple(m.encoder_strides),
                 decoder_dim=m.decoder_dim, latent_dim=m.latent_dim,
                 num_mixtures=m.num_mixtures, learn_weights=m.learn_weights,
@@ -424,4 +448,8 @@ def from_config(cfg: Any) -> GMMVAE:
                 vocos_dim=vocos.get("dim", 512),
                 vocos_intermediate_dim=vocos.get("intermediate_dim", 1536),
                 vocos_layers=vocos.get("num_layers", 8),
-                vocos_n_fft=vocos.get("n_fft") or None)
+                vocos_n_fft=vocos.get("n_fft") or None,
+                encoder_type=m.get("encoder", "dac"),
+                spectral_encoder_dim=spectral.get("dim", 256),
+                spectral_encoder_intermediate_dim=spectral.get("intermediate_dim", 768),
+                spectral_encoder_layers=spectral.get("num_layers", 4))

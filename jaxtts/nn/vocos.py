@@ -32,7 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtts.audio.spectral import istft
+from jaxtts.audio.spectral import istft, stft
 
 _ACT = ("batch", "time", "embed")
 _INIT = nn.initializers.truncated_normal(0.02)
@@ -122,7 +122,10 @@ class VocosDecoder(nn.Module):
     return int(self.n_fft) if self.n_fft is not None else 4 * int(self.hop_length)
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, with_spectrum: bool = False):
+    """``x [B, F, C_in] -> wav [B, F hop]``; with ``with_spectrum`` also the head's
+    ``(log|S|, phase)``, each float32 ``[B, F, K]`` (log|S| before the clip), for losses on
+    the spectrum itself (``jaxtts.audio.phase``)."""
     n_fft = self.resolved_n_fft
     if n_fft % 2 or n_fft < self.hop_length:
       raise ValueError(f"VocosDecoder: n_fft={n_fft} must be even and >= hop_length="
@@ -132,4 +135,55 @@ class VocosDecoder(nn.Module):
                       name="backbone")(x)
     out = _dense(n_fft + 2, ("embed", "spectrum"), jnp.float32, "head")(x.astype(jnp.float32))
     wav = istft(spectrum_from_head(out), n_fft, self.hop_length, padding="same")
-    return nn.with_logical_constraint(wav, ("batch", "time"))
+    wav = nn.with_logical_constraint(wav, ("batch", "time"))
+    if with_spectrum:
+      return wav, tuple(jnp.split(out, 2, axis=-1))
+    return wav
+
+
+def same_frames_stft(wav: jax.Array, n_fft: int, hop_length: int) -> jax.Array:
+  """``wav [B, T] -> complex [B, T // hop, K]``: the analysis STFT whose frames are those of
+  ``istft(padding="same")``: frame ``i`` starts at ``i * hop - (n_fft - hop) // 2`` (centred on
+  the i-th hop of samples), with the signal reflect-padded by ``(n_fft - hop) // 2`` on the
+  left and the rest on the right. T must be a multiple of the hop."""
+  if wav.shape[-1] % hop_length:
+    raise ValueError(f"same_frames_stft: {wav.shape[-1]} samples is not a multiple of the hop "
+                     f"{hop_length}")
+  left = (n_fft - hop_length) // 2
+  wav = jnp.pad(jnp.asarray(wav, jnp.float32), ((0, 0), (left, n_fft - hop_length - left)),
+                mode="reflect")
+  return stft(wav, n_fft, hop_length, center=False)
+
+
+class VocosEncoder(nn.Module):
+  """Waveform ``[B, T]`` -> frame-rate features ``[B, T // hop, out_dim]`` (float32): the Vocos
+  decoder mirrored, an encoder that never runs at the sample rate.
+
+  ``log(|STFT| + 1e-5)`` of `same_frames_stft` (n_fft ``4 * hop`` by default), the
+  `VocosBackbone`, then ``Dense(out_dim)``. Frame ``i`` sees samples around the i-th hop, the
+  ones `VocosDecoder` writes from the i-th latent. Ours (not in any of the papers): the DAC
+  encoder's first layers run at 16 kHz with ``encoder_dim`` channels and must learn a
+  filterbank from scratch, which a fixed STFT gives at once (issue 12's sweep; the paper
+  presets keep the DAC encoder).
+  """
+  hop_length: int
+  out_dim: int
+  dim: int = 256
+  intermediate_dim: int = 768
+  num_layers: int = 4
+  n_fft: Optional[int] = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, wav: jax.Array) -> jax.Array:
+    n_fft = int(self.n_fft) if self.n_fft is not None else 4 * int(self.hop_length)
+    if n_fft % 2 or n_fft < self.hop_length:
+      raise ValueError(f"VocosEncoder: n_fft={n_fft} must be even and >= hop_length="
+                       f"{self.hop_length}")
+    wav = nn.with_logical_constraint(wav, ("batch", "time"))
+    features = jnp.log(jnp.abs(same_frames_stft(wav, n_fft, self.hop_length)) + 1e-5)
+    x = VocosBackbone(self.dim, self.intermediate_dim, self.num_layers, self.dtype,
+                      name="backbone")(nn.with_logical_constraint(
+                          features, ("batch", "time", "spectrum")))
+    h = _dense(self.out_dim, ("embed", "latent"), jnp.float32, "project")(x.astype(jnp.float32))
+    return nn.with_logical_constraint(h, ("batch", "time", "channels"))

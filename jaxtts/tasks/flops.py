@@ -66,14 +66,17 @@ def gmm_vae_forward(model_cfg: ml_collections.ConfigDict, batch: int, samples: i
   length = frames * hop
   enc_dim, dec_dim = int(model_cfg.encoder_dim), int(model_cfg.decoder_dim)
   latent = int(model_cfg.latent_dim or enc_dim * 2 ** len(strides))
-  flops = conv1d(batch, length, 7, 1, enc_dim)
-  channels = enc_dim
-  for s in strides:
-    flops += _residual_stack(batch, length, channels)
-    length //= s
-    flops += conv1d(batch, length, 2 * s, channels, 2 * channels)
-    channels *= 2
-  flops += conv1d(batch, frames, 3, channels, latent)
+  if model_cfg.get("encoder", "dac") == "vocos":
+    flops = vocos_encoder_forward(model_cfg, batch, frames, latent, hop)
+  else:
+    flops = conv1d(batch, length, 7, 1, enc_dim)
+    channels = enc_dim
+    for s in strides:
+      flops += _residual_stack(batch, length, channels)
+      length //= s
+      flops += conv1d(batch, length, 2 * s, channels, 2 * channels)
+      channels *= 2
+    flops += conv1d(batch, frames, 3, channels, latent)
   if model_cfg.get("decoder", "dac") == "vocos":
     return flops + vocos_forward(model_cfg.vocos, batch, frames, latent, hop)
   # Decoder: mirrored strides, channels halve at every stride.
@@ -87,18 +90,37 @@ def gmm_vae_forward(model_cfg: ml_collections.ConfigDict, batch: int, samples: i
   return flops + conv1d(batch, length, 7, channels, 1)
 
 
+def _convnext_backbone(batch: int, frames: int, in_channels: int, dim: int, inter: int,
+                       layers: int) -> float:
+  """`jaxtts.nn.vocos.VocosBackbone`: the k7 input conv and, per ConvNeXt block, a depthwise
+  k7 conv and two pointwise Dense layers."""
+  rows = batch * frames
+  block = conv1d(batch, frames, 7, 1, dim) + dense(rows, dim, inter) + dense(rows, inter, dim)
+  return conv1d(batch, frames, 7, in_channels, dim) + layers * block
+
+
+def vocos_encoder_forward(model_cfg: ml_collections.ConfigDict, batch: int, frames: int,
+                          latent: int, hop: int) -> float:
+  """`jaxtts.nn.vocos.VocosEncoder`: the backbone over ``n_fft // 2 + 1`` log-magnitude bins
+  and the projection to the latent (the STFT is not counted)."""
+  e = model_cfg.vocos_encoder
+  dim = int(e.dim)
+  bins = (int(model_cfg.vocos.n_fft) or 4 * hop) // 2 + 1
+  return (_convnext_backbone(batch, frames, bins, dim, int(e.intermediate_dim),
+                             int(e.num_layers)) + dense(batch * frames, dim, latent))
+
+
 def vocos_forward(vocos_cfg: ml_collections.ConfigDict, batch: int, frames: int,
                   in_channels: int, hop: int) -> float:
   """`jaxtts.nn.vocos.VocosDecoder` over ``frames`` input frames: the k7 input conv, per
   ConvNeXt block a depthwise k7 conv and two pointwise Dense layers, and the spectrum head.
   The inverse STFT's FFTs are not products and are not counted (as the discriminators'
   STFTs are not)."""
-  dim, inter = int(vocos_cfg.dim), int(vocos_cfg.intermediate_dim)
+  dim = int(vocos_cfg.dim)
   n_fft = int(vocos_cfg.n_fft) or 4 * hop
-  rows = batch * frames
-  block = conv1d(batch, frames, 7, 1, dim) + dense(rows, dim, inter) + dense(rows, inter, dim)
-  return (conv1d(batch, frames, 7, in_channels, dim) + int(vocos_cfg.num_layers) * block
-          + dense(rows, dim, n_fft + 2))
+  return (_convnext_backbone(batch, frames, in_channels, dim, int(vocos_cfg.intermediate_dim),
+                             int(vocos_cfg.num_layers))
+          + dense(batch * frames, dim, n_fft + 2))
 
 
 def discriminators_forward(dc: ml_collections.ConfigDict, batch: int, samples: int) -> float:

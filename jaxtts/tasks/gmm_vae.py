@@ -3,13 +3,15 @@
 Loss (per batch of crops x [B, S] with valid lengths):
 
     L = mel_weight · MelL1(x̂, x)  +  λ · NLL_GMM(h) / D
+        [+ spectrum_amplitude_weight · L_A + spectrum_phase_weight · (L_IP + L_GD + L_IAF)]
 
 with h = E(x) (deterministic posterior), x̂ = D(h), MelL1 DAC's multi-scale log-mel L1 over the
 valid samples and NLL_GMM the per-dimension negative log-likelihood of the valid latent frames
 under the learned mixture prior (`jaxtts.codec.gmm_vae.gmm_prior_nll`). With
 `discriminator.enabled`, DAC's multi-period and multi-band STFT discriminators add the
 adversarial and feature-matching terms (after `discriminator.start_step`) and a second
-parameter group, "discriminator", with its own optimizer.
+parameter group, "discriminator", with its own optimizer. The bracketed terms (APNet's, on
+the Vocos head's spectrum; `jaxtts.audio.phase`) are ours, off in the paper presets.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxtts.audio import phase as phase_lib
 from jaxtts.audio import spectral
 from jaxtts.codec.discriminators import build_discriminators
 from jaxtts.codec.gmm_vae import GMMVAE, frame_mask_from_lengths, from_config
 from jaxtts.eval import codec_metrics
 from jaxtts.nn import mixture as mixture_lib
+from jaxtts.nn.vocos import same_frames_stft
 from jaxtts.plots import display_mel
 from jaxtts.tasks import adversarial
 from jaxtts.tasks import flops as flops_lib
@@ -99,7 +103,32 @@ class GMMVAETask(CorpusData):
     loss = lc.mel_weight * mel + lc.prior_weight * out["prior_nll"]
     metrics = {"loss": loss, "mel_loss": mel, "prior_nll": out["prior_nll"],
                **self.latent_statistics(params, out["latents"], frame_mask)}
+    if lc.spectrum_amplitude_weight or lc.spectrum_phase_weight:
+      terms = self.spectrum_losses(out, audio * sample_mask, frame_mask)
+      loss = (loss + lc.spectrum_amplitude_weight * terms["spectrum_amplitude_loss"]
+              + lc.spectrum_phase_weight * terms["spectrum_phase_loss"])
+      metrics.update(terms, loss=loss)
     return loss, (metrics, out["reconstruction"] * sample_mask)
+
+  def spectrum_losses(self, out: Mapping[str, jax.Array], audio: jax.Array,
+                      frame_mask: jax.Array) -> dict:
+    """APNet's losses on the Vocos head's spectrum (`jaxtts.audio.phase`) against the
+    analysis STFT of the same frames (`jaxtts.nn.vocos.same_frames_stft`): the log10
+    amplitude L1 and the sum of the instantaneous-phase, group-delay and
+    instantaneous-frequency losses, over the real frames ``frame_mask [B, F]``."""
+    if "head_phase" not in out:
+      raise ValueError("config.loss.spectrum_amplitude_weight / spectrum_phase_weight need "
+                       "config.model.decoder='vocos' (a decoder that predicts a spectrum)")
+    frames = out["head_phase"].shape[1]
+    hop = self.model.hop_length
+    n_fft = 2 * (out["head_phase"].shape[-1] - 1)
+    audio = jnp.pad(audio, ((0, 0), (0, frames * hop - audio.shape[-1])))
+    target = same_frames_stft(audio, n_fft, hop)
+    phase = phase_lib.phase_losses(out["head_phase"], target, frame_mask)
+    return {"spectrum_amplitude_loss": phase_lib.amplitude_loss(out["head_log_magnitude"],
+                                                                target, frame_mask),
+            "spectrum_phase_loss": sum(phase.values()),
+            **{f"phase/{k}": v for k, v in phase.items()}}
 
   def latent_statistics(self, params: Any, h: jax.Array, frame_mask: jax.Array) -> dict:
     """Scalars about the latents ``h [B, F, D]`` over real frames: RMS, per-dimension mean
