@@ -117,7 +117,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                      decoder="vocos", encoder="vocos")
     cfg.model.vocos.update(dim=256, intermediate_dim=768, num_layers=6)
     cfg.model.vocos_encoder.update(dim=128, intermediate_dim=384, num_layers=2)
-    cfg.loss.update(prior_weight=0.1, mel_window_lengths=(64, 256, 1024), mel_bins=(10, 40, 80))
+    cfg.loss.update(prior_weight=0.1, mel_window_lengths=(64, 256, 1024), mel_bins=(10, 40, 80),
+                    spectrum_amplitude_weight=15.0)
     cfg.data.segment_samples = 4000
     cfg.train.update(steps=1800, batch_size=8, eval_every_steps=400, sample_every_steps=600,
                      log_every_steps=10)

@@ -125,9 +125,9 @@ def main(argv=None) -> int:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--codec-seconds", type=float, default=2100.0,
                       help="codec training time on this machine")
-  parser.add_argument("--lm-seconds", type=float, default=1200.0,
+  parser.add_argument("--lm-seconds", type=float, default=900.0,
                       help="GMM-LM training time on this machine")
-  parser.add_argument("--eval-utterances", type=int, default=24)
+  parser.add_argument("--eval-utterances", type=int, default=16)
   args = parser.parse_args(argv)
   out = os.path.abspath(args.out)
   os.makedirs(out, exist_ok=True)
