@@ -1,0 +1,159 @@
+"""Factorized vector quantization (FVQ) and its residual stack (NaturalSpeech 3 FACodec).
+
+NaturalSpeech 3 (``../shared/papers/003_1b235cc35c31a20d.txt``) §3.2.1 quantizes each
+attribute with FVQ, the factorized codes of DAC (Kumar et al., 2023, §3.2; the released
+``ns3_codec/quantize/fvq.py`` and ``rvq.py``). One `FactorizedVQ`::
+
+  z_e = W_in x                     [B, F, code_dim]   (the 8-dim bottleneck of §3.2.2)
+  k   = argmax_j <z_e / |z_e|, c_j / |c_j|>           (cosine nearest code, in float32)
+  z_q = c_k                        (the raw codebook row, not the normalised one)
+  z   = z_e + sg(z_q - z_e)        (straight-through estimator)
+  out = W_out z                    [B, F, dim]
+  commitment = mean (z_e - sg(z_q))^2,   codebook = mean (sg(z_e) - z_q)^2
+
+over the valid frames and the ``code_dim`` coordinates. The released code weight-normalises
+``W_in`` and ``W_out``, a reparametrisation of the same maps; ours are plain Dense layers.
+``bottleneck=False`` is the Table 15 ablation: no projections, the codebook lives in the
+input's ``dim`` (VC Sim-O 0.86 -> 0.73 in the paper). The codebook is learned by gradient
+(no EMA, no k-means init, no dead-code reset, as released).
+
+`ResidualFVQ` stacks ``num_quantizers`` of them within one attribute: quantizer ``i`` codes the
+residual ``x - sum_{j<i} out_j``, and the output is ``sum_i out_i`` (DAC's residual VQ without
+quantizer dropout). Losses are summed over the stack (DAC, ``rvq.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_ACT = ("batch", "time", "embed")
+
+
+def _masked_mean(values: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
+  """Mean of ``values [B, F, C]`` over frames where ``mask [B, F]`` is 1 and all channels."""
+  values = values.astype(jnp.float32)
+  if mask is None:
+    return jnp.mean(values)
+  mask = mask.astype(jnp.float32)
+  return jnp.sum(values * mask[..., None]) / jnp.maximum(jnp.sum(mask) * values.shape[-1], 1.0)
+
+
+def cosine_nearest(z_e: jax.Array, codebook: jax.Array) -> jax.Array:
+  """``z_e [..., D]``, ``codebook [K, D]`` -> int32 ``[...]``: the code of largest cosine
+  similarity (computed in float32; a zero vector's similarities are all zero, giving code 0)."""
+  z = z_e.astype(jnp.float32)
+  c = codebook.astype(jnp.float32)
+  z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+  c = c / jnp.maximum(jnp.linalg.norm(c, axis=-1, keepdims=True), 1e-12)
+  return jnp.argmax(jnp.einsum("...d,kd->...k", z, c), axis=-1).astype(jnp.int32)
+
+
+def code_usage(codes: jax.Array, codebook_size: int,
+               mask: Optional[jax.Array] = None) -> dict[str, jax.Array]:
+  """Usage of one codebook over the valid frames: ``perplexity`` ``exp(-sum p log p)`` of the
+  code histogram (``codebook_size`` when uniform, 1 when one code), ``dead_fraction`` the share
+  of codes never chosen, ``used`` the count of codes chosen. ``codes [B, F]``, ``mask [B, F]``."""
+  weights = jnp.ones(codes.shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
+  counts = jnp.zeros((codebook_size,), jnp.float32).at[codes.reshape(-1)].add(
+      weights.reshape(-1))
+  p = counts / jnp.maximum(jnp.sum(counts), 1.0)
+  entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
+  used = jnp.sum(counts > 0)
+  return {"perplexity": jnp.exp(entropy), "used": used.astype(jnp.float32),
+          "dead_fraction": 1.0 - used.astype(jnp.float32) / codebook_size}
+
+
+def _dense(features: int, axes, name: str) -> nn.Dense:
+  return nn.Dense(features, dtype=jnp.float32, name=name,
+                  kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
+                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[-1:]))
+
+
+class FactorizedVQ(nn.Module):
+  """``x [B, F, dim]`` -> ``{"quantized" [B, F, dim], "codes" [B, F] int32,
+  "commitment_loss", "codebook_loss"}`` (float32; see the module docstring).
+
+  ``decode_codes(codes [B, F]) -> [B, F, dim]`` is the decoder's path from stored codes:
+  ``W_out c_k``. Parameters: ``in_proj``/``out_proj`` (with ``bottleneck``) and ``codebook``
+  ``[codebook_size, code_dim]`` (``[codebook_size, dim]`` without the bottleneck)."""
+  dim: int
+  codebook_size: int = 1024
+  code_dim: int = 8
+  bottleneck: bool = True
+
+  @property
+  def space_dim(self) -> int:
+    return self.code_dim if self.bottleneck else self.dim
+
+  def setup(self):
+    self.codebook = self.param(
+        "codebook", nn.with_logical_partitioning(nn.initializers.normal(1.0),
+                                                 ("vocab", "latent")),
+        (self.codebook_size, self.space_dim), jnp.float32)
+    if self.bottleneck:
+      self.in_proj = _dense(self.code_dim, ("embed", "latent"), "in_proj")
+      self.out_proj = _dense(self.dim, ("latent", "embed"), "out_proj")
+
+  def project_in(self, x: jax.Array) -> jax.Array:
+    """``x [B, F, dim] -> z_e [B, F, space_dim]`` (float32)."""
+    x = x.astype(jnp.float32)
+    return self.in_proj(x) if self.bottleneck else x
+
+  def project_out(self, z: jax.Array) -> jax.Array:
+    return self.out_proj(z) if self.bottleneck else z
+
+  def decode_codes(self, codes: jax.Array) -> jax.Array:
+    """``codes [B, F]`` int -> ``W_out c_codes`` ``[B, F, dim]`` (float32)."""
+    return self.project_out(jnp.take(self.codebook, codes, axis=0))
+
+  def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None) -> dict[str, jax.Array]:
+    z_e = self.project_in(x)
+    codes = cosine_nearest(z_e, self.codebook)
+    z_q = jnp.take(self.codebook, codes, axis=0)
+    z = z_e + jax.lax.stop_gradient(z_q - z_e)
+    quantized = nn.with_logical_constraint(self.project_out(z), _ACT)
+    return {"quantized": quantized, "codes": codes,
+            "commitment_loss": _masked_mean(jnp.square(z_e - jax.lax.stop_gradient(z_q)), mask),
+            "codebook_loss": _masked_mean(jnp.square(jax.lax.stop_gradient(z_e) - z_q), mask)}
+
+
+class ResidualFVQ(nn.Module):
+  """``num_quantizers`` `FactorizedVQ` over successive residuals of ``x [B, F, dim]``.
+
+  Returns ``quantized`` ``sum_i out_i`` [B, F, dim], ``codes`` [B, F, num_quantizers] int32 and
+  the commitment and codebook losses summed over the stack; ``decode_codes(codes [B, F, n])``
+  sums each quantizer's ``decode_codes``."""
+  dim: int
+  num_quantizers: int = 1
+  codebook_size: int = 1024
+  code_dim: int = 8
+  bottleneck: bool = True
+
+  def setup(self):
+    self.quantizers = [FactorizedVQ(self.dim, self.codebook_size, self.code_dim,
+                                    self.bottleneck, name=f"vq_{i}")
+                       for i in range(self.num_quantizers)]
+
+  def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None) -> dict[str, jax.Array]:
+    residual = x.astype(jnp.float32)
+    quantized = jnp.zeros_like(residual)
+    codes, commitment, codebook = [], 0.0, 0.0
+    for vq in self.quantizers:
+      out = vq(residual, mask)
+      residual = residual - out["quantized"]
+      quantized = quantized + out["quantized"]
+      codes.append(out["codes"])
+      commitment = commitment + out["commitment_loss"]
+      codebook = codebook + out["codebook_loss"]
+    return {"quantized": quantized, "codes": jnp.stack(codes, axis=-1),
+            "commitment_loss": commitment, "codebook_loss": codebook}
+
+  def decode_codes(self, codes: jax.Array) -> jax.Array:
+    if codes.shape[-1] != self.num_quantizers:
+      raise ValueError(f"ResidualFVQ: codes have {codes.shape[-1]} codebooks, expected "
+                       f"{self.num_quantizers}")
+    return sum(vq.decode_codes(codes[..., i]) for i, vq in enumerate(self.quantizers))
