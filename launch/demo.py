@@ -1,7 +1,7 @@
-"""`make demo`: the whole chain on CPU in under 15 minutes: embedded corpus -> tiny GMM-VAE
-codec (Vocos head) -> held-out reconstructions -> latent shards -> tiny GMM-LM -> zero-shot synthesis.
+"""`make demo`: the whole chain on CPU in under 15 minutes: embedded corpus -> small GMM-VAE
+codec (STFT encoder, Vocos head) -> held-out reconstructions -> latent shards -> tiny GMM-LM -> zero-shot synthesis.
 
-    python -m launch.demo --out runs/demo [--codec-steps 1200] [--lm-steps 500]
+    python -m launch.demo --out runs/demo [--codec-steps 1800] [--lm-steps 500]
 
 Writes into OUT:
   corpus/            the espeak corpus (ArrayRecord shards + manifest.json)
@@ -16,8 +16,8 @@ Writes into OUT:
                      plots/, audio/
   metrics.json       corpus, training figures, reconstruction metrics, synthesis timings
 Rerunning resumes each training from its checkpoints (the corpus is rebuilt only if absent).
-The CPU budget trains the codec (`configs/gmm_vae.py:cpu`: the Vocos head, λ = 0.1) without
-its discriminators; expect rough audio.
+The CPU budget trains the codec (`configs/gmm_vae.py:cpu`: the STFT encoder, the Vocos head,
+λ = 0.1, mel + APNet amplitude loss) without its discriminators; expect rough audio.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = ("mel_distance", "stft_distance", "si_sdr", "pesq_wb", "stoi")
 
 
-# The CPU codec recipe (`make demo`, `make quality`): `configs/gmm_vae.py:cpu`, the Vocos
-# head with mel + prior (λ = 0.1), no discriminators.
+# The CPU codec recipe (`make demo`, `make quality`): `configs/gmm_vae.py:cpu`, the STFT
+# encoder and the Vocos head with mel + APNet amplitude + prior (λ = 0.1), no discriminators.
 CODEC_CONFIG = "gmm_vae.py:cpu"
 CODEC_OVERRIDES = ["--config.eval.sample_metrics=('mel_distance','si_sdr')"]
 
