@@ -33,7 +33,7 @@ def anti_wrap(x: jax.Array) -> jax.Array:
   return jnp.abs(x - 2.0 * np.pi * jnp.round(x / (2.0 * np.pi)))
 
 
-def _masked_mean(values: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
+def masked_frame_mean(values: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
   """Mean of ``values [B, N, K]`` over frames where ``mask [B, N]`` is 1 and all bins."""
   values = values.astype(jnp.float32)
   if mask is None:
@@ -53,7 +53,7 @@ def amplitude_loss(log_magnitude: jax.Array, target: jax.Array,
   """
   pred = log_magnitude.astype(jnp.float32) / np.log(10.0)
   want = jnp.log10(jnp.maximum(jnp.abs(target).astype(jnp.float32), eps))
-  return _masked_mean(jnp.abs(pred - want), mask)
+  return masked_frame_mean(jnp.abs(pred - want), mask)
 
 
 def phase_losses(phase: jax.Array, target: jax.Array,
@@ -69,9 +69,9 @@ def phase_losses(phase: jax.Array, target: jax.Array,
   want = jnp.angle(target).astype(jnp.float32)
   pair_mask = None if mask is None else (mask[:, 1:] * mask[:, :-1])
   return {
-      "instantaneous_phase": _masked_mean(anti_wrap(phase - want), mask),
-      "group_delay": _masked_mean(anti_wrap(jnp.diff(phase, axis=-1)
+      "instantaneous_phase": masked_frame_mean(anti_wrap(phase - want), mask),
+      "group_delay": masked_frame_mean(anti_wrap(jnp.diff(phase, axis=-1)
                                             - jnp.diff(want, axis=-1)), mask),
-      "instantaneous_frequency": _masked_mean(anti_wrap(jnp.diff(phase, axis=1)
+      "instantaneous_frequency": masked_frame_mean(anti_wrap(jnp.diff(phase, axis=1)
                                                         - jnp.diff(want, axis=1)), pair_mask),
   }

@@ -30,16 +30,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxtts.audio.phase import masked_frame_mean
+
 _ACT = ("batch", "time", "embed")
-
-
-def _masked_mean(values: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
-  """Mean of ``values [B, F, C]`` over frames where ``mask [B, F]`` is 1 and all channels."""
-  values = values.astype(jnp.float32)
-  if mask is None:
-    return jnp.mean(values)
-  mask = mask.astype(jnp.float32)
-  return jnp.sum(values * mask[..., None]) / jnp.maximum(jnp.sum(mask) * values.shape[-1], 1.0)
 
 
 def cosine_nearest(z_e: jax.Array, codebook: jax.Array) -> jax.Array:
@@ -117,8 +110,10 @@ class FactorizedVQ(nn.Module):
     z = z_e + jax.lax.stop_gradient(z_q - z_e)
     quantized = nn.with_logical_constraint(self.project_out(z), _ACT)
     return {"quantized": quantized, "codes": codes,
-            "commitment_loss": _masked_mean(jnp.square(z_e - jax.lax.stop_gradient(z_q)), mask),
-            "codebook_loss": _masked_mean(jnp.square(jax.lax.stop_gradient(z_e) - z_q), mask)}
+            "commitment_loss": masked_frame_mean(
+                jnp.square(z_e - jax.lax.stop_gradient(z_q)), mask),
+            "codebook_loss": masked_frame_mean(
+                jnp.square(jax.lax.stop_gradient(z_e) - z_q), mask)}
 
 
 class ResidualFVQ(nn.Module):
