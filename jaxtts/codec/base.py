@@ -90,9 +90,10 @@ class Codec(abc.ABC):
 
   # ------------------------------------------------------------------ subclass hooks
   @abc.abstractmethod
-  def _encode_padded(self, wav: np.ndarray) -> dict[str, np.ndarray]:
-    """``wav [T]`` (T a whole number of bucket units) -> fields, per-frame ones ``[T / hop,
-    ...]``."""
+  def _encode_padded(self, wav: np.ndarray, num_frames: int) -> dict[str, np.ndarray]:
+    """``wav [T]`` (T a whole number of bucket units, the first ``num_frames`` frames real)
+    -> fields, per-frame ones ``[T / hop, ...]`` (utterance-level ones from the real frames
+    only)."""
 
   @abc.abstractmethod
   def _decode_padded(self, rep: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -126,7 +127,7 @@ class Codec(abc.ABC):
     unit = self.frames_per_unit * self.hop
     padded = np.pad(wav, (0, round_up(len(wav), unit) - len(wav)))
     frames = self.num_frames(len(wav))
-    out = self._encode_padded(padded)
+    out = self._encode_padded(padded, frames)
     return {k: (np.asarray(v)[:frames] if self.representation.fields[k].per_frame
                 else np.asarray(v)) for k, v in out.items()}
 

@@ -6,6 +6,9 @@
   decode          --input NPZ|NPY --out WAV      representation -> wav (.npy: the codec's one
                                                  per-frame field, e.g. latents [F, D])
   reconstruct     --input WAV --out WAV [--metrics JSON]   wav -> wav + reconstruction metrics
+  convert         --source WAV --prompt WAV --out WAV   zero-shot voice conversion (codecs
+                                                 with a timbre, e.g. FACodec): the source's
+                                                 codes decoded with the prompt's timbre
   encode-dataset  --data-dir CORPUS --out DIR [--splits ...]
                   shards -> stage-2 shards with the representation added, for stage-2
                   training (`jaxtts.codec.dataset`; resumable, split over processes).
@@ -75,6 +78,16 @@ def run(args) -> dict:
     kwargs = {"metrics": tuple(args.metric_names)} if args.metric_names else {}
     result = codec_metrics.compute_all(recon, wav, codec.sample_rate, **kwargs)
     write_json(args.metrics or os.path.splitext(args.out)[0] + ".json", result)
+  elif args.command == "convert":
+    if not hasattr(codec, "convert"):
+      raise ValueError(f"convert: the {codec.name} codec of {args.workdir} has no timbre to "
+                       "swap (voice conversion needs a codec such as FACodec)")
+    source = codec.load(args.source, not args.no_resample)
+    prompt = codec.load(args.prompt, not args.no_resample)
+    wav = codec.convert(source, prompt, prompt_name=f"--prompt {args.prompt}")
+    io.save_wav(args.out, wav, codec.sample_rate)
+    result = {"samples": int(len(wav)), "source_seconds": round(len(source) / codec.sample_rate, 3),
+              "prompt_seconds": round(len(prompt) / codec.sample_rate, 3)}
   else:
     result = encode_dataset(codec, args.data_dir, args.out, args.splits, args.process_index,
                             args.process_count)
@@ -86,7 +99,7 @@ def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="jaxtts-codec", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = p.add_subparsers(dest="command", required=True)
-  for name in ("encode", "decode", "reconstruct", "encode-dataset"):
+  for name in ("encode", "decode", "reconstruct", "convert", "encode-dataset"):
     s = sub.add_parser(name)
     s.add_argument("--workdir", required=True)
     s.add_argument("--step", type=int, default=None)
@@ -97,6 +110,12 @@ def parser() -> argparse.ArgumentParser:
       s.add_argument("--splits", nargs="+", default=["train", "valid", "test_zero_shot"])
       s.add_argument("--process-index", type=int, default=0)
       s.add_argument("--process-count", type=int, default=1)
+    elif name == "convert":
+      s.add_argument("--source", required=True, help="the speech to convert (WAV)")
+      s.add_argument("--prompt", required=True, help="the target voice (WAV)")
+      s.add_argument("--out", required=True)
+      s.add_argument("--no-resample", action="store_true",
+                     help="reject audio at another sample rate instead of resampling")
     else:
       s.add_argument("--input", required=True)
       s.add_argument("--out", required=True)

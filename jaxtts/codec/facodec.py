@@ -27,7 +27,10 @@ Choices where the paper is silent or the released code differs, each a field:
 * ``bottleneck``: the 8-dim FVQ projection (False = Table 15's ablation).
 * ``num_detail_quantizers``: 3 (0 = the "no detail codebooks" row).
 * ``decoder``/``encoder``: DAC's convolutions (the paper, with Snake) or the Vocos head /
-  STFT encoder of `jaxtts.nn.vocos` (ours, for small compute).
+  STFT encoder of `jaxtts.nn.vocos` (ours, for small compute; issue 12's sweep showed the
+  STFT encoder is what lets a small codec learn on CPU).
+* ``timbre_kernel_size``: the conv-FFN kernel of the timbre Transformer (the released code:
+  Conv1d(256 -> 1024, k5)); the paper says only "several conformer blocks".
 
 The supervision and gradient-reversal heads (linear maps; the paper does not give their form)
 read the quantized branches: prosody -> normalised F0 and voicing; content -> phone; timbre
@@ -47,6 +50,7 @@ import numpy as np
 
 from jaxtts.audio import spectral
 from jaxtts.codec.gmm_vae import GMMVAEDecoder, GMMVAEEncoder
+from jaxtts.nn.dtypes import dtype_of
 from jaxtts.nn.grl import reversed_features
 from jaxtts.nn.norm import ConditionalLayerNorm
 from jaxtts.nn.quantize import ResidualFVQ
@@ -86,6 +90,7 @@ class FACodec(nn.Module):
   timbre_layers: int = 4
   timbre_heads: int = 4
   timbre_ffn_dim: int = 1024
+  timbre_kernel_size: int = 5
   prosody_input: str = "encoder"
   detach_prosody_content: bool = False
   detail_dropout: float = 0.75
@@ -99,6 +104,10 @@ class FACodec(nn.Module):
   vocos_dim: int = 512
   vocos_intermediate_dim: int = 1536
   vocos_layers: int = 8
+  vocos_n_fft: Optional[int] = None
+  spectral_encoder_dim: int = 256
+  spectral_encoder_intermediate_dim: int = 768
+  spectral_encoder_layers: int = 4
   dtype: Any = jnp.float32
 
   @property
@@ -121,8 +130,9 @@ class FACodec(nn.Module):
       self.encoder = GMMVAEEncoder(self.encoder_dim, tuple(self.encoder_strides),
                                    self.hidden_dim, dtype=self.dtype)
     elif self.encoder_type == "vocos":
-      self.encoder = VocosEncoder(self.hop_length, self.hidden_dim, self.vocos_dim,
-                                  self.vocos_intermediate_dim, max(1, self.vocos_layers // 2),
+      self.encoder = VocosEncoder(self.hop_length, self.hidden_dim, self.spectral_encoder_dim,
+                                  self.spectral_encoder_intermediate_dim,
+                                  self.spectral_encoder_layers, self.vocos_n_fft,
                                   dtype=self.dtype)
     else:
       raise ValueError(f"model.encoder must be 'dac' or 'vocos', got {self.encoder_type!r}")
@@ -131,7 +141,7 @@ class FACodec(nn.Module):
                                    dtype=self.dtype)
     elif self.decoder_type == "vocos":
       self.decoder = VocosDecoder(self.hop_length, self.vocos_dim, self.vocos_intermediate_dim,
-                                  self.vocos_layers, dtype=self.dtype)
+                                  self.vocos_layers, self.vocos_n_fft, dtype=self.dtype)
     else:
       raise ValueError(f"model.decoder must be 'dac' or 'vocos', got {self.decoder_type!r}")
     vq = lambda n, name: ResidualFVQ(self.hidden_dim, n, self.codebook_size,  # noqa: E731
@@ -143,11 +153,11 @@ class FACodec(nn.Module):
     if self.prosody_input == "mel20":
       self.prosody_in = nn.Dense(self.hidden_dim, dtype=jnp.float32, name="prosody_in")
       self.prosody_encoder = TransformerStack(self.timbre_layers, self.timbre_heads,
-                                              self.timbre_ffn_dim, dtype=self.dtype,
-                                              name="prosody_encoder")
+                                              self.timbre_ffn_dim, self.timbre_kernel_size,
+                                              dtype=self.dtype, name="prosody_encoder")
     self.timbre_encoder = TransformerStack(self.timbre_layers, self.timbre_heads,
-                                           self.timbre_ffn_dim, dtype=self.dtype,
-                                           name="timbre_encoder")
+                                           self.timbre_ffn_dim, self.timbre_kernel_size,
+                                           dtype=self.dtype, name="timbre_encoder")
     self.condition = ConditionalLayerNorm(name="timbre_norm")
     # Training heads (module docstring).
     self.prosody_f0_head = _head(2, "prosody_f0_head")           # [z-scored F0, voiced logit]
@@ -221,7 +231,9 @@ class FACodec(nn.Module):
                frame_mask: Optional[jax.Array] = None) -> Dict[str, Any]:
     """Encodes, quantizes and reconstructs ``wav [B, T]``; returns the reconstruction
     ``[B, T]``, ``codes``, ``timbre``, the summed ``commitment_loss`` and ``codebook_loss``,
-    per-branch codes, and the heads' outputs (``heads``: name -> ``[B, F, ·]`` or ``[B, ·]``).
+    per-branch codes, the heads' outputs (``heads``: name -> ``[B, F, ·]`` or ``[B, ·]``) and,
+    with the Vocos decoder, its spectrum ``head_log_magnitude`` / ``head_phase``
+    ``[B, F, n_fft // 2 + 1]``.
     With ``train``, detail dropout draws from the ``'dropout'`` rng."""
     length = wav.shape[-1]
     wav = self._pad(wav)
@@ -235,7 +247,14 @@ class FACodec(nn.Module):
       keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.detail_dropout,
                                   (wav.shape[0], 1, 1))
       dec_d = q_d * keep.astype(q_d.dtype)
-    reconstruction = self.decoder(self.combine(dec_p, dec_c, dec_d, q["timbre"]))[:, :length]
+    z = self.combine(dec_p, dec_c, dec_d, q["timbre"])
+    spectrum = {}
+    if self.decoder_type == "vocos":
+      reconstruction, (log_mag, phase) = self.decoder(z, with_spectrum=True)
+      spectrum = {"head_log_magnitude": log_mag, "head_phase": phase}
+    else:
+      reconstruction = self.decoder(z)
+    reconstruction = reconstruction[:, :length]
     branches = [b for b in (q["prosody"], q["content"], q["detail"]) if b is not None]
     grl = lambda x: reversed_features(x, self.grl_alpha, self.use_grl)  # noqa: E731
     heads = {
@@ -259,4 +278,29 @@ class FACodec(nn.Module):
         "branch_codes": {name: b["codes"] for name, b in
                          zip(("prosody", "content", "detail"), branches)},
         "heads": heads,
+        **spectrum,
     }
+
+
+def from_config(cfg: Any) -> FACodec:
+  """The model of a ``facodec`` config (``configs/facodec.py``: ``model.*`` and
+  ``train.compute_dtype``); used by the task and the inference codec alike."""
+  m = cfg.model
+  return FACodec(
+      encoder_dim=m.encoder_dim, encoder_strides=tuple(m.encoder_strides),
+      hidden_dim=m.hidden_dim, decoder_dim=m.decoder_dim, codebook_size=m.codebook_size,
+      code_dim=m.code_dim, bottleneck=m.bottleneck,
+      num_prosody_quantizers=m.num_prosody_quantizers,
+      num_content_quantizers=m.num_content_quantizers,
+      num_detail_quantizers=m.num_detail_quantizers, timbre_layers=m.timbre_layers,
+      timbre_heads=m.timbre_heads, timbre_ffn_dim=m.timbre_ffn_dim,
+      timbre_kernel_size=m.timbre_kernel_size, prosody_input=m.prosody_input,
+      detach_prosody_content=m.detach_prosody_content, detail_dropout=m.detail_dropout,
+      grl_alpha=m.grl_alpha, use_grl=m.use_grl, num_phones=m.num_phones,
+      num_speakers=m.num_speakers, sample_rate=int(cfg.data.sample_rate),
+      encoder_type=m.encoder, decoder_type=m.decoder, vocos_dim=m.vocos.dim,
+      vocos_intermediate_dim=m.vocos.intermediate_dim, vocos_layers=m.vocos.num_layers,
+      vocos_n_fft=m.vocos.n_fft or None, spectral_encoder_dim=m.vocos_encoder.dim,
+      spectral_encoder_intermediate_dim=m.vocos_encoder.intermediate_dim,
+      spectral_encoder_layers=m.vocos_encoder.num_layers,
+      dtype=dtype_of(cfg.train.compute_dtype))

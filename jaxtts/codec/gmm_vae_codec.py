@@ -42,7 +42,8 @@ class GMMVAECodec(Codec):
     self._encode = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.encode))
     self._decode = jax.jit(lambda p, h: model.apply({"params": p}, h, method=model.decode))
 
-  def _encode_padded(self, wav: np.ndarray) -> dict[str, np.ndarray]:
+  def _encode_padded(self, wav: np.ndarray, num_frames: int) -> dict[str, np.ndarray]:
+    del num_frames  # every latent frame is per-frame; the padding's frames are cut by encode
     return {"latents": np.asarray(self._encode(self.params, wav[None]))[0]}
 
   def _decode_padded(self, rep: Mapping[str, np.ndarray]) -> np.ndarray:

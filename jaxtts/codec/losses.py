@@ -18,6 +18,9 @@ float32 (maps may be bf16). Scalars are returned as float32 ``[]``.
   ``L_FM = sum_k sum_{l < L_k} mean(|f_kl(G(z)) - sg(f_kl(x))|)`` over the intermediate maps
   (the logits are excluded), with the real features under stop-gradient.
 
+`head_spectrum_losses` (not a GAN loss) is the APNet amplitude and phase objective on the
+spectrum a Vocos head predicts, shared by the codec tasks that configure one.
+
 ``discriminator_loss`` does not stop gradients: call it with the discriminator applied to
 ``jax.lax.stop_gradient(G(z))`` so the generator is not updated through it.
 """
@@ -28,6 +31,9 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+
+from jaxtts.audio import phase as phase_lib
+from jaxtts.nn.vocos import same_frames_stft
 
 Outputs = Sequence[Sequence[jax.Array]]
 KINDS = ("lsgan", "hinge")
@@ -106,3 +112,22 @@ def feature_matching_loss(real_features: Outputs, fake_features: Outputs) -> jax
     for r, f in zip(real[:-1], fake[:-1]):
       loss += jnp.mean(jnp.abs(_f32(f) - jax.lax.stop_gradient(_f32(r))))
   return loss
+
+
+def head_spectrum_losses(log_magnitude: jax.Array, phase: jax.Array, audio: jax.Array,
+                         frame_mask: jax.Array, hop: int) -> dict:
+  """APNet's losses (`jaxtts.audio.phase`) on a Vocos head's spectrum ``log_magnitude``,
+  ``phase`` ``[B, F, n_fft // 2 + 1]`` against the analysis STFT of the same frames of
+  ``audio [B, T]`` (padding zeroed; `jaxtts.nn.vocos.same_frames_stft`), over the real frames
+  ``frame_mask [B, F]``: ``spectrum_amplitude_loss`` (log10-amplitude L1),
+  ``spectrum_phase_loss`` (instantaneous phase + group delay + instantaneous frequency) and
+  each phase term as ``phase/<name>``."""
+  frames = phase.shape[1]
+  n_fft = 2 * (phase.shape[-1] - 1)
+  audio = jnp.pad(audio, ((0, 0), (0, max(0, frames * hop - audio.shape[-1]))))
+  target = same_frames_stft(audio[:, :frames * hop], n_fft, hop)
+  terms = phase_lib.phase_losses(phase, target, frame_mask)
+  return {"spectrum_amplitude_loss": phase_lib.amplitude_loss(log_magnitude, target,
+                                                              frame_mask),
+          "spectrum_phase_loss": sum(terms.values()),
+          **{f"phase/{k}": v for k, v in terms.items()}}

@@ -15,6 +15,7 @@ from jaxtts.codec.base import Codec
 # task name -> "module:Class"; imported on use, so one family's dependencies stay its own.
 CODECS = {
     "gmm_vae": "jaxtts.codec.gmm_vae_codec:GMMVAECodec",
+    "facodec": "jaxtts.codec.facodec_codec:FACodecCodec",
 }
 
 

@@ -10,6 +10,7 @@ import ml_collections
 REGISTRY = {
     "gmm_vae": "jaxtts.tasks.gmm_vae:GMMVAETask",
     "gmm_lm": "jaxtts.tasks.gmm_lm:GMMLMTask",
+    "facodec": "jaxtts.tasks.facodec:FACodecTask",
 }
 
 

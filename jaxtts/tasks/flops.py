@@ -233,3 +233,52 @@ def shape_of(batch_shapes, key: str) -> Sequence[int]:
   if key not in batch_shapes:
     raise KeyError(f"flops_per_step: the batch has no {key!r} (fields: {sorted(batch_shapes)})")
   return tuple(int(x) for x in batch_shapes[key])
+
+
+# ------------------------------------------------------------------------------ FACodec -------
+
+def transformer_layer(batch: int, length: int, dim: int, ffn_dim: int, heads: int,
+                      kernel: int) -> float:
+  """`jaxtts.nn.transformer.TransformerBlock`: relative-position attention (bidirectional)
+  and the conv-FFN (two convolutions of ``kernel``)."""
+  return (attention(batch, length, dim, heads, False, "relative_xl")
+          + conv1d(batch, length, kernel, dim, ffn_dim) + conv1d(batch, length, kernel, ffn_dim,
+                                                                 dim))
+
+
+def facodec_forward(model_cfg: ml_collections.ConfigDict, batch: int, samples: int) -> float:
+  """`jaxtts.codec.facodec.FACodec`'s training forward: encoder and decoder (those of the
+  GMM-VAE with ``hidden_dim`` as the latent), the timbre (and mel20 prosody) Transformer, the
+  FVQ projections and cosine lookups, the conditional norm and the training heads."""
+  m = model_cfg
+  shim = ml_collections.ConfigDict(m.to_dict())
+  shim.latent_dim = int(m.hidden_dim)
+  flops = gmm_vae_forward(shim, batch, samples)
+  hop = math.prod(int(s) for s in m.encoder_strides)
+  frames = -(-int(samples) // hop)
+  rows, h = batch * frames, int(m.hidden_dim)
+  stacks = 2 if m.prosody_input == "mel20" else 1
+  flops += stacks * int(m.timbre_layers) * transformer_layer(
+      batch, frames, h, int(m.timbre_ffn_dim), int(m.timbre_heads), int(m.timbre_kernel_size))
+  if m.prosody_input == "mel20":
+    flops += dense(rows, 20, h)
+  space = int(m.code_dim) if m.bottleneck else h
+  quantizers = (int(m.num_prosody_quantizers) + int(m.num_content_quantizers)
+                + int(m.num_detail_quantizers))
+  per_vq = 2.0 * rows * int(m.codebook_size) * space
+  if m.bottleneck:
+    per_vq += dense(rows, h, space) + dense(rows, space, h)
+  flops += quantizers * per_vq + dense(batch, h, 2 * h)
+  phones, speakers = int(m.num_phones), int(m.num_speakers)
+  detail = int(m.num_detail_quantizers) > 0
+  flops += dense(rows, h, phones) * (2 + detail) + dense(rows, h, 2) * (2 + detail)
+  return flops + 2 * dense(batch, h, speakers)
+
+
+def facodec_train_step(cfg: ml_collections.ConfigDict, batch: int, samples: int) -> float:
+  """One FACodec step: generator forward + backward and, with discriminators, the 9 F_D of
+  `gmm_vae_train_step`."""
+  flops = 3.0 * facodec_forward(cfg.model, batch, samples)
+  if cfg.discriminator.enabled:
+    flops += 9.0 * discriminators_forward(cfg.discriminator, batch, samples)
+  return flops

@@ -25,13 +25,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxtts.audio import phase as phase_lib
 from jaxtts.audio import spectral
+from jaxtts.codec import losses as codec_losses
 from jaxtts.codec.discriminators import build_discriminators
 from jaxtts.codec.gmm_vae import GMMVAE, frame_mask_from_lengths, from_config
 from jaxtts.eval import codec_metrics
 from jaxtts.nn import mixture as mixture_lib
-from jaxtts.nn.vocos import same_frames_stft
 from jaxtts.plots import display_mel
 from jaxtts.tasks import adversarial
 from jaxtts.tasks import flops as flops_lib
@@ -112,23 +111,12 @@ class GMMVAETask(CorpusData):
 
   def spectrum_losses(self, out: Mapping[str, jax.Array], audio: jax.Array,
                       frame_mask: jax.Array) -> dict:
-    """APNet's losses on the Vocos head's spectrum (`jaxtts.audio.phase`) against the
-    analysis STFT of the same frames (`jaxtts.nn.vocos.same_frames_stft`): the log10
-    amplitude L1 and the sum of the instantaneous-phase, group-delay and
-    instantaneous-frequency losses, over the real frames ``frame_mask [B, F]``."""
+    """APNet's losses on the Vocos head's spectrum (`codec_losses.head_spectrum_losses`)."""
     if "head_phase" not in out:
       raise ValueError("config.loss.spectrum_amplitude_weight / spectrum_phase_weight need "
                        "config.model.decoder='vocos' (a decoder that predicts a spectrum)")
-    frames = out["head_phase"].shape[1]
-    hop = self.model.hop_length
-    n_fft = 2 * (out["head_phase"].shape[-1] - 1)
-    audio = jnp.pad(audio, ((0, 0), (0, frames * hop - audio.shape[-1])))
-    target = same_frames_stft(audio, n_fft, hop)
-    phase = phase_lib.phase_losses(out["head_phase"], target, frame_mask)
-    return {"spectrum_amplitude_loss": phase_lib.amplitude_loss(out["head_log_magnitude"],
-                                                                target, frame_mask),
-            "spectrum_phase_loss": sum(phase.values()),
-            **{f"phase/{k}": v for k, v in phase.items()}}
+    return codec_losses.head_spectrum_losses(out["head_log_magnitude"], out["head_phase"],
+                                             audio, frame_mask, self.model.hop_length)
 
   def latent_statistics(self, params: Any, h: jax.Array, frame_mask: jax.Array) -> dict:
     """Scalars about the latents ``h [B, F, D]`` over real frames: RMS, per-dimension mean
