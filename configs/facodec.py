@@ -7,8 +7,8 @@ Presets (``configs/facodec.py:<preset>[+<ablation>...]``):
   the STFT encoder and Vocos head of `jaxtts.nn.vocos` (issue 12's sweep: strided convolutions
   at 16 kHz do not learn in CPU budgets), 256-wide branches, a 2-layer timbre Transformer,
   mel + APNet amplitude loss, no discriminators, 0.5 s crops.
-* ``paper``: §B.1 and the released model: DAC-style Snake encoder (64 channels, strides
-  2/4/5/5, hop 200 at 16 kHz), 256-dim branches, 6 codebooks of 1024 x 8, timbre Transformer
+* ``paper``: §B.1 and the released model: DAC-style Snake encoder (32 -> 512 channels,
+  strides 2/4/5/5, hop 200 at 16 kHz), 256-dim branches, 6 codebooks of 1024 x 8, timbre Transformer
   4 x 256 x 4 heads, decoder 1024 base channels, MPD + multi-band STFT discriminators, Adam
   2e-4 with β = (0.5, 0.9), 32 x 8 one-second clips, 800k steps.
 
@@ -48,7 +48,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   cfg.data.mode = "crop"
   cfg.data.segment_samples = 16000  # §B.1: 1 s clips
   cfg.model = ml_collections.ConfigDict(dict(
-      encoder_dim=64,
+      # The released encoder: WNConv(1 -> 32), four blocks doubling to 512, WNConv(512 -> 256).
+      encoder_dim=32,
       encoder_strides=(2, 4, 5, 5),
       hidden_dim=256,
       decoder_dim=1024,

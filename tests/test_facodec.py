@@ -13,7 +13,8 @@ from jaxtts.codec.facodec import FACodec
 SMALL = dict(encoder_dim=4, encoder_strides=(8, 25), hidden_dim=16, decoder_dim=16,
              codebook_size=32, timbre_layers=1, timbre_heads=2, timbre_ffn_dim=32, num_phones=5,
              num_speakers=3, encoder_type="vocos", decoder_type="vocos", vocos_dim=16,
-             vocos_intermediate_dim=24, vocos_layers=2)
+             vocos_intermediate_dim=24, vocos_layers=2, spectral_encoder_dim=16,
+             spectral_encoder_intermediate_dim=24, spectral_encoder_layers=1)
 
 
 def _audio(batch=2, samples=1600, seed=0):

@@ -30,7 +30,8 @@ Choices where the paper is silent or the released code differs, each a field:
   STFT encoder of `jaxtts.nn.vocos` (ours, for small compute; issue 12's sweep showed the
   STFT encoder is what lets a small codec learn on CPU).
 * ``timbre_kernel_size``: the conv-FFN kernel of the timbre Transformer (the released code:
-  Conv1d(256 -> 1024, k5)); the paper says only "several conformer blocks".
+  Conv1d(256 -> 1024, k5), then a Linear back); the paper says only "several conformer
+  blocks".
 
 The supervision and gradient-reversal heads (linear maps; the paper does not give their form)
 read the quantized branches: prosody -> normalised F0 and voicing; content -> phone; timbre
@@ -154,10 +155,12 @@ class FACodec(nn.Module):
       self.prosody_in = nn.Dense(self.hidden_dim, dtype=jnp.float32, name="prosody_in")
       self.prosody_encoder = TransformerStack(self.timbre_layers, self.timbre_heads,
                                               self.timbre_ffn_dim, self.timbre_kernel_size,
-                                              dtype=self.dtype, name="prosody_encoder")
+                                              dtype=self.dtype, output_kernel_size=1,
+                                              name="prosody_encoder")
     self.timbre_encoder = TransformerStack(self.timbre_layers, self.timbre_heads,
                                            self.timbre_ffn_dim, self.timbre_kernel_size,
-                                           dtype=self.dtype, name="timbre_encoder")
+                                           dtype=self.dtype, output_kernel_size=1,
+                                           name="timbre_encoder")
     self.condition = ConditionalLayerNorm(name="timbre_norm")
     # Training heads (module docstring).
     self.prosody_f0_head = _head(2, "prosody_f0_head")           # [z-scored F0, voiced logit]

@@ -38,26 +38,31 @@ def _norm(x: jax.Array, cond: Optional[jax.Array], name: str) -> jax.Array:
 
 
 class ConvFeedForward(nn.Module):
-  """``[B, T, D] -> [B, T, D]``: Conv1d(kernel, D -> ffn_dim), GELU, Conv1d(kernel, -> D)."""
+  """``[B, T, D] -> [B, T, D]``: Conv1d(kernel, D -> ffn_dim), GELU, Conv1d(output kernel,
+  -> D); ``output_kernel_size`` None = ``kernel_size`` (FastSpeech-style), 1 = a Linear (the
+  released FACodec timbre extractor's FFN)."""
   ffn_dim: int
   kernel_size: int = 1
   dtype: Any = jnp.float32
+  output_kernel_size: Optional[int] = None
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None) -> jax.Array:
     d = x.shape[-1]
 
-    def conv(features, axes, name, y):
+    def conv(features, axes, name, y, kernel):
       if mask is not None:
         y = y * mask[..., None].astype(y.dtype)
-      return nn.Conv(features, (self.kernel_size,), padding="SAME", dtype=self.dtype, name=name,
+      return nn.Conv(features, (kernel,), padding="SAME", dtype=self.dtype, name=name,
                      kernel_init=nn.with_logical_partitioning(
                          nn.initializers.lecun_normal(), ("conv_kernel",) + axes),
                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
                                                             axes[-1:]))(y)
 
-    y = nn.gelu(conv(self.ffn_dim, ("embed", "mlp"), "conv_in", x), approximate=False)
-    return conv(d, ("mlp", "embed"), "conv_out", y)
+    y = nn.gelu(conv(self.ffn_dim, ("embed", "mlp"), "conv_in", x, self.kernel_size),
+                approximate=False)
+    out_kernel = self.kernel_size if self.output_kernel_size is None else self.output_kernel_size
+    return conv(d, ("mlp", "embed"), "conv_out", y, out_kernel)
 
 
 class TransformerBlock(nn.Module):
@@ -67,6 +72,7 @@ class TransformerBlock(nn.Module):
   kernel_size: int = 1
   dropout: float = 0.0
   dtype: Any = jnp.float32
+  output_kernel_size: Optional[int] = None
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None,
@@ -76,7 +82,8 @@ class TransformerBlock(nn.Module):
                                       name="attention")(_norm(x, cond, "norm_attention"), mask,
                                                         deterministic=deterministic)
     x = x + nn.Dropout(self.dropout)(y, deterministic=deterministic)
-    y = ConvFeedForward(self.ffn_dim, self.kernel_size, self.dtype, name="ffn")(
+    y = ConvFeedForward(self.ffn_dim, self.kernel_size, self.dtype, self.output_kernel_size,
+                        name="ffn")(
         _norm(x, cond, "norm_ffn"), mask)
     x = x + nn.Dropout(self.dropout)(y, deterministic=deterministic)
     return nn.with_logical_constraint(x, _ACT)
@@ -90,11 +97,13 @@ class TransformerStack(nn.Module):
   kernel_size: int = 1
   dropout: float = 0.0
   dtype: Any = jnp.float32
+  output_kernel_size: Optional[int] = None
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None,
                cond: Optional[jax.Array] = None, deterministic: bool = True) -> jax.Array:
     for i in range(self.num_layers):
       x = TransformerBlock(self.num_heads, self.ffn_dim, self.kernel_size, self.dropout,
-                           self.dtype, name=f"block_{i}")(x, mask, cond, deterministic)
+                           self.dtype, self.output_kernel_size,
+                           name=f"block_{i}")(x, mask, cond, deterministic)
     return _norm(x, cond, "norm_out")

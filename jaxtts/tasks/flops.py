@@ -238,12 +238,12 @@ def shape_of(batch_shapes, key: str) -> Sequence[int]:
 # ------------------------------------------------------------------------------ FACodec -------
 
 def transformer_layer(batch: int, length: int, dim: int, ffn_dim: int, heads: int,
-                      kernel: int) -> float:
+                      kernel: int, output_kernel: int = 1) -> float:
   """`jaxtts.nn.transformer.TransformerBlock`: relative-position attention (bidirectional)
-  and the conv-FFN (two convolutions of ``kernel``)."""
+  and the conv-FFN (convolutions of ``kernel`` and ``output_kernel``)."""
   return (attention(batch, length, dim, heads, False, "relative_xl")
-          + conv1d(batch, length, kernel, dim, ffn_dim) + conv1d(batch, length, kernel, ffn_dim,
-                                                                 dim))
+          + conv1d(batch, length, kernel, dim, ffn_dim)
+          + conv1d(batch, length, output_kernel, ffn_dim, dim))
 
 
 def facodec_forward(model_cfg: ml_collections.ConfigDict, batch: int, samples: int) -> float:
