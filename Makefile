@@ -3,7 +3,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.py | cksum | cut -d' ' -f1)
-DEMO_DIR ?= runs/demo
+# make demo FAMILY=facodec: FACodec reconstruction, voice conversion and probes.
+FAMILY ?= gmm_lm
+DEMO_DIR ?= runs/demo$(if $(filter-out gmm_lm,$(FAMILY)),_$(FAMILY))
 QUALITY_DIR ?= runs/quality
 # This machine keeps a CPU wheel of torch 2.13.0 on disk; elsewhere:
 #   make TORCH_CPU="torch --index-url https://download.pytorch.org/whl/cpu"
@@ -25,7 +27,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -rs --durations=20 -n 2 --dist loadfile --max-worker-restart=0 tests
 
 demo: $(STAMP)
-	$(BIN)/python -m launch.demo --out $(DEMO_DIR)
+	$(BIN)/python -m launch.demo --family $(FAMILY) --out $(DEMO_DIR)
 
 # The CPU quality recipe (about 2 h on 2 cores; rerun to resume): launch/quality.py.
 quality: $(STAMP)

@@ -2,6 +2,7 @@
 codec (STFT encoder, Vocos head) -> held-out reconstructions -> latent shards -> tiny GMM-LM -> zero-shot synthesis.
 
     python -m launch.demo --out runs/demo [--codec-steps 1800] [--lm-steps 500]
+    python -m launch.demo --family facodec --out runs/demo_facodec   (launch/demo_facodec.py)
 
 Writes into OUT:
   corpus/            the espeak corpus (ArrayRecord shards + manifest.json)
@@ -153,7 +154,10 @@ def zero_shot(lm_workdir: str, corpus: str, out_dir: str, count: int, seed: int)
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--out", default="runs/demo")
+  parser.add_argument("--family", default="gmm_lm", choices=("gmm_lm", "facodec"),
+                      help="gmm_lm: codec -> GMM-LM -> zero-shot TTS (this file); facodec: "
+                           "FACodec reconstruction, voice conversion, probes")
+  parser.add_argument("--out", default=None, help="default: runs/demo[_<family>]")
   parser.add_argument("--speakers", type=int, default=12)
   parser.add_argument("--zero-shot-speakers", type=int, default=3)
   parser.add_argument("--utterances-per-speaker", type=int, default=30)
@@ -164,7 +168,12 @@ def main(argv=None) -> int:
   parser.add_argument("--zero-shot", type=int, default=4, help="held-out syntheses")
   parser.add_argument("--eval-utterances", type=int, default=6,
                       help="held-out texts scored by jaxtts-eval zero-shot")
+  from launch import demo_facodec  # pylint: disable=import-outside-toplevel
+  demo_facodec.add_arguments(parser)
   args = parser.parse_args(argv)
+  args.out = args.out or ("runs/demo" if args.family == "gmm_lm" else f"runs/demo_{args.family}")
+  if args.family == "facodec":
+    return demo_facodec.run(args)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
   t_start = time.perf_counter()
   out = os.path.abspath(args.out)  # workdir configs name their data by absolute path

@@ -1,7 +1,7 @@
-"""GMM-LM's training loss and gradients on a ("data", "fsdp", "tensor") = (2, 2, 2) mesh of
-8 CPU devices (parameters sharded by their logical axes, `jaxtts.train.mesh`) against one
-device. The check runs in a child process (`main` below): the device count is fixed when
-JAX starts."""
+"""GMM-LM's and FACodec's training losses and gradients on a ("data", "fsdp", "tensor") =
+(2, 2, 2) mesh of 8 CPU devices (parameters sharded by their logical axes,
+`jaxtts.train.mesh`) against one device. The checks run in a child process (`main` below):
+the device count is fixed when JAX starts."""
 
 import json
 import os
@@ -15,9 +15,12 @@ from conftest import PYTHON, ROOT, subprocess_env
 MESH = {"data": 2, "fsdp": 2, "tensor": 2}
 
 
-def main() -> None:
-  """Child: one-device and mesh loss/gradients of the tiny GMM-LM (1 + 1 layers); prints a
-  JSON summary, raises on a mismatch."""
+def main(family: str = "gmm_lm") -> None:
+  """Child: one-device and mesh loss/gradients of the tiny GMM-LM (1 + 1 layers) or, for
+  ``family="facodec"``, of the tiny FACodec over three plain gradient steps; prints a JSON
+  summary, raises on a mismatch."""
+  if family == "facodec":
+    return main_facodec()
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
@@ -59,6 +62,13 @@ def main() -> None:
     sharded = jax.device_put(params, shardings)
     loss8, grads8 = step(sharded, jax.device_put(batch, batch_sh))
 
+  _compare(params, shardings, sharded, loss1, grads1, loss8, grads8)
+
+
+def _compare(params, shardings, sharded, loss1, grads1, loss8, grads8) -> None:
+  """Checks the mesh loss/gradients against one device's and prints the JSON summary."""
+  import jax  # pylint: disable=import-outside-toplevel
+  del params
   specs = [str(s.spec) for s in jax.tree.leaves(shardings)]
   split = {ax: sum(ax in s for s in specs) for ax in ("fsdp", "tensor")}
   # The parameters really are split: a tensor-sharded leaf holds a fraction on each device.
@@ -79,15 +89,83 @@ def main() -> None:
                                                    for g in jax.tree.leaves(grads1))))}))
 
 
-def test_gmm_lm_on_a_data_fsdp_tensor_mesh_matches_one_device():
-  proc = subprocess.run([PYTHON, os.path.abspath(__file__)], env=subprocess_env(8), cwd=ROOT,
-                        capture_output=True, text=True, timeout=600)
+def main_facodec() -> None:
+  """Child: the tiny FACodec (every loss term on) on the mesh against one device: three plain
+  gradient steps ``p <- p - 1e-3 g`` from the same start, losses compared at each step and
+  gradients at the last."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from jaxtts.tasks.facodec import FACodecTask  # pylint: disable=import-outside-toplevel
+  from jaxtts.train import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
+  from jaxtts.train.config import build_config  # pylint: disable=import-outside-toplevel
+
+  cfg = build_config(os.path.join(ROOT, "configs", "facodec.py") + ":tiny",
+                     [f"--config.mesh.{k}={v}" for k, v in MESH.items()])
+  assert jax.device_count() == 8, jax.devices()
+  task = FACodecTask(cfg)
+  rng = np.random.default_rng(0)
+  b, s = 4, int(cfg.data.segment_samples)
+  f = s // task.model.hop_length
+  t = np.arange(s) / 16000
+  batch = {"audio": (0.3 * np.sin(2 * np.pi * rng.uniform(100, 200, (b, 1)) * t)
+                     + 0.01 * rng.standard_normal((b, s))).astype(np.float32),
+           "audio_len": np.array([s, s, 1200, 800], np.int32),
+           "speaker_id": np.array([0, 1, 2, 1], np.int32),
+           "phone_labels": rng.integers(1, 20, (b, f)).astype(np.int32),
+           "f0": rng.uniform(90, 250, (b, f)).astype(np.float32),
+           "voiced": rng.random((b, f)) < 0.7}
+  key = jax.random.key(1)
+
+  def loss_and_grads(params, batch):
+    return jax.value_and_grad(lambda p: task.losses(p, batch, key, True)[0])(params)
+
+  def steps(params, batch):
+    losses = []
+    for _ in range(3):
+      loss, grads = loss_and_grads(params, batch)
+      losses.append(loss)
+      params = jax.tree.map(lambda p, g: p - 1e-3 * g, params, grads)
+    return losses, grads
+
+  init = lambda r: task.init_params(r, batch)["generator"]  # noqa: E731
+  params = jax.jit(lambda r: nn.meta.unbox(init(r)))(jax.random.key(0))
+  losses1, grads1 = jax.jit(steps)(params, batch)
+  mesh = mesh_lib.make_mesh(cfg.mesh)
+  rules = mesh_lib.rules_of(cfg.mesh)
+  with mesh_lib.mesh_context(mesh, rules):
+    abstract = jax.eval_shape(init, jax.random.key(0))
+  shardings = mesh_lib.logical_to_shardings(abstract, mesh, rules)
+  batch_sh = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in batch.items()}
+  with mesh_lib.mesh_context(mesh, rules):
+    run = jax.jit(steps, in_shardings=(shardings, batch_sh),
+                  out_shardings=(mesh_lib.replicated(mesh), shardings))
+    sharded = jax.device_put(params, shardings)
+    losses8, grads8 = run(sharded, jax.device_put(batch, batch_sh))
+  for l1, l8 in zip(losses1[:-1], losses8[:-1]):
+    assert abs(float(l8) - float(l1)) <= 1e-5 * abs(float(l1)), (l8, l1)
+  _compare(params, shardings, sharded, losses1[-1], grads1, losses8[-1], grads8)
+
+
+def _run_child(family: str) -> dict:
+  proc = subprocess.run([PYTHON, os.path.abspath(__file__), family], env=subprocess_env(8),
+                        cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-4000:]
-  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_gmm_lm_on_a_data_fsdp_tensor_mesh_matches_one_device():
+  summary = _run_child("gmm_lm")
+  assert summary["sharded_leaves"]["tensor"] >= 10 and summary["sharded_leaves"]["fsdp"] >= 10
+  assert np.isfinite(summary["loss"]) and summary["grad_norm"] > 0
+
+
+def test_facodec_on_a_data_fsdp_tensor_mesh_matches_one_device():
+  summary = _run_child("facodec")
   assert summary["sharded_leaves"]["tensor"] >= 10 and summary["sharded_leaves"]["fsdp"] >= 10
   assert np.isfinite(summary["loss"]) and summary["grad_norm"] > 0
 
 
 if __name__ == "__main__":
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  main()
+  main(*sys.argv[1:])

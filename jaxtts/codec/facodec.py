@@ -221,6 +221,17 @@ class FACodec(nn.Module):
     q_d = self.detail_vq.decode_codes(codes[..., p + c:]) if self.detail_vq else None
     return self.decoder(self.combine(q_p, q_c, q_d, timbre))
 
+  def branch_vectors(self, codes: jax.Array) -> Dict[str, jax.Array]:
+    """``codes [B, F, num_codebooks]`` -> each branch's quantized vectors ``[B, F, H]``
+    (``prosody``, ``content`` and, with detail codebooks, ``detail``): what the decoder sums,
+    and what the disentanglement probes of `jaxtts.eval.probes` read."""
+    p, c = self.num_prosody_quantizers, self.num_content_quantizers
+    out = {"prosody": self.prosody_vq.decode_codes(codes[..., :p]),
+           "content": self.content_vq.decode_codes(codes[..., p:p + c])}
+    if self.detail_vq is not None:
+      out["detail"] = self.detail_vq.decode_codes(codes[..., p + c:])
+    return out
+
   def encode(self, wav: jax.Array, mask: Optional[jax.Array] = None) -> Dict[str, jax.Array]:
     """``wav [B, T]`` -> ``codes [B, F, num_codebooks]`` int32 and ``timbre [B, H]``."""
     q = self.quantize(self._pad(wav), mask)

@@ -55,6 +55,8 @@ class FACodecCodec(Codec):
       return model.apply({"params": p}, wav[None], mask, method=model.encode)
 
     self._encode = jax.jit(encode)
+    self._branches = jax.jit(lambda p, c: model.apply({"params": p}, c[None],
+                                                      method=model.branch_vectors))
     self._decode = jax.jit(lambda p, c, t: model.apply({"params": p}, c[None], t[None],
                                                        method=model.decode)[0])
 
@@ -69,6 +71,16 @@ class FACodecCodec(Codec):
                             f"{codes.max()}]; this FACodec's codebooks have "
                             f"{self.codebook_size} entries (0..{self.codebook_size - 1})")
     return np.asarray(self._decode(self.params, codes, rep["timbre"]))
+
+  def branch_features(self, audio: np.ndarray) -> dict[str, np.ndarray]:
+    """The factorized representation of ``audio [T]`` as vectors: each branch's quantized
+    frames ``[F, H]`` (``prosody``, ``content``, ``detail``) and ``timbre [H]``."""
+    enc = self.encode(audio)
+    frames = len(enc["codes"])
+    codes = np.pad(enc["codes"], ((0, -frames % self.frames_per_unit), (0, 0)))
+    out = {k: np.asarray(v)[0, :frames] for k, v in self._branches(self.params, codes).items()}
+    out["timbre"] = enc["timbre"]
+    return out
 
   def timbre(self, audio: np.ndarray, what: str = "prompt") -> np.ndarray:
     """The timbre vector ``[H]`` of ``audio [T]``; shorter than `min_prompt_seconds` is a

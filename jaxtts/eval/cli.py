@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
   z.add_argument("--out", default=None, help="default: WORKDIR/eval")
   _backend_args(z)
   c = sub.add_parser("codec", help="reconstruction metrics of a codec")
-  c.add_argument("--workdir", required=True, help="trained gmm_vae workdir")
+  c.add_argument("--workdir", required=True, help="trained codec workdir (gmm_vae, facodec)")
   c.add_argument("--split", default="test_zero_shot")
   c.add_argument("--corpus-dir", default=None, help="default: the workdir's config.data.dir")
   c.add_argument("--step", type=int, default=None)
@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
   c.add_argument("--no-progress", action="store_true")
   c.add_argument("--asr-model", default="base",
                  help="Whisper model for the resynthesis and ground-truth WER; 'none' skips it")
+  c.add_argument("--vc-pairs", type=int, default=8,
+                 help="voice conversions scored (codecs with a timbre); 0 skips them")
+  c.add_argument("--probe-utterances", type=int, default=100,
+                 help="utterances the disentanglement probes are fitted on (codecs with "
+                      "branches); 0 skips them")
+  c.add_argument("--speaker-encoder", default="ge2e", help="SIM backend of the VC table")
   s = sub.add_parser("score", help="score a JSONL manifest of wavs")
   s.add_argument("--manifest", required=True)
   s.add_argument("--out", default=None, help="default: <manifest>.eval/")
@@ -114,7 +120,9 @@ def main(argv=None) -> int:
                               limit=args.limit, out_dir=args.out, metrics=args.metrics,
                               step=args.step, plots=args.plots,
                               progress=not args.no_progress,
-                              asr_model=None if args.asr_model == "none" else args.asr_model)
+                              asr_model=None if args.asr_model == "none" else args.asr_model,
+                              vc_pairs=args.vc_pairs, probe_utterances=args.probe_utterances,
+                              speaker_encoder=args.speaker_encoder)
     else:
       result = score_manifest(args.manifest, args.out, scorer=_scorer(args),
                               progress=not args.no_progress)

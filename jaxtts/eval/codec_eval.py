@@ -13,6 +13,15 @@ Intelligibility (``asr_model``, default Whisper base through `jaxtts.eval.asr`):
 resynthesis and the ground truth of the same utterances are transcribed by the same
 recognizer, and the table gains ``wer`` (of the resynthesis) and ``wer_ground_truth``, both
 corpus-level against the corpus texts (the gap between them is what the codec costs).
+
+Codecs with a timbre (FACodec) add two tables (``vc_pairs`` > 0, ``probe_utterances`` > 0):
+
+* ``vc_table``: zero-shot voice conversion between the split's speakers
+  (`jaxtts.eval.voice_conversion`: SIM to the prompt and to the source, WER of the converted
+  speech beside the sources'); audio in ``OUT/vc/``;
+* ``probe_table``: disentanglement probes on frozen codes (`jaxtts.eval.probes`: phone
+  accuracy from content vs prosody codes, speaker accuracy from timbre vs content codes, F0
+  correlation from prosody vs content codes), fitted on ``train`` and scored on ``valid``.
 """
 
 from __future__ import annotations
@@ -34,9 +43,9 @@ from jaxtts.plots import save_mels
 
 log = logging.getLogger("jaxtts.eval")
 
-DEFAULT_METRICS = ("mel_distance", "stft_distance", "si_sdr", "pesq_wb", "stoi", "visqol")
+DEFAULT_METRICS = ("mel_distance", "stft_distance", "si_sdr", "pesq_wb", "stoi", "visqol", "mcd")
 HIGHER_IS_BETTER = {"mel_distance": False, "stft_distance": False, "si_sdr": True,
-                    "pesq_wb": True, "stoi": True, "visqol": True}
+                    "pesq_wb": True, "stoi": True, "visqol": True, "mcd": False}
 WER_ROWS = {"wer": "transcript_recon", "wer_ground_truth": "transcript_target"}
 
 
@@ -44,7 +53,9 @@ def evaluate_codec(workdir: str, *, split: str = "test_zero_shot",
                    corpus_dir: Optional[str] = None, limit: Optional[int] = None,
                    out_dir: Optional[str] = None, metrics: Optional[Sequence[str]] = None,
                    step: Optional[int] = None, plots: int = 4, progress: bool = True,
-                   asr_model: Optional[str] = "base") -> dict[str, Any]:
+                   asr_model: Optional[str] = "base", vc_pairs: int = 8,
+                   probe_utterances: int = 100, speaker_encoder: str = "ge2e"
+                   ) -> dict[str, Any]:
   """See the module docstring; returns the report (``table``, ``rows``, ``failures``,
   ``markdown``, ``out_dir``)."""
   metrics = tuple(metrics or DEFAULT_METRICS)
@@ -105,11 +116,34 @@ def evaluate_codec(workdir: str, *, split: str = "test_zero_shot",
             "split": split, "limit": limit, "num_utterances": len(rows),
             "num_metric_failures": len(failures), "table": table, "rows": rows, "failures": failures,
             "out_dir": out_dir, "wall_seconds": time.perf_counter() - t_start}
+  notes = []
+  if vc_pairs and hasattr(codec, "convert"):
+    from jaxtts.eval import voice_conversion  # pylint: disable=import-outside-toplevel
+    from jaxtts.eval.speaker import get_speaker_encoder  # pylint: disable=import-outside-toplevel
+    vc = voice_conversion.evaluate_conversion(codec, source, vc_pairs, out_dir,
+                                              speaker_encoder=get_speaker_encoder(
+                                                  speaker_encoder), asr=asr)
+    result["vc_table"], result["vc_rows"] = vc["table"], vc["rows"]
+    result["vc_failures"] = vc["failures"]
+    notes.append("## Voice conversion\n\n" + report.markdown_table(vc["table"],
+                                                                      report.CODEC_COLUMNS)
+                 + f"\n{len(vc['rows'])} pairs of {split} speakers; SIM: {speaker_encoder} "
+                 "cosine; sim_prompt above sim_source means the voice changed.")
+  if probe_utterances and hasattr(codec, "branch_features"):
+    from jaxtts.eval import probes  # pylint: disable=import-outside-toplevel
+    probe = probes.evaluate_probes(codec, corpus_dir, fit_utterances=probe_utterances,
+                                   test_utterances=max(1, probe_utterances // 2))
+    result["probe_table"] = probe["table"]
+    notes.append("## Disentanglement probes (linear, on frozen codes)\n\n"
+                 + probes.markdown(probe))
+  result["wall_seconds"] = time.perf_counter() - t_start
   result["markdown"] = report.markdown_report(
       f"Codec reconstruction of {os.path.basename(os.path.abspath(workdir))} on {split}",
       result, report.CODEC_COLUMNS,
       [f"{len(rows)} whole utterances, {codec.sample_rate} Hz; failures are per metric."]
       + ([f"wer: corpus WER of the resynthesis, wer_ground_truth: of the recordings, both by "
           f"Whisper {asr_model} against the corpus texts."] if asr is not None else []))
+  if notes:
+    result["markdown"] += "\n" + "\n\n".join(notes) + "\n"
   report.write_report(out_dir, result)
   return result
