@@ -1,15 +1,16 @@
-"""GMM-VAE codec encode/decode real-time factor; prints one JSON line.
+"""Codec encode/decode real-time factor (GMM-VAE or FACodec); prints one JSON line.
 
     python benchmarks/codec_rtf.py --config configs/gmm_vae.py:tiny [--config.a.b=value ...] \
         [--seconds 10 --batch 1 --repeats 5 --dtype bfloat16]
+    python benchmarks/codec_rtf.py --config configs/facodec.py:espeak [--seconds 10 ...]
     python benchmarks/codec_rtf.py --workdir DIR [--step N] [--seconds 10 ...]
 
 ``--config``: the preset's generator with randomly initialised parameters
-(`jaxtts.tasks.gmm_vae.build_model`, ``model.init``); ``--workdir``: a trained `jaxtts-train`
-gmm_vae workdir loaded through `jaxtts.codec.registry.load_codec` (its model and evaluation
+(the family's ``from_config``, ``model.init``); ``--workdir``: a trained `jaxtts-train`
+codec workdir loaded through `jaxtts.codec.registry.load_codec` (its model and evaluation
 parameters; the batched encode/decode below are jitted here, not `Codec.encode`, which takes
 one utterance at a time). Input: ``--batch`` utterances of ``--seconds`` of noise (rounded up
-to whole hops); decode runs on the encoder's latents.
+to whole hops); decode runs on the encoder's latents (FACodec: its codes and timbre).
 
 Figures (each jitted program compiled ahead of time, compile time reported separately, one
 untimed warm-up call, then ``--repeats`` calls each ended by ``jax.block_until_ready``):
@@ -33,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxtts.codec import gmm_vae  # noqa: E402
+from jaxtts.codec import facodec, gmm_vae  # noqa: E402
 from jaxtts.codec.registry import load_codec  # noqa: E402
 from jaxtts.nn.dtypes import DTYPES  # noqa: E402
 from jaxtts.train import config as config_lib  # noqa: E402
@@ -63,7 +64,10 @@ def _load(args, rest):
   if args.dtype:
     overrides.append(f"--config.train.compute_dtype={args.dtype}")
   cfg = config_lib.build_config(args.config, overrides)
-  model = gmm_vae.from_config(cfg)
+  builders = {"gmm_vae": gmm_vae.from_config, "facodec": facodec.from_config}
+  if cfg.task not in builders:
+    raise SystemExit(f"--config {args.config}: task {cfg.task!r} is not a codec")
+  model = builders[cfg.task](cfg)
   t = model.hop_length
   params = jax.jit(model.init)(jax.random.PRNGKey(args.seed), jnp.zeros((1, t)))["params"]
   return model, params, int(cfg.data.sample_rate), {"config": args.config, "overrides": rest}
@@ -90,7 +94,12 @@ def main(argv=None) -> int:
                            jnp.float32, -0.5, 0.5)
 
   encode = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.encode))
-  decode = jax.jit(lambda p, h: model.apply({"params": p}, h, method=model.decode))
+  discrete = isinstance(model, facodec.FACodec)
+  if discrete:  # FACodec: decode(codes, timbre)
+    decode = jax.jit(lambda p, r: model.apply({"params": p}, r["codes"], r["timbre"],
+                                              method=model.decode))
+  else:
+    decode = jax.jit(lambda p, h: model.apply({"params": p}, h, method=model.decode))
   t0 = time.perf_counter()
   encode_c = encode.lower(params, wav).compile()
   encode_compile_s = time.perf_counter() - t0
@@ -99,7 +108,9 @@ def main(argv=None) -> int:
   decode_c = decode.lower(params, latents).compile()
   decode_compile_s = time.perf_counter() - t0
   decode_s, recon = _time(lambda: decode_c(params, latents), args.repeats)
-  assert latents.shape == (args.batch, frames, model.resolved_latent_dim), latents.shape
+  per_frame = latents["codes"] if discrete else latents
+  dim = model.num_codebooks if discrete else model.resolved_latent_dim
+  assert per_frame.shape == (args.batch, frames, dim), per_frame.shape
   assert recon.shape == (args.batch, samples), recon.shape
 
   dev = jax.devices()[0]
@@ -110,7 +121,7 @@ def main(argv=None) -> int:
       "dtype": str(jnp.dtype(model.dtype)), "batch": args.batch,
       "seconds_per_utterance": round(samples / sample_rate, 4), "sample_rate": sample_rate,
       "hop_length": hop, "latent_frame_rate": sample_rate / hop,
-      "latent_dim": model.resolved_latent_dim, "latent_frames": frames,
+      ("codebooks" if discrete else "latent_dim"): dim, "latent_frames": frames,
       "params_total": count_params(params), "params_encoder": groups.get("encoder"),
       "params_decoder": groups.get("decoder"), "params_prior": groups.get("prior"),
       "encode_compile_seconds": round(encode_compile_s, 2),

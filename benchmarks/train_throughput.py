@@ -46,7 +46,7 @@ def main(argv=None) -> int:
   if data_dir is None:
     data_dir = os.path.join(tmp, "corpus")
     write_synthetic_corpus(data_dir, num_speakers=4, utterances_per_speaker=16,
-                           min_seconds=1.0, max_seconds=4.0)
+                           min_seconds=1.0, max_seconds=4.0, f0=True)  # FACodec's F0 labels
   cfg = config_lib.build_config(args.config, [f"--config.data.dir={data_dir}", *rest])
   trainer = loop.Trainer(cfg, os.path.join(tmp, "workdir"))
   trainer._compile()  # pylint: disable=protected-access

@@ -56,6 +56,10 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       codebook_size=1024,
       code_dim=8,
       bottleneck=True,
+      # Quantize on the unit sphere (ViT-VQGAN; ours): nothing downstream of the FVQ bounds
+      # the scale of its input (the decoder's CLN and the heads normalise), and the raw
+      # variant's input grew without bound in the espeak preset. The paper's codes are raw.
+      normalize_codes=False,
       num_prosody_quantizers=1,
       num_content_quantizers=2,
       num_detail_quantizers=3,
@@ -74,6 +78,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       detail_dropout=0.75,
       grl_alpha=1.0,
       use_grl=True,
+      # LayerNorm before every head's Linear (ours; jaxtts/codec/facodec.py Head): without it
+      # the GRL adversaries are beaten by growing the features, and the codebooks collapse.
+      head_norm=True,
       # Head sizes: at least the corpus' phoneme table and speaker ids (checked at start).
       num_phones=len(DEFAULT_SYMBOLS),
       num_speakers=256,
@@ -119,7 +126,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   if name == "tiny":
     cfg.model.update(hidden_dim=16, codebook_size=32, timbre_layers=1, timbre_heads=2,
                      timbre_ffn_dim=32, timbre_kernel_size=3, num_speakers=64,
-                     encoder="vocos", decoder="vocos")
+                     encoder="vocos", decoder="vocos", normalize_codes=True)
     cfg.model.vocos.update(dim=16, intermediate_dim=24, num_layers=2)
     cfg.model.vocos_encoder.update(dim=16, intermediate_dim=24, num_layers=1)
     cfg.loss.update(mel_window_lengths=(64, 256, 1024), mel_bins=(10, 40, 80),
@@ -136,7 +143,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     cfg.checkpoint.every_steps = 10
   elif name == "espeak":
     cfg.model.update(timbre_layers=2, timbre_ffn_dim=512, timbre_kernel_size=3,
-                     encoder="vocos", decoder="vocos", num_speakers=256)
+                     encoder="vocos", decoder="vocos", num_speakers=256, normalize_codes=True)
     cfg.model.vocos.update(dim=256, intermediate_dim=768, num_layers=6)
     cfg.model.vocos_encoder.update(dim=128, intermediate_dim=384, num_layers=2)
     cfg.loss.update(mel_window_lengths=(64, 256, 1024), mel_bins=(10, 40, 80),

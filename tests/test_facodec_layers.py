@@ -70,6 +70,32 @@ def test_fvq_forward_losses_and_straight_through_gradient_match_numpy():
   np.testing.assert_array_equal(touched, np.unique(k))
 
 
+def test_normalized_fvq_quantizes_on_the_unit_sphere():
+  """``normalize``: the same cosine choice; the unit codebook row is returned and both losses
+  compare unit vectors (so they lie in [0, 4] whatever the input's scale)."""
+  rng = np.random.default_rng(2)
+  x = rng.standard_normal((2, 5, 6)).astype(np.float32)
+  vq = FactorizedVQ(dim=6, codebook_size=9, code_dim=3, normalize=True)
+  params = _init(vq, jnp.asarray(x))["params"]
+  w_in, b_in = np.asarray(params["in_proj"]["kernel"]), np.asarray(params["in_proj"]["bias"])
+  w_out, b_out = np.asarray(params["out_proj"]["kernel"]), np.asarray(params["out_proj"]["bias"])
+  unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
+  c = unit(np.asarray(params["codebook"]))
+  for scale in (1.0, 100.0):
+    out = vq.apply({"params": params}, jnp.asarray(scale * x))
+    z_e = unit(scale * x @ w_in + b_in)
+    k = np.argmax(z_e @ c.T, axis=-1)
+    np.testing.assert_array_equal(np.asarray(out["codes"]), k)
+    np.testing.assert_allclose(np.asarray(out["quantized"]), c[k] @ w_out + b_out, rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_allclose(float(out["commitment_loss"]), ((z_e - c[k]) ** 2).mean(),
+                               rtol=1e-5)
+    assert 0.0 <= float(out["codebook_loss"]) <= 4.0 / 3
+  np.testing.assert_allclose(np.asarray(vq.apply({"params": params}, out["codes"],
+                                                 method=FactorizedVQ.decode_codes)),
+                             np.asarray(out["quantized"]), rtol=1e-5, atol=1e-6)
+
+
 def test_fvq_without_bottleneck_codes_the_input_itself():
   x = np.random.default_rng(2).standard_normal((1, 4, 5)).astype(np.float32)
   vq = FactorizedVQ(dim=5, codebook_size=6, bottleneck=False)

@@ -201,4 +201,4 @@ def test_paper_parameter_counts():
   for part, want in RELEASED.items():
     assert abs(parts[part] - want) / want < 0.03, (part, parts[part], want)
   # The training heads: phone heads of the 114-symbol table, speaker heads of 8192 ids.
-  assert count["timbre_speaker_head"] == count["grl_speaker_head"] == 256 * 8192 + 8192
+  assert count["timbre_speaker_head"] == count["grl_speaker_head"] == 257 * 8192 + 2 * 256

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import nbformat
+import numpy as np
 import pytest
 
 from conftest import ROOT, subprocess_env
@@ -136,3 +137,30 @@ def test_codec_notebook(chain, kernel_env, tmp_path):
   assert os.path.getsize(out_dir / "reconstruction.wav") > 44
   tables = [m for m in _data(outputs, "text/markdown") if "|" in m and "mel_distance" in m]
   assert len(tables) == 1, _data(outputs, "text/markdown")
+
+
+def test_codec_notebook_on_facodec(facodec_run, kernel_env, tmp_path):
+  """The same notebook on a tiny FACodec workdir: codes and timbre, reconstruction, voice
+  conversion to a prompt of another speaker, and the evaluation's VC and probe tables."""
+  from jaxtts.audio.io import save_wav
+  from jaxtts.data.source import CorpusSource
+  source = CorpusSource(facodec_run["corpus"], "test_zero_shot")
+  first, last = source.example(0), source.example(len(source) - 1)
+  assert first["speaker_id"] != last["speaker_id"]
+  for name, ex in (("utterance", first), ("prompt", last)):
+    save_wav(tmp_path / f"{name}.wav", ex["audio"].astype(np.float32) / 32768.0, 16000)
+  out_dir = tmp_path / "outputs"
+  for key, value in {"CODEC_WORKDIR": facodec_run["workdir"], "AUDIO": tmp_path / "utterance.wav",
+                     "PROMPT": tmp_path / "prompt.wav", "EVAL_LIMIT": 1, "EVAL_ASR": "none",
+                     "EVAL_VC_PAIRS": 1, "EVAL_PROBE_UTTERANCES": 4,
+                     "OUTPUT_DIR": out_dir}.items():
+    kernel_env.setenv(f"JAXTTS_{key}", str(value))
+
+  outputs = _execute("codec_colab.ipynb", tmp_path)
+
+  text = _stdout(outputs)
+  assert "'kind': 'discrete'" in text and "voice conversion" in text, text
+  assert len([h for h in _data(outputs, "text/html") if "<audio" in h]) == 4
+  assert os.path.getsize(out_dir / "conversion.wav") > 44
+  tables = [m for m in _data(outputs, "text/markdown") if "## Voice conversion" in m]
+  assert len(tables) == 1 and "## Disentanglement probes" in tables[0]

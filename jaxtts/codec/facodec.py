@@ -29,6 +29,11 @@ Choices where the paper is silent or the released code differs, each a field:
 * ``decoder``/``encoder``: DAC's convolutions (the paper, with Snake) or the Vocos head /
   STFT encoder of `jaxtts.nn.vocos` (ours, for small compute; issue 12's sweep showed the
   STFT encoder is what lets a small codec learn on CPU).
+* ``normalize_codes``: FVQ on the unit sphere (`jaxtts.nn.quantize`, ViT-VQGAN): the
+  decoder's conditional LayerNorm leaves the FVQ inputs' scale free, and it grew in CPU
+  training; the paper and the released code quantize raw vectors (the paper preset's False).
+* ``head_norm``: LayerNorm before each training head's Linear (`Head`: the GRL adversaries
+  must not be beatable by feature scale).
 * ``timbre_kernel_size``: the conv-FFN kernel of the timbre Transformer (the released code:
   Conv1d(256 -> 1024, k5), then a Linear back); the paper says only "several conformer
   blocks".
@@ -69,11 +74,30 @@ def masked_mean_pool(x: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
   return jnp.sum(x * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
 
 
-def _head(features: int, name: str) -> nn.Dense:
-  return nn.Dense(features, dtype=jnp.float32, name=name,
-                  kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
-                                                           ("embed", "vocab")),
-                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)))
+class Head(nn.Module):
+  """A training head ``[..., H] -> [..., features]``: ``Dense(LayerNorm(x))`` (``norm``) or
+  ``Dense(x)``. The paper does not give the heads' form (the released code: 3 residual units
+  and a Linear). The norm makes a head blind to the scale of its input: behind a gradient
+  reversal a plain linear adversary is beaten by growing the features without bound (its
+  loss rises with their norm), which blew up the FVQ inputs (commitment loss 6e3 at step 200
+  of the espeak preset) and collapsed the codebooks to ~3 codes; with the norm the encoder can
+  only defeat the adversary by removing the information."""
+  features: int
+  norm: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x.astype(jnp.float32)
+    if self.norm:
+      x = nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32, name="norm",
+                       scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
+                                                              ("embed",)))(x)
+    return nn.Dense(self.features, dtype=jnp.float32, name="out",
+                    kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
+                                                             ("embed", "vocab")),
+                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
+                                                           ("vocab",)))(x)
 
 
 class FACodec(nn.Module):
@@ -85,6 +109,7 @@ class FACodec(nn.Module):
   codebook_size: int = 1024
   code_dim: int = 8
   bottleneck: bool = True
+  normalize_codes: bool = False
   num_prosody_quantizers: int = 1
   num_content_quantizers: int = 2
   num_detail_quantizers: int = 3
@@ -97,6 +122,7 @@ class FACodec(nn.Module):
   detail_dropout: float = 0.75
   grl_alpha: float = 1.0
   use_grl: bool = True
+  head_norm: bool = True
   num_phones: int = 1
   num_speakers: int = 1
   sample_rate: int = 16000
@@ -146,7 +172,8 @@ class FACodec(nn.Module):
     else:
       raise ValueError(f"model.decoder must be 'dac' or 'vocos', got {self.decoder_type!r}")
     vq = lambda n, name: ResidualFVQ(self.hidden_dim, n, self.codebook_size,  # noqa: E731
-                                     self.code_dim, self.bottleneck, name=name)
+                                     self.code_dim, self.bottleneck, self.normalize_codes,
+                                     name=name)
     self.prosody_vq = vq(self.num_prosody_quantizers, "prosody_vq")
     self.content_vq = vq(self.num_content_quantizers, "content_vq")
     self.detail_vq = (vq(self.num_detail_quantizers, "detail_vq")
@@ -163,14 +190,15 @@ class FACodec(nn.Module):
                                            name="timbre_encoder")
     self.condition = ConditionalLayerNorm(name="timbre_norm")
     # Training heads (module docstring).
-    self.prosody_f0_head = _head(2, "prosody_f0_head")           # [z-scored F0, voiced logit]
-    self.content_phone_head = _head(self.num_phones, "content_phone_head")
-    self.timbre_speaker_head = _head(self.num_speakers, "timbre_speaker_head")
-    self.grl_prosody_phone = _head(self.num_phones, "grl_prosody_phone_head")
-    self.grl_content_f0 = _head(2, "grl_content_f0_head")
-    self.grl_detail_phone = _head(self.num_phones, "grl_detail_phone_head")
-    self.grl_detail_f0 = _head(2, "grl_detail_f0_head")
-    self.grl_speaker = _head(self.num_speakers, "grl_speaker_head")
+    head = lambda n, name: Head(n, self.head_norm, name=name)  # noqa: E731
+    self.prosody_f0_head = head(2, "prosody_f0_head")           # [z-scored F0, voiced logit]
+    self.content_phone_head = head(self.num_phones, "content_phone_head")
+    self.timbre_speaker_head = head(self.num_speakers, "timbre_speaker_head")
+    self.grl_prosody_phone = head(self.num_phones, "grl_prosody_phone_head")
+    self.grl_content_f0 = head(2, "grl_content_f0_head")
+    self.grl_detail_phone = head(self.num_phones, "grl_detail_phone_head")
+    self.grl_detail_f0 = head(2, "grl_detail_f0_head")
+    self.grl_speaker = head(self.num_speakers, "grl_speaker_head")
 
   # ------------------------------------------------------------------ pieces
   def _pad(self, wav: jax.Array) -> jax.Array:
@@ -303,14 +331,14 @@ def from_config(cfg: Any) -> FACodec:
   return FACodec(
       encoder_dim=m.encoder_dim, encoder_strides=tuple(m.encoder_strides),
       hidden_dim=m.hidden_dim, decoder_dim=m.decoder_dim, codebook_size=m.codebook_size,
-      code_dim=m.code_dim, bottleneck=m.bottleneck,
+      code_dim=m.code_dim, bottleneck=m.bottleneck, normalize_codes=m.normalize_codes,
       num_prosody_quantizers=m.num_prosody_quantizers,
       num_content_quantizers=m.num_content_quantizers,
       num_detail_quantizers=m.num_detail_quantizers, timbre_layers=m.timbre_layers,
       timbre_heads=m.timbre_heads, timbre_ffn_dim=m.timbre_ffn_dim,
       timbre_kernel_size=m.timbre_kernel_size, prosody_input=m.prosody_input,
       detach_prosody_content=m.detach_prosody_content, detail_dropout=m.detail_dropout,
-      grl_alpha=m.grl_alpha, use_grl=m.use_grl, num_phones=m.num_phones,
+      grl_alpha=m.grl_alpha, use_grl=m.use_grl, head_norm=m.head_norm, num_phones=m.num_phones,
       num_speakers=m.num_speakers, sample_rate=int(cfg.data.sample_rate),
       encoder_type=m.encoder, decoder_type=m.decoder, vocos_dim=m.vocos.dim,
       vocos_intermediate_dim=m.vocos.intermediate_dim, vocos_layers=m.vocos.num_layers,

@@ -17,6 +17,14 @@ over the valid frames and the ``code_dim`` coordinates. The released code weight
 input's ``dim`` (VC Sim-O 0.86 -> 0.73 in the paper). The codebook is learned by gradient
 (no EMA, no k-means init, no dead-code reset, as released).
 
+``normalize=True`` (ours, off in the paper preset) quantizes on the unit sphere as ViT-VQGAN
+does (Yu et al., 2022, §3.2): ``z_e`` and the codebook rows are L2-normalised before the
+straight-through estimator and both losses, so the lookup is the same cosine choice but the
+code returned is the normalised row. FACodec's decoder input is a (conditional) LayerNorm of
+the summed branches and its heads are normalised too, so nothing downstream bounds the scale
+of ``z_e``; with Adam the raw variant's ``z_e`` grew step by step (codebook loss 30 -> 240 in
+400 steps of the espeak preset), the normalised one cannot.
+
 `ResidualFVQ` stacks ``num_quantizers`` of them within one attribute: quantizer ``i`` codes the
 residual ``x - sum_{j<i} out_j``, and the output is ``sum_i out_i`` (DAC's residual VQ without
 quantizer dropout). Losses are summed over the stack (DAC, ``rvq.py``).
@@ -43,6 +51,11 @@ def cosine_nearest(z_e: jax.Array, codebook: jax.Array) -> jax.Array:
   z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
   c = c / jnp.maximum(jnp.linalg.norm(c, axis=-1, keepdims=True), 1e-12)
   return jnp.argmax(jnp.einsum("...d,kd->...k", z, c), axis=-1).astype(jnp.int32)
+
+
+def _unit(x: jax.Array) -> jax.Array:
+  x = x.astype(jnp.float32)
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def code_usage(codes: jax.Array, codebook_size: int,
@@ -77,6 +90,7 @@ class FactorizedVQ(nn.Module):
   codebook_size: int = 1024
   code_dim: int = 8
   bottleneck: bool = True
+  normalize: bool = False
 
   @property
   def space_dim(self) -> int:
@@ -99,14 +113,20 @@ class FactorizedVQ(nn.Module):
   def project_out(self, z: jax.Array) -> jax.Array:
     return self.out_proj(z) if self.bottleneck else z
 
+  def codes_space(self) -> jax.Array:
+    """The codebook as the lookup returns it: raw rows, or unit rows with ``normalize``."""
+    return _unit(self.codebook) if self.normalize else self.codebook
+
   def decode_codes(self, codes: jax.Array) -> jax.Array:
     """``codes [B, F]`` int -> ``W_out c_codes`` ``[B, F, dim]`` (float32)."""
-    return self.project_out(jnp.take(self.codebook, codes, axis=0))
+    return self.project_out(jnp.take(self.codes_space(), codes, axis=0))
 
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None) -> dict[str, jax.Array]:
     z_e = self.project_in(x)
+    if self.normalize:
+      z_e = _unit(z_e)
     codes = cosine_nearest(z_e, self.codebook)
-    z_q = jnp.take(self.codebook, codes, axis=0)
+    z_q = jnp.take(self.codes_space(), codes, axis=0)
     z = z_e + jax.lax.stop_gradient(z_q - z_e)
     quantized = nn.with_logical_constraint(self.project_out(z), _ACT)
     return {"quantized": quantized, "codes": codes,
@@ -127,10 +147,11 @@ class ResidualFVQ(nn.Module):
   codebook_size: int = 1024
   code_dim: int = 8
   bottleneck: bool = True
+  normalize: bool = False
 
   def setup(self):
     self.quantizers = [FactorizedVQ(self.dim, self.codebook_size, self.code_dim,
-                                    self.bottleneck, name=f"vq_{i}")
+                                    self.bottleneck, self.normalize, name=f"vq_{i}")
                        for i in range(self.num_quantizers)]
 
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None) -> dict[str, jax.Array]:
