@@ -88,6 +88,6 @@ def run(args) -> int:
 def add_arguments(parser) -> None:
   """The FACodec demo's own flags (beside launch/demo.py's corpus, seed and
   ``--eval-utterances`` flags, which it shares)."""
-  parser.add_argument("--steps", type=int, default=3000, help="FACodec training steps")
+  parser.add_argument("--steps", type=int, default=2000, help="FACodec training steps")
   parser.add_argument("--vc-pairs", type=int, default=8)
   parser.add_argument("--probe-utterances", type=int, default=120)

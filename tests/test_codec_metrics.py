@@ -203,6 +203,20 @@ def test_input_validation(speech):
 # ------------------------------------------------------------------------------- compute_all
 
 
+def test_mcd_orders_noise_levels_and_ignores_gain(speech, noisy20):
+  """MCD (mel-cepstral-distance, pad alignment): 0 for identical signals, larger for more
+  noise, unchanged by a gain (the package peak-normalises), undefined for silence."""
+  rng = np.random.default_rng(2)
+  n = rng.standard_normal(speech.shape[0])
+  noisy5 = speech + n * np.sqrt(np.sum(speech ** 2) / np.sum(n ** 2) / 10 ** 0.5)
+  assert cm.mcd(speech, speech, SR) == pytest.approx(0.0, abs=1e-6)
+  d20, d5 = cm.mcd(noisy20, speech, SR), cm.mcd(np.clip(noisy5, -1, 1), speech, SR)
+  assert 0.5 < d20 < d5
+  assert cm.mcd(0.5 * noisy20, speech, SR) == pytest.approx(d20, rel=1e-3)
+  with pytest.raises(ValueError, match="silent"):
+    cm.mcd(np.zeros_like(speech), speech, SR)
+
+
 def test_compute_all(speech, noisy20):
   out = cm.compute_all(noisy20, speech, SR)
   assert list(out) == list(cm.ALL_METRICS)

@@ -88,7 +88,8 @@ WIRING = {
 def test_every_loss_term_is_wired_with_its_weight():
   """With distinct weights, the loss and its gradient equal those of the weighted sum of the
   task's individual terms, recombined here from the metric table above; every term is
-  present and non-zero, and every weight is used."""
+  present and non-zero, and every weight is used. The batch holds a silent and a clipped
+  row; loss and gradients stay finite."""
   weights = dict(zip(sorted(set(WIRING.values())), (2.0, 3.0, 5.0, 7.0, 11.0, 13.0, 17.0,
                                                      19.0, 23.0, 29.0)))
   assert len(weights) == 10
@@ -105,6 +106,10 @@ def test_every_loss_term_is_wired_with_its_weight():
            "phone_labels": rng.integers(1, 20, (b, f)).astype(np.int32),
            "f0": rng.uniform(90, 250, (b, f)).astype(np.float32),
            "voiced": rng.random((b, f)) < 0.7}
+  # Row 2 is silent (and unvoiced), row 3 clipped to +-1: no NaN from either.
+  batch["audio"][2] = 0.0
+  batch["voiced"][2] = False
+  batch["audio"][3] = np.sign(batch["audio"][3])
   batch = {k: jnp.asarray(v) for k, v in batch.items()}
   params = jax.jit(lambda r: nn.meta.unbox(task.init_params(r, batch)))(
       jax.random.key(0))["generator"]
@@ -123,6 +128,7 @@ def test_every_loss_term_is_wired_with_its_weight():
     assert float(metrics[name]) > 0, name
   np.testing.assert_allclose(float(loss), float(ref), rtol=1e-6)
   flat, ref_flat = jax.tree.leaves(grads), jax.tree.leaves(ref_grads)
+  assert np.isfinite(float(loss)) and all(np.isfinite(np.asarray(g)).all() for g in flat)
   for g, r in zip(flat, ref_flat):
     np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4,
                                atol=1e-6 * float(np.abs(np.asarray(r)).max() + 1e-12))
@@ -151,8 +157,19 @@ def test_label_checks_against_the_corpus(f0_corpus, tmp_path):
     task_lib.FACodecTask(_config("tiny", f"--config.data.dir={plain}"))
   # Without F0 supervision the same corpus trains (no F0 labels asked for).
   no_f0 = task_lib.FACodecTask(_config("tiny", f"--config.data.dir={plain}",
-                                       "--config.loss.f0_weight=0", "--config.loss.grl_f0_weight=0"))
+                                       "--config.loss.f0_weight=0",
+                                       "--config.loss.grl_f0_weight=0"))
   assert no_f0.cfg.data.extra_features == ("phone_labels",)
+  # A corpus whose manifest lists no phone durations trains with the phone terms off.
+  import json
+  import shutil
+  bare = tmp_path / "no_durations"
+  shutil.copytree(f0_corpus, bare)
+  manifest = json.loads((bare / "manifest.json").read_text())
+  del manifest["features"]["durations"]
+  (bare / "manifest.json").write_text(json.dumps(manifest))
+  task = task_lib.FACodecTask(_config("tiny", f"--config.data.dir={bare}"))
+  assert task.cfg.data.extra_features == ("f0", "voiced") and not task.use_phone
 
 
 def test_presets_and_ablations():

@@ -79,6 +79,25 @@ def test_conv1d_matches_numpy(kernel, stride, dilation, length):
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel,padding", [(7, (3, 3)), (4, (3, 0)), (31, (15, 15))])
+def test_depthwise_conv1d_matches_grouped_convolution(kernel, padding):
+  """The shifted-sum depthwise convolution equals lax's grouped convolution, forward and
+  kernel gradient (the grouped form's gradient is wrong when its batch is sharded)."""
+  from jax import lax
+  from jaxtts.nn.conv import depthwise_conv1d
+  rng = np.random.default_rng(kernel)
+  x = jnp.asarray(rng.standard_normal((2, 40, 6)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((kernel, 6)), jnp.float32)
+  ref = lambda w, x: lax.conv_general_dilated(  # noqa: E731
+      x, w[:, None, :], (1,), [padding], dimension_numbers=("NWC", "WIO", "NWC"),
+      feature_group_count=6)
+  np.testing.assert_allclose(np.asarray(depthwise_conv1d(x, w, padding)),
+                             np.asarray(ref(w, x)), rtol=1e-5, atol=1e-5)
+  g = lambda f: jax.grad(lambda w: jnp.sum(jnp.sin(f(w, x))))(w)  # noqa: E731
+  np.testing.assert_allclose(np.asarray(g(lambda w, x: depthwise_conv1d(x, w, padding))),
+                             np.asarray(g(ref)), rtol=1e-4, atol=1e-4)
+
+
 def test_conv1d_dac_padding():
   # DAC pads ceil(stride / 2) on the left of its k = 2 * stride downsampling convolutions.
   assert conv_padding(16, 8) == (4, 4)

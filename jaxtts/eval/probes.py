@@ -131,7 +131,9 @@ def collect(codec: Any, source: CorpusSource, limit: int) -> dict[str, Any]:
     utt["content_mean"].append(feats["content"].mean(0))
     utt["timbre"].append(feats["timbre"])
     utt["speaker"].append(int(ex["speaker_id"]))
-  cat = lambda d: {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in d.items()}  # noqa: E731
+  def cat(d):
+    return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in d.items()}
+
   return {"frames": cat(frames), "voiced": cat(voiced_frames),
           "utterances": {k: np.asarray(v) for k, v in utt.items()}}
 

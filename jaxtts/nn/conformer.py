@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxtts.nn.attention import RelPositionMultiHeadAttention
+from jaxtts.nn.conv import depthwise_conv1d
 
 _ACT = ("batch", "time", "embed")
 _TORCH_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -101,10 +102,8 @@ class ConvolutionModule(nn.Module):
     bias = self.param("depthwise_bias", nn.with_logical_partitioning(
         nn.initializers.zeros, ("mlp",)), (d,), self.param_dtype)
 
-    def depthwise(u, padding):
-      return lax.conv_general_dilated(
-          u.astype(self.dtype), w.astype(self.dtype)[:, None, :], window_strides=(1,),
-          padding=[padding], dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=d)
+    def depthwise(u, padding):  # shard-safe (see jaxtts.nn.conv.depthwise_conv1d)
+      return depthwise_conv1d(u.astype(self.dtype), w.astype(self.dtype), padding)
 
     if self.decode and not self.causal:
       raise ValueError("decode=True needs causal=True")

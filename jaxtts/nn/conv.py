@@ -49,6 +49,26 @@ def weight_norm(v: jax.Array, g: jax.Array, axes: Tuple[int, ...]) -> jax.Array:
   return v * (g.astype(jnp.float32).reshape(shape) / norm)
 
 
+def depthwise_conv1d(x: jax.Array, kernel: jax.Array, padding: Tuple[int, int]) -> jax.Array:
+  """Depthwise 1-D convolution (cross-correlation, as ``lax.conv_general_dilated`` with
+  ``feature_group_count = C``): ``x [B, T, C]``, ``kernel [K, C]``, zero ``padding`` (left,
+  right) -> ``[B, T + left + right - K + 1, C]``, ``y[t, c] = sum_k x_pad[t + k, c] w[k, c]``.
+
+  Written as K shifted multiply-adds instead of a grouped convolution: XLA's SPMD partitioner
+  (jax 0.10.2) returns a wrong kernel gradient for a grouped convolution whose batch is
+  sharded (2x with the batch over 4 devices, 4x over 2: `tests/test_nn_layers.py`), which
+  broke the sharded-vs-one-device check of every ConvNeXt and Conformer block. The sum is
+  elementwise work, as a depthwise convolution is memory-bound anyway."""
+  k = kernel.shape[0]
+  xp = jnp.pad(x, ((0, 0), tuple(padding), (0, 0)))
+  out_len = xp.shape[1] - k + 1
+  kernel = kernel.astype(x.dtype)
+  y = xp[:, 0:out_len] * kernel[0]
+  for i in range(1, k):
+    y = y + xp[:, i:i + out_len] * kernel[i]
+  return y
+
+
 def conv_padding(kernel_size: int, stride: int = 1, dilation: int = 1) -> Tuple[int, int]:
   """Default padding: total ``(K - 1) * d + 1 - stride`` split with the extra sample on the left.
 

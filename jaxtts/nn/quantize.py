@@ -54,8 +54,10 @@ def cosine_nearest(z_e: jax.Array, codebook: jax.Array) -> jax.Array:
 
 
 def _unit(x: jax.Array) -> jax.Array:
+  """``x / |x|`` over the last axis, with a finite gradient at 0 (``rsqrt(|x|^2 + 1e-24)``:
+  the gradient of ``max(|x|, eps)`` is NaN there)."""
   x = x.astype(jnp.float32)
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+  return x * jax.lax.rsqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True) + 1e-24)
 
 
 def code_usage(codes: jax.Array, codebook_size: int,

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtts.audio.spectral import istft, stft
+from jaxtts.nn.conv import depthwise_conv1d
 
 _ACT = ("batch", "time", "embed")
 _INIT = nn.initializers.truncated_normal(0.02)
@@ -51,6 +52,26 @@ def _layer_norm(dtype, name: str) -> nn.LayerNorm:
                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
 
 
+class DepthwiseConv(nn.Module):
+  """``[B, F, C] -> [B, F, C]``: a 'same' depthwise convolution with bias, parameters
+  ``kernel [K, 1, C]`` and ``bias [C]`` (the layout of ``nn.Conv(feature_group_count=C)``),
+  computed by `jaxtts.nn.conv.depthwise_conv1d` (shard-safe)."""
+  kernel_size: int = 7
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    kernel = self.param("kernel", nn.with_logical_partitioning(
+        _INIT, ("conv_kernel", None, "embed")), (self.kernel_size, 1, c), jnp.float32)
+    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+                      (c,), jnp.float32)
+    left = (self.kernel_size - 1) // 2
+    y = depthwise_conv1d(x.astype(self.dtype), kernel[:, 0, :],
+                         (left, self.kernel_size - 1 - left))
+    return y + bias.astype(y.dtype)
+
+
 class ConvNeXtBlock(nn.Module):
   """``[B, F, dim] -> [B, F, dim]``: depthwise conv (k7, 'same'), LN, Dense to
   ``intermediate_dim``, GELU, Dense back, times the layer scale ``gamma``, plus the input."""
@@ -62,10 +83,7 @@ class ConvNeXtBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     dim = x.shape[-1]
-    y = nn.Conv(dim, (self.kernel_size,), padding="SAME", feature_group_count=dim,
-                dtype=self.dtype, name="depthwise",
-                kernel_init=nn.with_logical_partitioning(_INIT, ("conv_kernel", None, "embed")),
-                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(x)
+    y = DepthwiseConv(self.kernel_size, self.dtype, name="depthwise")(x)
     y = _layer_norm(self.dtype, "norm")(y)
     y = _dense(self.intermediate_dim, ("embed", "mlp"), self.dtype, "pointwise_in")(y)
     y = nn.gelu(y, approximate=False)
