@@ -197,7 +197,7 @@ def reference_run(synthetic_corpus, tmp_path_factory, worker_id):
 @pytest.fixture(scope="session")
 def facodec_run(tmp_path_factory, worker_id):
   """A synthetic corpus with F0 and a tiny FACodec trained 4 steps on it (every loss term on,
-  eval and samples at the last step): shared by the FACodec CLI, evaluation and notebook
+  samples with voice conversions at the last step): shared by the FACodec CLI, evaluation and notebook
   tests (built once)."""
   from jaxtts.data.synthetic import write_synthetic_corpus  # pylint: disable=import-outside-toplevel
 
@@ -206,7 +206,7 @@ def facodec_run(tmp_path_factory, worker_id):
                            zero_shot_speakers=2, seed=0, f0=True)
     _train("facodec.py:tiny", str(root / "workdir"), f"--config.data.dir={root / 'corpus'}",
            "--config.train.steps=4", "--config.checkpoint.every_steps=4",
-           "--config.train.eval_every_steps=4", "--config.train.sample_every_steps=4",
+           "--config.train.sample_every_steps=4",
            "--config.data.eval_split=test_zero_shot")
 
   root = _build_once(tmp_path_factory, worker_id, "facodec_run", build)
