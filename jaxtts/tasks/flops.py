@@ -92,10 +92,11 @@ def gmm_vae_forward(model_cfg: ml_collections.ConfigDict, batch: int, samples: i
 
 def _convnext_backbone(batch: int, frames: int, in_channels: int, dim: int, inter: int,
                        layers: int) -> float:
-  """`jaxtts.nn.vocos.VocosBackbone`: the k7 input conv and, per ConvNeXt block, a depthwise
-  k7 conv and two pointwise Dense layers."""
+  """`jaxtts.nn.vocos.VocosBackbone`: the k7 input conv and, per ConvNeXt block, two
+  pointwise Dense layers (the depthwise conv is elementwise multiply-adds,
+  `jaxtts.nn.conv.depthwise_conv1d`, not a product, and is not counted)."""
   rows = batch * frames
-  block = conv1d(batch, frames, 7, 1, dim) + dense(rows, dim, inter) + dense(rows, inter, dim)
+  block = dense(rows, dim, inter) + dense(rows, inter, dim)
   return conv1d(batch, frames, 7, in_channels, dim) + layers * block
 
 
@@ -188,10 +189,12 @@ def attention(batch: int, length: int, dim: int, heads: int, causal: bool, posit
 def conformer_layer(batch: int, length: int, dim: int, ffn_dim: int, heads: int, kernel: int,
                     causal: bool, position: str) -> float:
   """`jaxtts.nn.conformer.ConformerBlock`: two FFNs, attention, the convolution module
-  (pointwise D -> 2D, depthwise K, pointwise D -> D)."""
+  (pointwise D -> 2D and D -> D; its depthwise K conv is elementwise multiply-adds,
+  `jaxtts.nn.conv.depthwise_conv1d`, and is not counted)."""
+  del kernel
   rows = batch * length
   ffn = 2 * (dense(rows, dim, ffn_dim) + dense(rows, ffn_dim, dim))
-  conv = dense(rows, dim, 2 * dim) + 2.0 * rows * kernel * dim + dense(rows, dim, dim)
+  conv = dense(rows, dim, 2 * dim) + dense(rows, dim, dim)
   return ffn + conv + attention(batch, length, dim, heads, causal, position)
 
 
