@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from train_helpers import facodec_batch
 from jaxtts.tasks import facodec as task_lib
 from jaxtts.train.config import build_config
 
@@ -95,17 +96,7 @@ def test_every_loss_term_is_wired_with_its_weight():
   assert len(weights) == 10
   cfg = _config("tiny", *(f"--config.loss.{k}={v}" for k, v in weights.items()))
   task = task_lib.FACodecTask(cfg)
-  rng = np.random.default_rng(0)
-  b, s = 4, int(cfg.data.segment_samples)
-  f = s // task.model.hop_length
-  t = np.arange(s) / 16000
-  batch = {"audio": (0.3 * np.sin(2 * np.pi * rng.uniform(100, 200, (b, 1)) * t)
-                     + 0.01 * rng.standard_normal((b, s))).astype(np.float32),
-           "audio_len": np.array([s, s, 1200, 800], np.int32),
-           "speaker_id": np.array([0, 1, 2, 1], np.int32),
-           "phone_labels": rng.integers(1, 20, (b, f)).astype(np.int32),
-           "f0": rng.uniform(90, 250, (b, f)).astype(np.float32),
-           "voiced": rng.random((b, f)) < 0.7}
+  batch = facodec_batch(cfg.data.segment_samples, task.model.hop_length)
   # Row 2 is silent (and unvoiced), row 3 clipped to +-1: no NaN from either.
   batch["audio"][2] = 0.0
   batch["voiced"][2] = False

@@ -100,6 +100,7 @@ def main_facodec() -> None:
   import jax  # pylint: disable=import-outside-toplevel
 
   from jaxtts.tasks.facodec import FACodecTask  # pylint: disable=import-outside-toplevel
+  from train_helpers import facodec_batch  # pylint: disable=import-outside-toplevel
   from jaxtts.train import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
   from jaxtts.train.config import build_config  # pylint: disable=import-outside-toplevel
 
@@ -107,17 +108,7 @@ def main_facodec() -> None:
                      [f"--config.mesh.{k}={v}" for k, v in MESH.items()])
   assert jax.device_count() == 8, jax.devices()
   task = FACodecTask(cfg)
-  rng = np.random.default_rng(0)
-  b, s = 4, int(cfg.data.segment_samples)
-  f = s // task.model.hop_length
-  t = np.arange(s) / 16000
-  batch = {"audio": (0.3 * np.sin(2 * np.pi * rng.uniform(100, 200, (b, 1)) * t)
-                     + 0.01 * rng.standard_normal((b, s))).astype(np.float32),
-           "audio_len": np.array([s, s, 1200, 800], np.int32),
-           "speaker_id": np.array([0, 1, 2, 1], np.int32),
-           "phone_labels": rng.integers(1, 20, (b, f)).astype(np.int32),
-           "f0": rng.uniform(90, 250, (b, f)).astype(np.float32),
-           "voiced": rng.random((b, f)) < 0.7}
+  batch = facodec_batch(cfg.data.segment_samples, task.model.hop_length)
   key = jax.random.key(1)
 
   def loss_and_grads(params, batch):

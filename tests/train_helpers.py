@@ -12,6 +12,22 @@ from conftest import PYTHON, ROOT, subprocess_env
 TINY = os.path.join(ROOT, "configs", "gmm_vae.py") + ":tiny"
 
 
+def facodec_batch(segment_samples, hop_length):
+  """A FACodec training batch of 4 crops (harmonic tones with noise, two of them short) with
+  random phone, F0 and voicing labels, as NumPy arrays."""
+  rng = np.random.default_rng(0)
+  b, s = 4, int(segment_samples)
+  f = s // hop_length
+  t = np.arange(s) / 16000
+  return {"audio": (0.3 * np.sin(2 * np.pi * rng.uniform(100, 200, (b, 1)) * t)
+                    + 0.01 * rng.standard_normal((b, s))).astype(np.float32),
+          "audio_len": np.array([s, s, 1200, 800], np.int32),
+          "speaker_id": np.array([0, 1, 2, 1], np.int32),
+          "phone_labels": rng.integers(1, 20, (b, f)).astype(np.int32),
+          "f0": rng.uniform(90, 250, (b, f)).astype(np.float32),
+          "voiced": rng.random((b, f)) < 0.7}
+
+
 def overrides(data_dir, steps, **extra):
   """A very small, fast tiny-codec run: per-step logging, checkpoints every 2 steps."""
   values = {
