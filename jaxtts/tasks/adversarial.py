@@ -38,6 +38,7 @@ import ml_collections
 import optax
 
 from jaxtts.codec import losses as codec_losses
+from jaxtts.codec.discriminators import build_discriminators
 from jaxtts.train import state as state_lib
 
 # (g_params, batch, rng) -> (loss, (metrics, fake [B, T], real [B, T]))
@@ -99,3 +100,16 @@ class AdversarialStep:
         params[gen], opt_state[gen], grads, optimizers[gen])
     metrics["grad_norm"] = optax.tree.norm(grads)
     return state.replace(params=params, opt_state=opt_state), metrics
+
+
+def setup(config: ml_collections.ConfigDict, generator_objective: GeneratorObjective
+          ) -> tuple[Any, tuple[str, ...], "AdversarialStep | None"]:
+  """A codec task's GAN wiring from its ``discriminator`` section: ``(discriminators or None,
+  parameter groups, AdversarialStep or None)``; without ``enabled`` only the generator
+  group."""
+  if not config.enabled:
+    return None, ("generator",), None
+  discriminators = build_discriminators(config)
+  step = AdversarialStep(config, generator_objective,
+                         lambda p, x: discriminators.apply({"params": p}, x))
+  return discriminators, ("generator", "discriminator"), step

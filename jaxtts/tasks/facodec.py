@@ -43,7 +43,6 @@ import optax
 from jaxtts.audio import spectral
 from jaxtts.codec import facodec as facodec_lib
 from jaxtts.codec import losses as codec_losses
-from jaxtts.codec.discriminators import build_discriminators
 from jaxtts.codec.gmm_vae import frame_mask_from_lengths
 from jaxtts.data import features as features_lib
 from jaxtts.data.source import read_manifest
@@ -118,13 +117,8 @@ class FACodecTask(CorpusData):
     cfg.data.extra_features = tuple(dict.fromkeys(tuple(cfg.data.extra_features) + extra))
     self.cfg = cfg
     self.sample_rate = int(cfg.data.sample_rate)
-    self.discriminators = (build_discriminators(cfg.discriminator)
-                           if cfg.discriminator.enabled else None)
-    self.groups = ("generator", "discriminator") if self.discriminators else ("generator",)
-    self.adversarial = (adversarial.AdversarialStep(
-        cfg.discriminator, self.reconstruction_objective,
-        lambda p, x: self.discriminators.apply({"params": p}, x))
-                        if self.discriminators else None)
+    self.discriminators, self.groups, self.adversarial = adversarial.setup(
+        cfg.discriminator, self.reconstruction_objective)
 
   def _check_manifest(self, cfg: ml_collections.ConfigDict) -> None:
     """Label geometry and sizes against the corpus: the label hop is the codec hop; phone and

@@ -27,7 +27,6 @@ import optax
 
 from jaxtts.audio import spectral
 from jaxtts.codec import losses as codec_losses
-from jaxtts.codec.discriminators import build_discriminators
 from jaxtts.codec.gmm_vae import GMMVAE, frame_mask_from_lengths, from_config
 from jaxtts.eval import codec_metrics
 from jaxtts.nn import mixture as mixture_lib
@@ -50,13 +49,8 @@ class GMMVAETask(CorpusData):
   def __init__(self, cfg: ml_collections.ConfigDict):
     self.cfg = cfg
     self.model = build_model(cfg)
-    self.discriminators = (build_discriminators(cfg.discriminator)
-                           if cfg.discriminator.enabled else None)
-    self.groups = ("generator", "discriminator") if self.discriminators else ("generator",)
-    self.adversarial = (adversarial.AdversarialStep(
-        cfg.discriminator, self.reconstruction_objective,
-        lambda p, x: self.discriminators.apply({"params": p}, x))
-                        if self.discriminators else None)
+    self.discriminators, self.groups, self.adversarial = adversarial.setup(
+        cfg.discriminator, self.reconstruction_objective)
     self.sample_rate = int(cfg.data.sample_rate)
     if cfg.data.mode != "crop":
       raise ValueError(f"config.data.mode: the gmm_vae task trains on crops; got "
