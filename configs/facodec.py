@@ -21,7 +21,9 @@ Ablations (appended with ``+``; Tables 13/15-style rows):
   supervised targets);
 * ``released``: the released inference code's choices where it differs from the paper:
   prosody from 20 mel bins, ``sg(q_p)`` and ``sg(q_c)`` into the decoder, commitment scaled
-  by 0.005 inside the quantizer (here: weight 0.25 x 0.005).
+  by 0.005 inside the quantizer (here: weight 0.25 x 0.005);
+* ``dead_code_reset``: not an ablation but an addition (ours): restart dead codes from the
+  batch's encodings every 50 steps (``dead_code_reset``; `jaxtts.nn.quantize.reset_dead_codes`).
 
 Loss weights are the paper's (§B.1: reconstruction 10, adversarial 2, feature matching 2,
 codebook 1, commitment 0.25, F0 5, phone 5, GRL-F0 5, GRL-phone 5, GRL-speaker 1); the paper
@@ -54,7 +56,8 @@ from configs import base
 from jaxtts.codec.discriminators import discriminator_config
 from jaxtts.text.symbols import DEFAULT_SYMBOLS
 
-ABLATIONS = ("no_bottleneck", "no_detail", "no_grl", "no_supervision", "released")
+ABLATIONS = ("no_bottleneck", "no_detail", "no_grl", "no_supervision", "released",
+             "dead_code_reset")
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
@@ -126,6 +129,10 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       # APNet's log-amplitude L1 on the Vocos head's spectrum (ours; 0 = off).
       spectrum_amplitude_weight=0.0,
   ))
+  # Dead-code restarts (jaxtts/nn/quantize.py reset_dead_codes; ours, not in the paper or the
+  # released code): every `every_steps` steps (0 = off, the paper), codes whose largest cosine
+  # to the batch's encodings is below `min_cosine` are replaced by encodings of the batch.
+  cfg.dead_code_reset = ml_collections.ConfigDict(dict(every_steps=0, min_cosine=0.8))
   cfg.eval = ml_collections.ConfigDict(dict(
       sample_metrics=("mel_distance", "stft_distance", "pesq_wb", "stoi"),
   ))
@@ -194,6 +201,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       cfg.model.use_grl = False
       cfg.loss.update(f0_weight=0.0, phone_weight=0.0, speaker_weight=0.0, grl_f0_weight=0.0,
                       grl_phone_weight=0.0, grl_speaker_weight=0.0)
+    elif ablation == "dead_code_reset":
+      cfg.dead_code_reset.every_steps = 50
     elif ablation == "released":
       cfg.model.update(prosody_input="mel20", detach_prosody_content=True)
       cfg.loss.commitment_weight = 0.25 * 0.005

@@ -38,6 +38,11 @@ def test_training_logs_every_head_and_codebook(facodec_run):
     assert 1.0 <= train[f"train/codes/{q}/perplexity"] <= 32.0
     assert train[f"train/codes/{q}/used"] >= 1
   assert any("valid/mel_distance" in r for r in lines)  # the sample step's metrics
+  # dead_code_reset.every_steps=2 in the fixture: restarts on steps 2 and 4 only (the
+  # codebooks of 32 start far from the tiny encoder's outputs).
+  resets = {r["step"]: sum(v for k, v in r.items() if k.endswith("/reset"))
+            for r in lines if any(k.endswith("/reset") for k in r)}
+  assert resets[1] == resets[3] == 0 and resets[2] > 0, resets
   with open(os.path.join(facodec_run["workdir"], "params.json")) as f:
     modules = json.load(f)["groups"]["generator"]["modules"]
   assert {"encoder", "decoder", "prosody_vq", "content_vq", "detail_vq", "timbre_encoder",

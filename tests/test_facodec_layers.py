@@ -10,7 +10,8 @@ import pytest
 
 from jaxtts.nn.grl import gradient_reversal, reversed_features
 from jaxtts.nn.norm import ConditionalLayerNorm
-from jaxtts.nn.quantize import FactorizedVQ, ResidualFVQ, code_usage, cosine_nearest
+from jaxtts.nn.quantize import (FactorizedVQ, ResidualFVQ, code_usage, cosine_nearest,
+                                reset_dead_codes)
 
 
 def _init(module, *args):
@@ -137,6 +138,49 @@ def test_code_usage_perplexity_and_dead_codes():
   p = np.array([2, 1, 3]) / 6
   np.testing.assert_allclose(float(got["perplexity"]), np.exp(-(p * np.log(p)).sum()), rtol=1e-6)
   assert float(got["used"]) == 3 and float(got["dead_fraction"]) == pytest.approx(5 / 8)
+
+
+def test_dead_code_reset_restarts_only_codes_away_from_the_valid_encodings():
+  """Codes whose largest cosine to the valid encodings is below the threshold (NumPy) become
+  valid encodings; the others keep their rows; padded encodings neither keep a code alive nor
+  are drawn; the count is the number replaced."""
+  rng = np.random.default_rng(4)
+  enc = rng.standard_normal((12, 3)).astype(np.float32)
+  mask = np.ones(12, bool)
+  mask[9:] = False
+  book = rng.standard_normal((10, 3)).astype(np.float32)
+  book[0] = 2.0 * enc[1]                # cosine 1 to a valid encoding: alive
+  book[1] = -enc[10]                    # near only a padded one (cosine 1): dead unless valid
+  unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+  best = (unit(book) @ unit(enc[mask]).T).max(axis=1)
+  dead = best < 0.8
+  assert dead.any() and not dead.all() and not dead[0]
+  new, count = reset_dead_codes(jnp.asarray(book), jnp.asarray(enc), jnp.asarray(mask),
+                                jax.random.key(0), 0.8)
+  new = np.asarray(new)
+  assert int(count) == int(dead.sum())
+  np.testing.assert_array_equal(new[~dead], book[~dead])
+  for row in new[dead]:
+    matches = np.flatnonzero((np.abs(enc - row) < 1e-7).all(axis=1))
+    assert matches.size and mask[matches].all()
+  # No valid encoding: nothing changes.
+  same, none = reset_dead_codes(jnp.asarray(book), jnp.asarray(enc), jnp.zeros(12, bool),
+                                jax.random.key(0), 0.8)
+  np.testing.assert_array_equal(np.asarray(same), book)
+  assert int(none) == 0
+
+
+def test_residual_fvq_returns_each_quantizer_lookup_input():
+  """``encodings[..., i, :]`` is quantizer i's ``z_e``: its cosine-nearest code is code i."""
+  x = jnp.asarray(np.random.default_rng(5).standard_normal((2, 4, 6)), jnp.float32)
+  rvq = ResidualFVQ(dim=6, num_quantizers=2, codebook_size=7, code_dim=3)
+  params = _init(rvq, x)
+  out = rvq.apply(params, x)
+  assert out["encodings"].shape == (2, 4, 2, 3)
+  for i in range(2):
+    book = params["params"][f"vq_{i}"]["codebook"]
+    np.testing.assert_array_equal(np.asarray(cosine_nearest(out["encodings"][:, :, i], book)),
+                                  np.asarray(out["codes"][..., i]))
 
 
 def test_gradient_reversal_negates_and_scales_the_incoming_gradient():

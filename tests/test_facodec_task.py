@@ -13,6 +13,8 @@ import pytest
 from conftest import ROOT
 from train_helpers import facodec_batch
 from jaxtts.tasks import facodec as task_lib
+from jaxtts.train import optim
+from jaxtts.train import state as state_lib
 from jaxtts.train.config import build_config
 
 CONFIG = os.path.join(ROOT, "configs", "facodec.py")
@@ -125,6 +127,45 @@ def test_every_loss_term_is_wired_with_its_weight():
                                atol=1e-6 * float(np.abs(np.asarray(r)).max() + 1e-12))
 
 
+def test_dead_code_reset_in_the_train_step():
+  """On a due step (``dead_code_reset.every_steps=2``, state at step 1) the train step is the
+  plain update followed by `reset_codebooks` (each quantizer restarted from its own
+  encodings under the updated parameters): only codebooks change, and the counts logged are
+  the codes restarted. The not-due steps are checked on the CLI run (tests/test_facodec_cli.py)."""
+  cfg = _config("tiny", "--config.dead_code_reset.every_steps=2",
+                "--config.dead_code_reset.min_cosine=0.999")
+  task, off = task_lib.FACodecTask(cfg), task_lib.FACodecTask(_config("tiny"))
+  batch = {k: jnp.asarray(v) for k, v in
+           facodec_batch(cfg.data.segment_samples, task.model.hop_length).items()}
+  params = jax.jit(lambda r: nn.meta.unbox(task.init_params(r, batch)))(jax.random.key(0))
+  optimizers = {g: optim.make_optimizer(cfg.train.optimizers[g], cfg.train.steps)
+                for g in params}
+  state = state_lib.create(params, optimizers, jax.random.key(1))
+  state = state.replace(step=jnp.ones((), jnp.int32))
+  key = jax.random.key(2)
+
+  @jax.jit
+  def run(state):
+    new, metrics = task.train_step(state, batch, key, optimizers)
+    plain, _ = off.train_step(state, batch, key, optimizers)
+    want, counts = task.reset_codebooks(plain.params["generator"], batch,
+                                        jax.random.fold_in(key, 1))
+    return new.params["generator"], metrics, plain.params["generator"], want, counts
+
+  new, metrics, plain, want, counts = run(state)
+  names = task._reset_names()  # pylint: disable=protected-access
+  assert len(names) == 6 and sum(float(counts[n]) for n in names) > 0
+  for n in names:
+    assert float(metrics[n]) == float(counts[n]), n
+  changed = set()
+  for (path, a), b, c in zip(jax.tree_util.tree_leaves_with_path(new), jax.tree.leaves(want),
+                             jax.tree.leaves(plain)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    if not np.array_equal(np.asarray(a), np.asarray(c)):
+      changed.add(jax.tree_util.keystr(path))
+  assert changed and all(p.endswith("['codebook']") for p in changed), changed
+
+
 def test_label_checks_against_the_corpus(f0_corpus, tmp_path):
   """Heads smaller than the corpus' phoneme table or speaker ids, a codec hop that is not the
   corpus' label hop, or a corpus without F0 are one-line errors naming the field."""
@@ -177,6 +218,8 @@ def test_presets_and_ablations():
   assert no_grl.loss.phone_weight == 5.0
   none = _config("espeak+no_supervision")
   assert none.loss.f0_weight == none.loss.phone_weight == none.loss.speaker_weight == 0
+  assert _config("paper").dead_code_reset.every_steps == 0
+  assert _config("espeak+dead_code_reset").dead_code_reset.every_steps == 50
   released = _config("paper+released")
   assert released.model.prosody_input == "mel20" and released.model.detach_prosody_content
   with pytest.raises(ValueError, match="unknown ablation 'no_timbre'"):

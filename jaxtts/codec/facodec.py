@@ -268,6 +268,15 @@ class FACodec(nn.Module):
       parts.append(q["detail"]["codes"])
     return {"codes": jnp.concatenate(parts, axis=-1), "timbre": q["timbre"]}
 
+  def codebook_encodings(self, wav: jax.Array, mask: Optional[jax.Array] = None
+                         ) -> Dict[str, jax.Array]:
+    """``wav [B, T]`` -> each branch quantizer stack's lookup inputs ``sg(z_e)``
+    ``[B, F, Q_branch, space_dim]``, keyed by its parameter scope (``prosody_vq``,
+    ``content_vq``, ``detail_vq``): what `jaxtts.nn.quantize.reset_dead_codes` draws from."""
+    q = self.quantize(self._pad(wav), mask)
+    return {f"{name}_vq": q[name]["encodings"] for name in ("prosody", "content", "detail")
+            if q[name] is not None}
+
   # ------------------------------------------------------------------ training forward
   def __call__(self, wav: jax.Array, train: bool = False, *,
                frame_mask: Optional[jax.Array] = None) -> Dict[str, Any]:

@@ -17,6 +17,14 @@ over the valid frames and the ``code_dim`` coordinates. The released code weight
 input's ``dim`` (VC Sim-O 0.86 -> 0.73 in the paper). The codebook is learned by gradient
 (no EMA, no k-means init, no dead-code reset, as released).
 
+`reset_dead_codes` is the optional restart (ours; off in the paper preset, which the issue and
+the released code keep without one): a code whose largest cosine to every valid encoding of a
+batch is below ``min_cosine`` can never be chosen by the cosine lookup, so it gets no gradient
+and stays dead; it is replaced by an encoding drawn from the batch, as Jukebox (Dhariwal et
+al., 2020, §2.3, "random restarts") and EnCodec's EMA quantizer (``expire_codes_``) do. It is
+stateless (one batch decides), and the optimizer's moments of a restarted row are kept: Adam's
+update is scale-free, so the row moves at the learning rate from its new place.
+
 ``normalize=True`` (ours, off in the paper preset) quantizes on the unit sphere as ViT-VQGAN
 does (Yu et al., 2022, §3.2): ``z_e`` and the codebook rows are L2-normalised before the
 straight-through estimator and both losses, so the lookup is the same cosine choice but the
@@ -75,6 +83,27 @@ def code_usage(codes: jax.Array, codebook_size: int,
           "dead_fraction": 1.0 - used.astype(jnp.float32) / codebook_size}
 
 
+def reset_dead_codes(codebook: jax.Array, encodings: jax.Array, mask: jax.Array,
+                     rng: jax.Array, min_cosine: float) -> tuple[jax.Array, jax.Array]:
+  """Restart the codes no valid encoding comes near (module docstring).
+
+  ``codebook [K, D]``, ``encodings [N, D]`` (the lookup's inputs ``z_e``), ``mask [N]`` (valid
+  rows). A code is dead when ``max_n cos(c_k, z_n) < min_cosine`` over the valid ``n``; dead
+  rows become encodings drawn uniformly from the valid ones (with replacement). Returns the
+  new codebook and the number of codes restarted (float32). With no valid encoding nothing
+  changes."""
+  z = _unit(encodings)
+  c = _unit(codebook)
+  valid = mask.astype(bool)
+  cosine = jnp.where(valid[None, :], jnp.einsum("kd,nd->kn", c, z), -2.0)
+  dead = (jnp.max(cosine, axis=1) < min_cosine) & jnp.any(valid)
+  logits = jnp.where(valid, 0.0, -jnp.inf)
+  draw = jax.random.categorical(rng, logits, shape=(codebook.shape[0],))
+  fresh = jnp.take(encodings.astype(codebook.dtype), draw, axis=0)
+  return (jnp.where(dead[:, None], fresh, codebook),
+          jnp.sum(dead).astype(jnp.float32))
+
+
 def _dense(features: int, axes, name: str) -> nn.Dense:
   return nn.Dense(features, dtype=jnp.float32, name=name,
                   kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
@@ -83,7 +112,8 @@ def _dense(features: int, axes, name: str) -> nn.Dense:
 
 class FactorizedVQ(nn.Module):
   """``x [B, F, dim]`` -> ``{"quantized" [B, F, dim], "codes" [B, F] int32,
-  "commitment_loss", "codebook_loss"}`` (float32; see the module docstring).
+  "commitment_loss", "codebook_loss", "encodings" [B, F, space_dim]}`` (float32; see the
+  module docstring; ``encodings`` is ``sg(z_e)``, what `reset_dead_codes` draws from).
 
   ``decode_codes(codes [B, F]) -> [B, F, dim]`` is the decoder's path from stored codes:
   ``W_out c_k``. Parameters: ``in_proj``/``out_proj`` (with ``bottleneck``) and ``codebook``
@@ -135,14 +165,16 @@ class FactorizedVQ(nn.Module):
             "commitment_loss": masked_frame_mean(
                 jnp.square(z_e - jax.lax.stop_gradient(z_q)), mask),
             "codebook_loss": masked_frame_mean(
-                jnp.square(jax.lax.stop_gradient(z_e) - z_q), mask)}
+                jnp.square(jax.lax.stop_gradient(z_e) - z_q), mask),
+            "encodings": jax.lax.stop_gradient(z_e)}
 
 
 class ResidualFVQ(nn.Module):
   """``num_quantizers`` `FactorizedVQ` over successive residuals of ``x [B, F, dim]``.
 
-  Returns ``quantized`` ``sum_i out_i`` [B, F, dim], ``codes`` [B, F, num_quantizers] int32 and
-  the commitment and codebook losses summed over the stack; ``decode_codes(codes [B, F, n])``
+  Returns ``quantized`` ``sum_i out_i`` [B, F, dim], ``codes`` [B, F, num_quantizers] int32,
+  the commitment and codebook losses summed over the stack and each quantizer's ``encodings``
+  [B, F, num_quantizers, space_dim]; ``decode_codes(codes [B, F, n])``
   sums each quantizer's ``decode_codes``."""
   dim: int
   num_quantizers: int = 1
@@ -159,16 +191,18 @@ class ResidualFVQ(nn.Module):
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None) -> dict[str, jax.Array]:
     residual = x.astype(jnp.float32)
     quantized = jnp.zeros_like(residual)
-    codes, commitment, codebook = [], 0.0, 0.0
+    codes, encodings, commitment, codebook = [], [], 0.0, 0.0
     for vq in self.quantizers:
       out = vq(residual, mask)
       residual = residual - out["quantized"]
       quantized = quantized + out["quantized"]
       codes.append(out["codes"])
+      encodings.append(out["encodings"])
       commitment = commitment + out["commitment_loss"]
       codebook = codebook + out["codebook_loss"]
     return {"quantized": quantized, "codes": jnp.stack(codes, axis=-1),
-            "commitment_loss": commitment, "codebook_loss": codebook}
+            "commitment_loss": commitment, "codebook_loss": codebook,
+            "encodings": jnp.stack(encodings, axis=-2)}
 
   def decode_codes(self, codes: jax.Array) -> jax.Array:
     if codes.shape[-1] != self.num_quantizers:

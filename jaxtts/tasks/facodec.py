@@ -27,6 +27,11 @@ Labels come from the corpus (`data.extra_features`, set here): ``phone_labels`` 
 the durations), ``f0`` and ``voiced`` (`jaxtts-corpus derive f0` or ``--f0``). A corpus whose
 manifest lists no ``durations`` trains with the phone terms off (logged). Weights of 0 switch a
 term off; the ablation presets of ``configs/facodec.py`` do that.
+
+With ``dead_code_reset.every_steps = n > 0`` (ours; the paper has none), every ``n``-th step
+ends by restarting each codebook's dead codes from the batch's encodings under the updated
+parameters (`jaxtts.nn.quantize.reset_dead_codes`), each quantizer of a residual stack from
+its own residual; ``codes/<branch>_<i>/reset`` logs how many (0 on the other steps).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from jaxtts.codec.gmm_vae import frame_mask_from_lengths
 from jaxtts.data import features as features_lib
 from jaxtts.data.source import read_manifest
 from jaxtts.eval import codec_metrics
-from jaxtts.nn.quantize import code_usage
+from jaxtts.nn.quantize import code_usage, reset_dead_codes
 from jaxtts.plots import display_mel
 from jaxtts.tasks import adversarial
 from jaxtts.tasks import flops as flops_lib
@@ -260,16 +265,63 @@ class FACodecTask(CorpusData):
   def train_step(self, state: state_lib.TrainState, batch: Mapping[str, jax.Array],
                  rng: jax.Array, optimizers) -> tuple[state_lib.TrainState, dict]:
     """One generator update (detail dropout from ``rng``) and, with discriminators, one
-    discriminator update (`jaxtts.tasks.adversarial`)."""
+    discriminator update (`jaxtts.tasks.adversarial`); then, when due, the dead-code reset
+    (module docstring)."""
     if self.adversarial is not None:
-      return self.adversarial(state, batch, rng, optimizers)
-    params, opt_state = dict(state.params), dict(state.opt_state)
-    grads, (metrics, _) = jax.grad(self.losses, has_aux=True)(params["generator"], batch, rng,
-                                                              True)
-    params["generator"], opt_state["generator"] = state_lib.apply_group(
-        params["generator"], opt_state["generator"], grads, optimizers["generator"])
-    metrics["grad_norm"] = optax.tree.norm(grads)
-    return state.replace(params=params, opt_state=opt_state), metrics
+      new_state, metrics = self.adversarial(state, batch, rng, optimizers)
+    else:
+      params, opt_state = dict(state.params), dict(state.opt_state)
+      grads, (metrics, _) = jax.grad(self.losses, has_aux=True)(params["generator"], batch,
+                                                                rng, True)
+      params["generator"], opt_state["generator"] = state_lib.apply_group(
+          params["generator"], opt_state["generator"], grads, optimizers["generator"])
+      metrics["grad_norm"] = optax.tree.norm(grads)
+      new_state = state.replace(params=params, opt_state=opt_state)
+    reset = self.cfg.get("dead_code_reset")  # absent from configs written before it existed
+    every = int(reset.every_steps) if reset else 0
+    if every <= 0:
+      return new_state, metrics
+    generator = new_state.params["generator"]
+    no_reset = lambda g: (g, {k: jnp.zeros((), jnp.float32)  # noqa: E731
+                              for k in self._reset_names()})
+    generator, counts = jax.lax.cond(
+        (state.step + 1) % every == 0,
+        lambda g: self.reset_codebooks(g, batch, jax.random.fold_in(rng, 1)), no_reset,
+        generator)
+    metrics.update(counts)
+    return new_state.replace(params={**new_state.params, "generator": generator}), metrics
+
+  def _reset_names(self) -> list[str]:
+    m = self.model
+    return [f"codes/{branch}_{i}/reset" for branch, n in
+            (("prosody", m.num_prosody_quantizers), ("content", m.num_content_quantizers),
+             ("detail", m.num_detail_quantizers)) for i in range(n)]
+
+  def reset_codebooks(self, g_params: Any, batch: Mapping[str, jax.Array], rng: jax.Array
+                      ) -> tuple[Any, dict[str, jax.Array]]:
+    """Generator parameters with every codebook's dead codes restarted from this batch's
+    encodings (`jaxtts.nn.quantize.reset_dead_codes`, ``dead_code_reset.min_cosine``), and
+    the count per codebook (``codes/<branch>_<i>/reset``)."""
+    audio = batch["audio"]
+    frame_mask = frame_mask_from_lengths(batch["audio_len"],
+                                         self.model.num_frames(audio.shape[-1]),
+                                         self.model.hop_length)
+    encodings = self.model.apply({"params": g_params}, audio, frame_mask,
+                                 method=self.model.codebook_encodings)
+    params = dict(g_params)
+    counts = {}
+    for scope, z in encodings.items():
+      stack = dict(params[scope])
+      branch = scope[:-len("_vq")]
+      for i in range(z.shape[2]):
+        rng, sub = jax.random.split(rng)
+        vq = dict(stack[f"vq_{i}"])
+        vq["codebook"], counts[f"codes/{branch}_{i}/reset"] = reset_dead_codes(
+            vq["codebook"], z[:, :, i].reshape(-1, z.shape[-1]), frame_mask.reshape(-1), sub,
+            float(self.cfg.dead_code_reset.min_cosine))
+        stack[f"vq_{i}"] = vq
+      params[scope] = stack
+    return params, counts
 
   def eval_step(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array]) -> dict:
     """The objective without detail dropout (every utterance keeps its detail codes)."""
