@@ -7,6 +7,7 @@ Resume, preemption and multi-process runs: `test_train_resume.py`.
 
 import json
 import os
+import shutil
 
 import numpy as np
 
@@ -98,21 +99,25 @@ def test_sharded_matches_single_device(reference_run, synthetic_corpus, tmp_path
   assert_params_close(final_params(reference_run)[1], final_params(tmp_path)[1], atol=1e-4)
 
 
-def test_nonfinite_loss_rejected_and_last_good_checkpoint_kept(synthetic_corpus, tmp_path):
-  run(train_cmd(tmp_path, synthetic_corpus, 4))
-  good_step, good = final_params(tmp_path)
-  assert good_step == 4
-  proc = run(train_cmd(tmp_path, synthetic_corpus, 20, **{"loss.prior_weight": "nan",
-                                                           "train.max_nonfinite_steps": 3}),
+def test_nonfinite_loss_rejected_and_last_good_checkpoint_kept(reference_run, synthetic_corpus,
+                                                              tmp_path):
+  """Resuming the 6-step reference run with a NaN loss weight: three rejected steps end the run
+  (exit 3) naming the last good checkpoint, which is left as it was."""
+  workdir = tmp_path / "w"
+  shutil.copytree(reference_run, workdir)
+  good_step, good = final_params(workdir)
+  assert good_step == 6
+  proc = run(train_cmd(workdir, synthetic_corpus, 20, **{"loss.prior_weight": "nan",
+                                                          "train.max_nonfinite_steps": 3}),
              check=False)
   assert proc.returncode == 3, proc.stderr[-3000:]
   assert "3 consecutive non-finite" in proc.stderr
-  assert "last good checkpoint: step 4" in proc.stderr
-  step, after = final_params(tmp_path)
-  assert step == 4
+  assert "last good checkpoint: step 6" in proc.stderr
+  step, after = final_params(workdir)
+  assert step == 6
   assert_params_close(good, after, atol=0.0)
-  logged = losses(tmp_path)
-  assert all(np.isnan(logged[s]) for s in (5, 6, 7))
+  logged = losses(workdir)
+  assert all(np.isnan(logged[s]) for s in (7, 8, 9)) and not np.isnan(logged[6])
 
 
 def test_config_typo_on_command_line(synthetic_corpus, tmp_path):
