@@ -153,9 +153,9 @@ def main_facodec() -> None:
   print(json.dumps(results))
 
 
-# FACodec meshes: data x tensor, and data x fsdp x tensor. On the second, jax 0.10.2's SPMD
-# partitioner returns wrong gradients for FSDP-sharded parameters in the F0 path (prosody FVQ
-# and head; forward losses equal); an open defect, see the xfail below.
+# FACodec meshes: data x tensor, and data x fsdp x tensor. The second caught jax 0.10.2's SPMD
+# partitioner summing a head's and the decoder's cotangents wrongly (jaxtts/codec/facodec.py
+# Head pins its input's sharding since).
 FACODEC_MESHES = {"data_tensor": {"data": 4, "fsdp": 1, "tensor": 2},
                   "data_fsdp_tensor": {"data": 2, "fsdp": 2, "tensor": 2}}
 
@@ -189,8 +189,6 @@ def test_facodec_on_a_data_tensor_mesh_matches_one_device(facodec_meshes):
   _check_facodec(facodec_meshes["data_tensor"])
 
 
-@pytest.mark.xfail(strict=True, reason="jax 0.10.2 SPMD: FSDP-sharded parameters get wrong "
-                   "gradients in FACodec's F0 path on a (2, 2, 2) mesh (forward equal); open")
 def test_facodec_on_a_data_fsdp_tensor_mesh_matches_one_device(facodec_meshes):
   _check_facodec(facodec_meshes["data_fsdp_tensor"])
 

@@ -81,13 +81,21 @@ class Head(nn.Module):
   reversal a plain linear adversary is beaten by growing the features without bound (its
   loss rises with their norm), which blew up the FVQ inputs (commitment loss 6e3 at step 200
   of the espeak preset) and collapsed the codebooks to ~3 codes; with the norm the encoder can
-  only defeat the adversary by removing the information."""
+  only defeat the adversary by removing the information.
+
+  The input is pinned to the activation sharding (``batch``, ``time``, ``embed``): a head's
+  input is also the decoder's, and where the two cotangents meet, jax 0.10.2's SPMD
+  partitioner summed them wrongly on a (data, fsdp, tensor) mesh (encoder gradients off by
+  up to 60 % with the forward exact; `tests/test_sharding.py`, found by adding
+  ``0 * mean(reconstruction)`` to a phone-head-only loss). The constraint's transpose fixes
+  the cotangent's sharding and the sum is exact."""
   features: int
   norm: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = x.astype(jnp.float32)
+    x = nn.with_logical_constraint(x.astype(jnp.float32),
+                                   ("batch",) + ("time",) * (x.ndim - 2) + ("embed",))
     if self.norm:
       x = nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32, name="norm",
                        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
