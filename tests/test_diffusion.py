@@ -147,3 +147,120 @@ def test_paper_settings_make_sixty_function_evaluations():
                                         jax.random.key(0), num_steps=4, mask_id=MASK,
                                         cfg_alpha=alpha).nfe)
   assert total == 60
+
+
+# ------------------------------------------------------------------ the network
+from functools import partial  # noqa: E402
+
+import flax.linen as nn  # noqa: E402
+import optax  # noqa: E402
+
+from jaxtts.diffusion.model import MaskedCodeTransformer, TimeEmbedding  # noqa: E402
+from jaxtts.diffusion.objective import masked_diffusion_loss  # noqa: E402
+from jaxtts.nn.attention import sinusoidal_embedding  # noqa: E402
+
+B, T, C = 3, 12, 5
+VOCABS = (7, 7, 4)
+
+
+@pytest.fixture(scope="module")
+def tiny_net():
+  """A 2-layer network over three levels (the last with a smaller vocabulary), its
+  parameters (moved off their zero/one init so every path is live) and one jitted apply."""
+  net = MaskedCodeTransformer(VOCABS, dim=16, num_layers=2, num_heads=2, ffn_dim=24,
+                              dropout=0.0)
+  rng = np.random.default_rng(5)
+  inputs = dict(codes=jnp.asarray(rng.integers(0, 4, (B, T, 3))),
+                visible=jnp.asarray(rng.random((B, T, 3)) < 0.5),
+                level=jnp.array([0, 1, 2]), t=jnp.array([0.1, 0.5, 0.9]),
+                condition=jnp.asarray(rng.standard_normal((B, T, C)), jnp.float32),
+                mask=jnp.asarray(np.arange(T)[None] < np.array([[12], [9], [5]])))
+  params = nn.meta.unbox(net.init(jax.random.key(0), **inputs))
+  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(1), p.shape),
+                        params)
+  apply = jax.jit(lambda p, x: net.apply(p, **x))
+  return net, params, inputs, apply
+
+
+def test_time_embedding_matches_numpy():
+  emb = TimeEmbedding(8, time_scale=1000.0)
+  t = jnp.array([0.0, 0.25, 1.0])
+  params = nn.meta.unbox(emb.init(jax.random.key(0), t))["params"]
+  params = jax.tree.map(lambda p: p + 0.1, params)
+  s = np.asarray(sinusoidal_embedding(1000.0 * t, 8))
+  h = s @ np.asarray(params["hidden"]["kernel"]) + np.asarray(params["hidden"]["bias"])
+  h = h / (1.0 + np.exp(-h))
+  want = h @ np.asarray(params["out"]["kernel"]) + np.asarray(params["out"]["bias"])
+  np.testing.assert_allclose(np.asarray(emb.apply({"params": params}, t)), want, rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_logits_beyond_a_level_vocabulary_are_minus_infinity(tiny_net):
+  _, params, inputs, apply = tiny_net
+  logits = np.asarray(apply(params, inputs))
+  assert logits.shape == (B, T, max(VOCABS))
+  assert np.isfinite(logits[:2]).all()                    # levels 0, 1: all 7 codes
+  assert np.isneginf(logits[2, :, 4:]).all() and np.isfinite(logits[2, :, :4]).all()
+
+
+def test_hidden_codes_padding_and_a_dropped_prompt_do_not_reach_the_output(tiny_net):
+  """Codes where not visible and frames past the length change nothing at valid frames; time
+  and level do (AdaCLN and the level embedding); a dropped prompt's codes change nothing,
+  a kept one's do."""
+  _, params, inputs, apply = tiny_net
+  base = np.asarray(apply(params, inputs))
+  valid = np.asarray(inputs["mask"])
+  hidden = dict(inputs, codes=jnp.where(inputs["visible"], inputs["codes"], 6))
+  np.testing.assert_allclose(np.asarray(apply(params, hidden))[valid], base[valid], atol=1e-5)
+  padded = dict(inputs, codes=jnp.where(valid[..., None], inputs["codes"], 5),
+                condition=jnp.where(valid[..., None], inputs["condition"], 9.0))
+  np.testing.assert_allclose(np.asarray(apply(params, padded))[valid], base[valid], atol=1e-5)
+  for key, value in (("t", inputs["t"] + 0.3), ("level", jnp.array([1, 0, 2]))):
+    assert np.abs(np.asarray(apply(params, dict(inputs, **{key: value})))[:2]
+                  - base[:2])[valid[:2]].max() > 1e-3, key
+  prompt = jnp.asarray(np.arange(T)[None] < 3).repeat(B, 0)
+  visible = inputs["visible"] | prompt[..., None]
+  other = jnp.where(prompt[..., None], (inputs["codes"] + 1) % 4, inputs["codes"])
+  for drop, same in ((True, True), (False, False)):
+    x = dict(inputs, visible=visible, prompt=prompt, drop_prompt=jnp.full((B,), drop))
+    a = np.asarray(apply(params, x))
+    b = np.asarray(apply(params, dict(x, codes=other)))
+    target = valid & ~np.asarray(prompt)
+    assert np.allclose(a[target], b[target], atol=1e-5) == same, drop
+
+
+def test_tiny_training_reduces_the_masked_token_loss():
+  """Codes that are a function of the condition (level l at frame i: (phone_i + l) mod 4):
+  60 Adam steps on the objective bring the loss on fresh masks well below its start."""
+  net = MaskedCodeTransformer((4, 4), dim=16, num_layers=1, num_heads=2, ffn_dim=16,
+                              dropout=0.0)
+  rng = np.random.default_rng(6)
+  phones = rng.integers(0, 4, (8, T))
+  codes = jnp.asarray(np.stack([(phones + l) % 4 for l in range(2)], -1))
+  condition = jax.nn.one_hot(jnp.asarray(phones), C)
+  lengths, prompts = jnp.asarray(rng.integers(6, T + 1, 8)), jnp.asarray(rng.integers(0, 3, 8))
+
+  def loss_fn(params, key):
+    def apply(codes, visible, level, t, cond, mask, prompt, drop, _):
+      return net.apply(params, codes, visible, level, t, cond, mask, prompt=prompt,
+                       drop_prompt=drop)
+    return masked_diffusion_loss(apply, codes, lengths, prompts, condition, key)
+
+  params = nn.meta.unbox(net.init(jax.random.key(0), codes, codes > 0, jnp.zeros(8, int),
+                                  jnp.zeros(8), condition, codes[..., 0] >= 0))
+  opt = optax.adam(3e-2)
+  opt_state = opt.init(params)
+
+  @partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, opt_state, key):
+    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, key)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  eval_loss = jax.jit(lambda p: jnp.mean(jnp.stack([
+      loss_fn(p, jax.random.key(1000 + i))[0] for i in range(4)])))
+  before = float(eval_loss(params))
+  for i in range(60):
+    params, opt_state, _ = step(params, opt_state, jax.random.key(i))
+  after = float(eval_loss(params))
+  assert after < 0.5 * before, (before, after)
