@@ -264,3 +264,38 @@ def test_tiny_training_reduces_the_masked_token_loss():
     params, opt_state, _ = step(params, opt_state, jax.random.key(i))
   after = float(eval_loss(params))
   assert after < 0.5 * before, (before, after)
+
+
+# ------------------------------------------------------------------ phone-level pieces
+from jaxtts.diffusion import phones  # noqa: E402
+
+
+def test_duration_tokens_round_trip_and_count_clips():
+  d = jnp.array([[0, 1, 5, 30, 31, 90]])
+  tokens, clipped = phones.duration_tokens(d, 31)
+  np.testing.assert_array_equal(np.asarray(tokens), [[0, 1, 5, 30, 31, 31]])
+  assert int(clipped) == 1
+  inside = jnp.asarray(np.random.default_rng(7).integers(0, 32, (4, 9)))
+  np.testing.assert_array_equal(np.asarray(phones.duration_tokens(inside, 31)[0]),
+                                np.asarray(inside))
+
+
+def test_length_regulator_and_phone_pooling_against_loops():
+  rng = np.random.default_rng(8)
+  durations = rng.integers(0, 4, (3, 6))
+  durations[1, 4:] = 0                                     # a row with padded phones
+  x = rng.standard_normal((3, 6, 2)).astype(np.float32)
+  h = rng.standard_normal((3, 20, 2)).astype(np.float32)
+  got = np.asarray(phones.length_regulate(jnp.asarray(x), jnp.asarray(durations), 20))
+  pooled = np.asarray(phones.phone_pool(jnp.asarray(h), jnp.asarray(durations)))
+  for b in range(3):
+    frames = [x[b, p] for p in range(6) for _ in range(durations[b, p])]
+    want = np.zeros((20, 2), np.float32)
+    want[:len(frames)] = frames
+    np.testing.assert_allclose(got[b], want)
+    start = 0
+    for p in range(6):
+      n = durations[b, p]
+      mean = h[b, start:start + n].mean(0) if n else np.zeros(2)
+      np.testing.assert_allclose(pooled[b, p], mean, rtol=1e-5, atol=1e-6)
+      start += n
