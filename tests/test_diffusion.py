@@ -94,7 +94,7 @@ VOCAB, MASK = 11, 11
 
 def _toy_logits(calls):
   """A fixed 'model' that prefers token (position mod VOCAB), logging each call's mask."""
-  def fn(tokens, masked, conditional):
+  def fn(tokens, masked, t, conditional):
     calls.append((np.asarray(masked), conditional))
     pos = jnp.arange(tokens.shape[1]) % VOCAB
     shift = 0.0 if conditional else 1.0
@@ -299,3 +299,43 @@ def test_length_regulator_and_phone_pooling_against_loops():
       mean = h[b, start:start + n].mean(0) if n else np.zeros(2)
       np.testing.assert_allclose(pooled[b, p], mean, rtol=1e-5, atol=1e-6)
       start += n
+
+
+def test_decode_levels_in_order_with_the_training_visibility(tiny_net):
+  """Three levels decoded with the tiny network: while level q is decoded the model sees
+  levels below q everywhere, level q where decoded, levels above only in the prompt, at the
+  step's time; the unconditional pass drops the prompt; prompt codes are kept; every target
+  code is decoded; NFE = 2 x steps summed over levels."""
+  net, params, inputs, apply = tiny_net
+  valid = inputs["mask"]
+  prompt = valid & jnp.asarray(np.arange(T)[None] < 2)
+  calls = []
+
+  def model_fn(codes, visible, level, t, drop):
+    calls.append(tuple(np.asarray(x) for x in (visible, level, t, drop)))
+    x = dict(inputs, codes=codes, visible=visible, level=level, t=t, prompt=prompt,
+             drop_prompt=drop)
+    return apply(params, x)
+
+  steps = (2, 3, 2)
+  out = sampler.decode_levels(model_fn, inputs["codes"], prompt, valid, jax.random.key(9),
+                              num_steps=steps, mask_id=net.mask_id, top_k=3)
+  codes, prompt_np, valid_np = np.asarray(out.tokens), np.asarray(prompt), np.asarray(valid)
+  target = valid_np & ~prompt_np
+  assert int(out.nfe) == 2 * sum(steps) == len(calls)
+  np.testing.assert_array_equal(codes[prompt_np], np.asarray(inputs["codes"])[prompt_np])
+  assert (np.asarray(out.decoded_at)[target] >= 0).all()
+  for l, v in enumerate(VOCABS):
+    assert (codes[..., l][target] < v).all()
+  i = 0
+  for q, n in enumerate(steps):
+    for s in range(n):
+      for conditional in (True, False):
+        visible, level, t, drop = calls[i]
+        i += 1
+        assert (level == q).all() and np.allclose(t, 1 - s / n) and (drop == (not conditional)).all()
+        np.testing.assert_array_equal(visible[..., :q], np.repeat(valid_np[..., None], q, -1))
+        np.testing.assert_array_equal(visible[..., q + 1:],
+                                      np.repeat(prompt_np[..., None], 2 - q, -1))
+        decoded_before = (np.asarray(out.decoded_at)[..., q] < s) & target
+        np.testing.assert_array_equal(visible[..., q], valid_np & ~(target & ~decoded_before))

@@ -31,8 +31,10 @@ import jax.numpy as jnp
 
 from jaxtts.diffusion import masking
 
-# logits_fn(tokens [B, T] int, masked [B, T] bool, conditional: bool) -> logits [B, T, V]
-LogitsFn = Callable[[jax.Array, jax.Array, bool], jax.Array]
+# logits_fn(tokens [B, T] int, masked [B, T] bool, t [B], conditional: bool) -> [B, T, V]:
+# the model's logits for the level being decoded, at diffusion time t (1 - step / num_steps,
+# the time whose mask ratio σ(t) the current mask was drawn at).
+LogitsFn = Callable[[jax.Array, jax.Array, jax.Array, bool], jax.Array]
 
 
 def guided_logits(cond: jax.Array, uncond: jax.Array, alpha: float, rescale: float,
@@ -86,10 +88,11 @@ def decode_level(logits_fn: LogitsFn, tokens: jax.Array, target: jax.Array, vali
   for step in range(num_steps):  # a handful of steps (NS3: 4): unrolled, shapes static
     rng, sample_rng, noise_rng = jax.random.split(rng, 3)
     masked = target & ~decoded
-    logits = logits_fn(tokens, masked, True)
+    t = jnp.full((tokens.shape[0],), 1.0 - step / num_steps, jnp.float32)
+    logits = logits_fn(tokens, masked, t, True)
     nfe = nfe + 1
     if cfg_alpha:
-      logits = guided_logits(logits, logits_fn(tokens, masked, False), cfg_alpha,
+      logits = guided_logits(logits, logits_fn(tokens, masked, t, False), cfg_alpha,
                              cfg_rescale, valid)
       nfe = nfe + 1
     logits = top_k_filter(logits.astype(jnp.float32), top_k)
@@ -109,3 +112,44 @@ def decode_level(logits_fn: LogitsFn, tokens: jax.Array, target: jax.Array, vali
     decoded_at = jnp.where(newly, step, decoded_at)
     decoded = decoded | newly
   return DecodeResult(tokens=tokens, nfe=nfe, decoded_at=decoded_at)
+
+
+# model_fn(codes [B, T, Q], visible [B, T, Q], level [B], t [B], drop_prompt [B]) -> [B, T, V]
+ModelFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def decode_levels(model_fn: ModelFn, codes: jax.Array, prompt: jax.Array, valid: jax.Array,
+                  rng: jax.Array, *, num_steps: int | tuple[int, ...], mask_id: int,
+                  top_k: int = 20, temperature: float = 1.5, gumbel_scale: float = 1.0,
+                  cfg_alpha: float = 1.0, cfg_rescale: float = 1.0) -> DecodeResult:
+  """Decodes every level of ``codes [B, T, Q]`` after the ``prompt [B, T]`` frames, level 0
+  first (NS3: prosody, content, detail), as training masks them: while level ``q`` is decoded,
+  levels below it are visible everywhere, level ``q`` where decoded, levels above only in the
+  prompt. ``num_steps`` per level (an int: the same for all). The unconditional pass drops the
+  prompt (``drop_prompt``). Returns the codes ``[B, T, Q]``, the summed function evaluations
+  and ``decoded_at [B, T, Q]``."""
+  q_levels = codes.shape[-1]
+  steps = (num_steps,) * q_levels if isinstance(num_steps, int) else tuple(num_steps)
+  target = valid & ~prompt
+  nfe = jnp.zeros((), jnp.int32)
+  decoded_at = []
+  for q in range(q_levels):
+    rng, level_rng = jax.random.split(rng)
+    below = jnp.arange(q_levels)[None, None, :] < q
+
+    def logits_fn(tokens, masked, t, conditional, q=q, below=below, codes=codes):
+      current = codes.at[..., q].set(tokens)
+      visible = jnp.where(below, valid[..., None], prompt[..., None])
+      visible = visible.at[..., q].set(valid & ~masked)
+      b = tokens.shape[0]
+      return model_fn(current, visible, jnp.full((b,), q, jnp.int32), t,
+                      jnp.full((b,), not conditional))
+
+    out = decode_level(logits_fn, codes[..., q], target, valid, level_rng,
+                       num_steps=steps[q], mask_id=mask_id, top_k=top_k,
+                       temperature=temperature, gumbel_scale=gumbel_scale,
+                       cfg_alpha=cfg_alpha, cfg_rescale=cfg_rescale)
+    codes = codes.at[..., q].set(out.tokens)
+    nfe = nfe + out.nfe
+    decoded_at.append(out.decoded_at)
+  return DecodeResult(tokens=codes, nfe=nfe, decoded_at=jnp.stack(decoded_at, -1))
