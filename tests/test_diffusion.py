@@ -168,7 +168,7 @@ def tiny_net():
   """A 2-layer network over three levels (the last with a smaller vocabulary), its
   parameters (moved off their zero/one init so every path is live) and one jitted apply."""
   net = MaskedCodeTransformer(VOCABS, dim=16, num_layers=2, num_heads=2, ffn_dim=24,
-                              dropout=0.0)
+                              dropout=0.0, time_dim=8)
   rng = np.random.default_rng(5)
   inputs = dict(codes=jnp.asarray(rng.integers(0, 4, (B, T, 3))),
                 visible=jnp.asarray(rng.random((B, T, 3)) < 0.5),
@@ -183,7 +183,7 @@ def tiny_net():
 
 
 def test_time_embedding_matches_numpy():
-  emb = TimeEmbedding(8, time_scale=1000.0)
+  emb = TimeEmbedding(8, time_scale=1000.0)  # the network's time embedding, with AdaCLN
   t = jnp.array([0.0, 0.25, 1.0])
   params = nn.meta.unbox(emb.init(jax.random.key(0), t))["params"]
   params = jax.tree.map(lambda p: p + 0.1, params)
@@ -233,7 +233,7 @@ def test_tiny_training_reduces_the_masked_token_loss():
   """Codes that are a function of the condition (level l at frame i: (phone_i + l) mod 4):
   60 Adam steps on the objective bring the loss on fresh masks well below its start."""
   net = MaskedCodeTransformer((4, 4), dim=16, num_layers=1, num_heads=2, ffn_dim=16,
-                              dropout=0.0)
+                              dropout=0.0, time_dim=8)
   rng = np.random.default_rng(6)
   phones = rng.integers(0, 4, (8, T))
   codes = jnp.asarray(np.stack([(phones + l) % 4 for l in range(2)], -1))
@@ -339,3 +339,40 @@ def test_decode_levels_in_order_with_the_training_visibility(tiny_net):
                                       np.repeat(prompt_np[..., None], 2 - q, -1))
         decoded_before = (np.asarray(out.decoded_at)[..., q] < s) & target
         np.testing.assert_array_equal(visible[..., q], valid_np & ~(target & ~decoded_before))
+
+
+# ------------------------------------------------------------------ paper sizes
+def _stack(layers, d, heads_ffn, kernel, cond_dim=None):
+  """Parameters of `jaxtts.nn.transformer.TransformerStack`: per block relative-position
+  attention 5 D^2 + 6 D, conv-FFN 2 k D F + F + D, two norms; and a final norm (a plain
+  LayerNorm 2 D, an AdaCLN from ``cond_dim`` 2 D (cond_dim + 1))."""
+  norm = 2 * d if cond_dim is None else 2 * d * (cond_dim + 1)
+  block = 5 * d * d + 6 * d + 2 * kernel * d * heads_ffn + heads_ffn + d + 2 * norm
+  return layers * block + norm
+
+
+def _masked(levels, vocab, d, layers, ffn, kernel, cond, dt):
+  return (levels * (vocab + 1) * d + cond * d + d + levels * dt
+          + dt * 4 * dt + 4 * dt + 4 * dt * dt + dt + levels * d * vocab + levels * vocab
+          + _stack(layers, d, ffn, kernel, dt))
+
+
+def test_paper_sizes_land_near_500m_parameters():
+  """NS3 A.1 sizes (the module's defaults) counted part by part against the hand formulas above:
+  phoneme encoder 121.2M (6 x 512, conv-FFN 2048 of kernel 9), phone-level diffusion 119.1M
+  (6 x 1024), frame-level diffusion 240.8M (12 x 1024), 481.1M in all with 100 phonemes:
+  within 5 % of the paper's ~500M."""
+  from jaxtts.diffusion.ns3 import NS3
+  model = NS3(num_phones=100)
+  b, p, t = 1, 8, 32
+  args = (jnp.zeros((b, p), int), jnp.ones((b, p), bool), jnp.zeros((b, p, 2), int),
+          jnp.full((b, p), 4), jnp.zeros((b, t, 6), int), jnp.ones((b, t), bool))
+  shapes = nn.meta.unbox(jax.eval_shape(lambda: model.init(jax.random.key(0), *args)))
+  count = {k: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(v))
+           for k, v in shapes["params"].items()}
+  want = {"phone_embedding": 100 * 512,
+          "phoneme_encoder": _stack(6, 512, 2048, 9),
+          "phone_diffusion": _masked(2, 1024, 1024, 6, 2048, 3, 512, 256),
+          "frame_diffusion": _masked(6, 1024, 1024, 12, 2048, 3, 512, 256)}
+  assert count == want
+  assert abs(sum(count.values()) - 500e6) < 0.05 * 500e6, sum(count.values())

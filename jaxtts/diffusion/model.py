@@ -10,7 +10,7 @@ diffusion time ``t [B]`` and a frame-aligned condition ``x_cond [B, T, C]`` (the
 regulated phoneme encodings)::
 
   x = Σ_l (v_l ? E_l[c_l] : M_l) + W_cond x_cond            [B, T, D]   (MaskGCT: summed layers)
-  e = MLP(sinusoid(time_scale · t)) + L[q]                   [B, D]      (time and level)
+  e = MLP(sinusoid(time_scale · t)) + L[q]                   [B, D_t]    (time and level)
   h = TransformerStack(x, mask, cond = e)                                (AdaCLN: every norm
                                                                           γ(e) ⊙ LN(·) + β(e))
   logits = h W_q + b_q                                       [B, T, V_q]
@@ -20,6 +20,11 @@ condition (NS3: "conditional layer normalization to support diffusion time"; the
 is not public). Levels may have different vocabularies (``vocab_sizes``; the phone-level
 network predicts prosody codes and duration tokens): logits beyond a level's vocabulary are
 ``-inf``. The mask token of every level is ``mask_id = max(vocab_sizes)``.
+
+``time_dim`` (``D_t``) sizes the time-and-level embedding that every AdaCLN projects to its
+``[γ; β]`` (``2 D`` outputs per norm). The paper gives no size; 256 (DiT's frequency-embedding
+size) keeps the paper preset near its ~500M parameters: at ``D_t = D = 1024`` the 38 AdaCLN
+projections alone would hold 80M and the total 557M.
 
 The prompt is in the sequence (a visible prefix at every level). The unconditional pass of
 classifier-free guidance removes it: ``drop_prompt [B]`` rows do not attend to their prompt
@@ -71,6 +76,7 @@ class MaskedCodeTransformer(nn.Module):
   ffn_dim: int = 2048
   kernel_size: int = 3
   dropout: float = 0.1
+  time_dim: int = 256
   time_scale: float = 1000.0
   dtype: Any = jnp.float32
 
@@ -102,8 +108,9 @@ class MaskedCodeTransformer(nn.Module):
                                                             ("embed",)))(condition)
     x = nn.with_logical_constraint(x * mask[..., None].astype(x.dtype), _ACT)
     levels = self.param("level_embedding", nn.with_logical_partitioning(
-        nn.initializers.normal(0.02), (None, "embed")), (q_levels, self.dim))
-    e = TimeEmbedding(self.dim, self.time_scale, name="time")(t) + jnp.take(levels, level, 0)
+        nn.initializers.normal(0.02), (None, "embed")), (q_levels, self.time_dim))
+    e = (TimeEmbedding(self.time_dim, self.time_scale, name="time")(t)
+         + jnp.take(levels, level, 0))
     h = TransformerStack(self.num_layers, self.num_heads, self.ffn_dim, self.kernel_size,
                          self.dropout, self.dtype, name="transformer")(
         x.astype(self.dtype), mask, e, deterministic)
