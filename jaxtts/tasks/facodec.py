@@ -31,7 +31,9 @@ term off; the ablation presets of ``configs/facodec.py`` do that.
 With ``dead_code_reset.every_steps = n > 0`` (ours; the paper has none), every ``n``-th step
 ends by restarting each codebook's dead codes from the batch's encodings under the updated
 parameters (`jaxtts.nn.quantize.reset_dead_codes`), each quantizer of a residual stack from
-its own residual; ``codes/<branch>_<i>/reset`` logs how many (0 on the other steps).
+its own residual; ``codes/<branch>_<i>/reset`` logs how many (0 on the other steps; like
+every metric it is averaged over the logging window, so a restart of n codes in a window of
+``log_every_steps`` shows as n / log_every_steps).
 """
 
 from __future__ import annotations
