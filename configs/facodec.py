@@ -21,7 +21,7 @@ Ablations (appended with ``+``; Tables 13/15-style rows):
   supervised targets);
 * ``released``: the released inference code's choices where it differs from the paper:
   prosody from 20 mel bins, ``sg(q_p)`` and ``sg(q_c)`` into the decoder, commitment scaled
-  by 0.005 inside the quantizer (here: weight 0.25 x 0.005);
+  by 0.005 inside the quantizer (here: weight 0.25 x 0.005), SnakeBeta activations;
 * ``dead_code_reset``: not an ablation but an addition (ours): restart dead codes from the
   batch's encodings every 50 steps (``dead_code_reset``; `jaxtts.nn.quantize.reset_dead_codes`).
   Measured on the ``espeak`` preset (2026-12-03, 2 CPU cores, a 24-speaker espeak corpus with
@@ -116,6 +116,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       # compute), configured below as in configs/gmm_vae.py.
       encoder="dac",
       decoder="dac",
+      # The DAC encoder/decoder's activation: Snake (the paper: "following DAC") or SnakeBeta
+      # (the released ns3_codec; jaxtts/nn/snake.py, without its anti-aliased resampling).
+      snake_beta=False,
       vocos=ml_collections.ConfigDict(dict(dim=512, intermediate_dim=1536, num_layers=8,
                                            n_fft=0)),  # 0 = 4 x hop
       vocos_encoder=ml_collections.ConfigDict(dict(dim=256, intermediate_dim=768,
@@ -213,7 +216,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     elif ablation == "dead_code_reset":
       cfg.dead_code_reset.every_steps = 50
     elif ablation == "released":
-      cfg.model.update(prosody_input="mel20", detach_prosody_content=True)
+      cfg.model.update(prosody_input="mel20", detach_prosody_content=True, snake_beta=True)
       cfg.loss.commitment_weight = 0.25 * 0.005
     else:
       raise ValueError(f"configs/facodec.py: unknown ablation {ablation!r} in {preset!r}; "

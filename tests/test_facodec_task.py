@@ -222,6 +222,7 @@ def test_presets_and_ablations():
   assert _config("espeak+dead_code_reset").dead_code_reset.every_steps == 50
   released = _config("paper+released")
   assert released.model.prosody_input == "mel20" and released.model.detach_prosody_content
+  assert released.model.snake_beta and not paper.model.snake_beta
   with pytest.raises(ValueError, match="unknown ablation 'no_timbre'"):
     _config("espeak+no_timbre")
   with pytest.raises(ValueError, match="unknown preset 'large'"):
@@ -251,5 +252,15 @@ def test_paper_parameter_counts():
            "timbre": count["timbre_encoder"] + count["timbre_norm"]}
   for part, want in RELEASED.items():
     assert abs(parts[part] - want) / want < 0.03, (part, parts[part], want)
+  # SnakeBeta (+released) adds one per-channel parameter to every activation.
+  released = facodec.from_config(_config("paper+released"))
+  shapes_b = jax.eval_shape(lambda r: nn.meta.unbox(released.init({"params": r},
+                                                                   jnp.zeros((1, 16000)))),
+                            jax.random.key(0))["params"]
+  alphas = sum(int(np.prod(x.shape)) for path, x in
+               jax.tree_util.tree_flatten_with_path(shapes["encoder"])[0]
+               if "alpha" in jax.tree_util.keystr(path))
+  enc_b = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes_b["encoder"]))
+  assert alphas > 0 and enc_b == count["encoder"] + alphas
   # The training heads: phone heads of the 114-symbol table, speaker heads of 8192 ids.
   assert count["timbre_speaker_head"] == count["grl_speaker_head"] == 257 * 8192 + 2 * 256

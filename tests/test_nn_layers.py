@@ -176,6 +176,22 @@ def test_snake_matches_numpy():
   np.testing.assert_allclose(np.asarray(y16, np.float32), want, rtol=2e-2, atol=5e-2)
 
 
+def test_snake_beta_matches_numpy_and_starts_as_snake_at_alpha_one():
+  """SnakeBeta (the released FACodec's activation): x + exp(-β) sin²(exp(α) x) with log-scale
+  per-channel α, β initialised to 0, where it equals Snake with α = 1."""
+  rng = np.random.default_rng(1)
+  x = rng.standard_normal((2, 10, 6)).astype(np.float32) * 3
+  layer = Snake(beta=True)
+  variables = nn.unbox(layer.init(jax.random.key(0), x))
+  assert set(variables["params"]) == {"log_alpha", "log_beta"}
+  np.testing.assert_allclose(layer.apply(variables, x), x + np.sin(x) ** 2, rtol=1e-6,
+                             atol=1e-6)
+  log_alpha, log_beta = rng.standard_normal((2, 6)).astype(np.float32) * 0.5
+  got = layer.apply({"params": {"log_alpha": log_alpha, "log_beta": log_beta}}, x)
+  want = x + np.exp(-log_beta) * np.sin(np.exp(log_alpha) * x) ** 2
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- Vocos head ----
 
 def test_vocos_decoder_shapes_and_logical_names():

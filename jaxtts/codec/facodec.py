@@ -136,6 +136,7 @@ class FACodec(nn.Module):
   sample_rate: int = 16000
   encoder_type: str = "dac"
   decoder_type: str = "dac"
+  snake_beta: bool = False
   vocos_dim: int = 512
   vocos_intermediate_dim: int = 1536
   vocos_layers: int = 8
@@ -163,7 +164,8 @@ class FACodec(nn.Module):
                        f"{self.prosody_input!r}")
     if self.encoder_type == "dac":
       self.encoder = GMMVAEEncoder(self.encoder_dim, tuple(self.encoder_strides),
-                                   self.hidden_dim, dtype=self.dtype)
+                                   self.hidden_dim, dtype=self.dtype,
+                                   snake_beta=self.snake_beta)
     elif self.encoder_type == "vocos":
       self.encoder = VocosEncoder(self.hop_length, self.hidden_dim, self.spectral_encoder_dim,
                                   self.spectral_encoder_intermediate_dim,
@@ -173,7 +175,7 @@ class FACodec(nn.Module):
       raise ValueError(f"model.encoder must be 'dac' or 'vocos', got {self.encoder_type!r}")
     if self.decoder_type == "dac":
       self.decoder = GMMVAEDecoder(self.decoder_dim, tuple(reversed(self.encoder_strides)),
-                                   dtype=self.dtype)
+                                   dtype=self.dtype, snake_beta=self.snake_beta)
     elif self.decoder_type == "vocos":
       self.decoder = VocosDecoder(self.hop_length, self.vocos_dim, self.vocos_intermediate_dim,
                                   self.vocos_layers, self.vocos_n_fft, dtype=self.dtype)
@@ -357,7 +359,8 @@ def from_config(cfg: Any) -> FACodec:
       detach_prosody_content=m.detach_prosody_content, detail_dropout=m.detail_dropout,
       grl_alpha=m.grl_alpha, use_grl=m.use_grl, head_norm=m.head_norm, num_phones=m.num_phones,
       num_speakers=m.num_speakers, sample_rate=int(cfg.data.sample_rate),
-      encoder_type=m.encoder, decoder_type=m.decoder, vocos_dim=m.vocos.dim,
+      encoder_type=m.encoder, decoder_type=m.decoder, snake_beta=m.get("snake_beta", False),
+      vocos_dim=m.vocos.dim,
       vocos_intermediate_dim=m.vocos.intermediate_dim, vocos_layers=m.vocos.num_layers,
       vocos_n_fft=m.vocos.n_fft or None, spectral_encoder_dim=m.vocos_encoder.dim,
       spectral_encoder_intermediate_dim=m.vocos_encoder.intermediate_dim,

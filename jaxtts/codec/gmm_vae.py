@@ -186,15 +186,16 @@ class ResidualUnit(nn.Module):
   dilation: int = 1
   kernel_size: int = 7
   dtype: Any = jnp.float32
+  snake_beta: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     channels = x.shape[-1]
     x = x.astype(self.dtype)
-    y = Snake(dtype=self.dtype, name="snake_0")(x)
+    y = Snake(dtype=self.dtype, beta=self.snake_beta, name="snake_0")(x)
     y = Conv1d(channels, self.kernel_size, dilation=self.dilation, dtype=self.dtype,
                name="conv_0")(y)
-    y = Snake(dtype=self.dtype, name="snake_1")(y)
+    y = Snake(dtype=self.dtype, beta=self.snake_beta, name="snake_1")(y)
     y = Conv1d(channels, 1, dtype=self.dtype, name="conv_1")(y)
     return x + y
 
@@ -203,11 +204,13 @@ class ResidualStack(nn.Module):
   """``ResidualUnit`` for each dilation (DAC: 1, 3, 9); the unit of rematerialisation."""
   dilations: Tuple[int, ...] = (1, 3, 9)
   dtype: Any = jnp.float32
+  snake_beta: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for i, d in enumerate(self.dilations):
-      x = ResidualUnit(dilation=d, dtype=self.dtype, name=f"unit_{i}")(x)
+      x = ResidualUnit(dilation=d, dtype=self.dtype, snake_beta=self.snake_beta,
+                       name=f"unit_{i}")(x)
       x = nn.with_logical_constraint(x, _ACT)
     return x
 
@@ -224,11 +227,12 @@ class EncoderBlock(nn.Module):
   dilations: Tuple[int, ...] = (1, 3, 9)
   dtype: Any = jnp.float32
   remat: bool = False
+  snake_beta: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = _residual_stack(self.remat)(self.dilations, self.dtype, name="res")(x)
-    x = Snake(dtype=self.dtype, name="snake")(x)
+    x = _residual_stack(self.remat)(self.dilations, self.dtype, self.snake_beta, name="res")(x)
+    x = Snake(dtype=self.dtype, beta=self.snake_beta, name="snake")(x)
     x = Conv1d(self.features, 2 * self.stride, stride=self.stride, dtype=self.dtype,
                name="down")(x)
     return nn.with_logical_constraint(x, _ACT)
@@ -242,13 +246,14 @@ class DecoderBlock(nn.Module):
   dilations: Tuple[int, ...] = (1, 3, 9)
   dtype: Any = jnp.float32
   remat: bool = False
+  snake_beta: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = Snake(dtype=self.dtype, name="snake")(x)
+    x = Snake(dtype=self.dtype, beta=self.snake_beta, name="snake")(x)
     x = ConvTranspose1d(self.features, self.stride, dtype=self.dtype, name="up")(x)
     x = nn.with_logical_constraint(x, _ACT)
-    x = _residual_stack(self.remat)(self.dilations, self.dtype, name="res")(x)
+    x = _residual_stack(self.remat)(self.dilations, self.dtype, self.snake_beta, name="res")(x)
     return nn.with_logical_constraint(x, _ACT)
 
 
@@ -261,6 +266,7 @@ class GMMVAEEncoder(nn.Module):
   dilations: Tuple[int, ...] = (1, 3, 9)
   dtype: Any = jnp.float32
   remat: bool = False
+  snake_beta: bool = False  # SnakeBeta activations (jaxtts.nn.snake; the released FACodec's)
 
   @nn.compact
   def __call__(self, wav: jax.Array) -> jax.Array:
@@ -271,8 +277,8 @@ class GMMVAEEncoder(nn.Module):
     for i, stride in enumerate(self.strides):
       channels *= 2
       x = EncoderBlock(channels, stride, self.dilations, self.dtype, self.remat,
-                       name=f"block_{i}")(x)
-    x = Snake(dtype=self.dtype, name="snake_out")(x)
+                       self.snake_beta, name=f"block_{i}")(x)
+    x = Snake(dtype=self.dtype, beta=self.snake_beta, name="snake_out")(x)
     h = Conv1d(self.latent_dim, 3, dtype=self.dtype, name="conv_out")(x)
     return nn.with_logical_constraint(h.astype(jnp.float32), _ACT)
 
@@ -285,6 +291,7 @@ class GMMVAEDecoder(nn.Module):
   dilations: Tuple[int, ...] = (1, 3, 9)
   dtype: Any = jnp.float32
   remat: bool = False
+  snake_beta: bool = False  # SnakeBeta activations (jaxtts.nn.snake; the released FACodec's)
 
   @nn.compact
   def __call__(self, h: jax.Array) -> jax.Array:
@@ -297,8 +304,8 @@ class GMMVAEDecoder(nn.Module):
         raise ValueError(f"decoder_dim={self.decoder_dim} cannot be halved {i + 1} times")
       channels //= 2
       x = DecoderBlock(channels, stride, self.dilations, self.dtype, self.remat,
-                       name=f"block_{i}")(x)
-    x = Snake(dtype=self.dtype, name="snake_out")(x)
+                       self.snake_beta, name=f"block_{i}")(x)
+    x = Snake(dtype=self.dtype, beta=self.snake_beta, name="snake_out")(x)
     x = Conv1d(1, 7, dtype=self.dtype, name="conv_out")(x)
     wav = jnp.tanh(x.astype(jnp.float32))[..., 0]
     return nn.with_logical_constraint(wav, ("batch", "time"))
