@@ -267,6 +267,7 @@ def test_tiny_training_reduces_the_masked_token_loss():
 
 
 # ------------------------------------------------------------------ phone-level pieces
+from jaxtts.alignment import durations as durations_lib  # noqa: E402
 from jaxtts.diffusion import phones  # noqa: E402
 
 
@@ -286,8 +287,8 @@ def test_length_regulator_and_phone_pooling_against_loops():
   durations[1, 4:] = 0                                     # a row with padded phones
   x = rng.standard_normal((3, 6, 2)).astype(np.float32)
   h = rng.standard_normal((3, 20, 2)).astype(np.float32)
-  got = np.asarray(phones.length_regulate(jnp.asarray(x), jnp.asarray(durations), 20))
-  pooled = np.asarray(phones.phone_pool(jnp.asarray(h), jnp.asarray(durations)))
+  got = np.asarray(durations_lib.length_regulate(jnp.asarray(x), jnp.asarray(durations), 20))
+  pooled = np.asarray(durations_lib.phone_pool(jnp.asarray(h), jnp.asarray(durations)))
   for b in range(3):
     frames = [x[b, p] for p in range(6) for _ in range(durations[b, p])]
     want = np.zeros((20, 2), np.float32)

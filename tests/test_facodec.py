@@ -110,3 +110,26 @@ def test_ablation_switches_change_the_parameters():
   assert p["prosody_in"]["kernel"].shape == (20, 16)
   with pytest.raises(ValueError, match="prosody_input"):
     init(prosody_input="pitch")
+
+
+def test_phone_prosody_codes_pool_the_prosody_input_then_quantize(codec):
+  """NS3 §3.3.1's phone-level prosody codes against a NumPy pooling of the prosody branch's
+  input and the cosine lookup of its codebook (unnormalised codes: ``normalize_codes`` off)."""
+  model, variables, audio = codec
+  durations = jnp.array([[2, 0, 3, 1], [1, 1, 1, 0]])
+  got = np.asarray(jax.jit(lambda v, a, d: model.apply(v, a, d, method=model.phone_prosody_codes))(
+      variables, audio, durations))
+  h = np.asarray(model.apply(variables, audio, method=lambda m, a: m.encoder(m._pad(a))))
+  vq = variables["params"]["prosody_vq"]["vq_0"]
+  book = np.asarray(vq["codebook"])
+  book = book / np.linalg.norm(book, axis=-1, keepdims=True)
+  for b in range(2):
+    start = 0
+    for p, n in enumerate(np.asarray(durations[b])):
+      mean = h[b, start:start + n].mean(0) if n else np.zeros(h.shape[-1], np.float32)
+      start += n
+      z = mean @ np.asarray(vq["in_proj"]["kernel"]) + np.asarray(vq["in_proj"]["bias"])
+      # A zero vector (a phone of no frames, zero bias at init) has every cosine 0: code 0.
+      norm = np.linalg.norm(z)
+      want = np.argmax(book @ (z / norm)) if norm > 0 else 0
+      assert got[b, p, 0] == want, (b, p)

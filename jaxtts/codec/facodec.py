@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtts.audio import spectral
+from jaxtts.alignment.durations import phone_pool
 from jaxtts.codec.gmm_vae import GMMVAEDecoder, GMMVAEEncoder
 from jaxtts.nn.dtypes import dtype_of
 from jaxtts.nn.grl import reversed_features
@@ -277,6 +278,18 @@ class FACodec(nn.Module):
     if q["detail"] is not None:
       parts.append(q["detail"]["codes"])
     return {"codes": jnp.concatenate(parts, axis=-1), "timbre": q["timbre"]}
+
+  def phone_prosody_codes(self, wav: jax.Array, durations: jax.Array,
+                          mask: Optional[jax.Array] = None) -> jax.Array:
+    """NaturalSpeech 3 §3.3.1's phone-level prosody targets: the prosody branch's input (the
+    encoder output ``h``, or the 20-bin mel features of ``prosody_input='mel20'``) averaged
+    over each phone's frames (`jaxtts.alignment.durations.phone_pool`), then coded by the
+    prosody quantizer. ``wav [B, T]``, ``durations [B, P]`` frames -> int32 ``[B, P,
+    num_prosody_quantizers]`` (phones of no frames code the zero vector)."""
+    wav = self._pad(wav)
+    h = self.encoder(wav)
+    pooled = phone_pool(self._prosody_features(wav, h, mask), durations)
+    return self.prosody_vq(pooled, durations > 0)["codes"]
 
   def codebook_encodings(self, wav: jax.Array, mask: Optional[jax.Array] = None
                          ) -> Dict[str, jax.Array]:

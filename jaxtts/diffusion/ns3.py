@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtts.diffusion import phones
+from jaxtts.alignment.durations import length_regulate
 from jaxtts.diffusion.model import MaskedCodeTransformer
 from jaxtts.nn.transformer import TransformerStack
 
@@ -92,7 +92,7 @@ class NS3(nn.Module):
                    deterministic: bool = True) -> jax.Array:
     """Frame-level logits ``[B, T, codebook_size]`` of ``level`` for ``codes [B, T, 6]``,
     conditioned on the phoneme encodings expanded by ``durations [B, P]``."""
-    condition = phones.length_regulate(encodings, durations, codes.shape[1])
+    condition = length_regulate(encodings, durations, codes.shape[1])
     return self.frame_net(codes, visible, level, t, condition, frame_mask, prompt=prompt,
                           drop_prompt=drop_prompt, deterministic=deterministic)
 
