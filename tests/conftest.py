@@ -92,13 +92,16 @@ def pytest_configure(config):
 
 
 # Files whose session fixtures or child processes take minutes go first, so neither of the two
-# pytest-xdist workers (`--dist loadfile` hands out whole files in this order) is left with a
-# long file at the end while the other idles. The chain's users are spread: test_synthesize
-# builds it early; test_eval and test_notebooks, which wait on its lock, come later.
+# pytest-xdist workers (`--dist loadfile --no-loadscope-reorder` hands out whole files in this
+# order; xdist's default reorder puts files with many tests first, which left the trainer's
+# resume and FACodec CLI files for the end) is left with a long file while the other idles.
+# The chain's users are spread: test_synthesize builds it early; test_eval and
+# test_notebooks, which wait on its lock, come later.
 SLOW_FIRST = ("test_synthesize.py", "test_train_resume.py", "test_train.py", "test_gmm_lm.py",
-              "test_facodec_cli.py", "test_flops.py", "test_gmm_vae_task.py", "test_eval.py",
-              "test_sharding.py", "test_train_state.py", "test_facodec_task.py",
-              "test_notebooks.py")
+              "test_facodec_cli.py", "test_sharding.py", "test_flops.py",
+              "test_gmm_vae_task.py", "test_eval.py", "test_facodec_task.py",
+              "test_train_state.py", "test_notebooks.py", "test_diffusion.py",
+              "test_facodec.py")
 
 
 def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument

@@ -5,6 +5,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from conftest import run_python
 from jaxtts.audio.io import load_wav, save_wav
@@ -93,9 +94,10 @@ def test_encode_decode_convert(facodec_run, tmp_path):
 
 
 def test_encode_dataset_codes_and_timbre_read_by_the_pipeline(facodec_run, tmp_path):
-  """encode-dataset writes codes [F, 6] and timbre [16] per record; the Grain pipeline reads
-  them back (bucket mode over codes, timbre as an extra feature) equal to the codec's own
-  encode of the same utterances."""
+  """encode-dataset writes codes [F, 6], timbre [16] and NS3's phone-level prosody codes
+  [P, 1] per record; the Grain pipeline reads them back (bucket mode over codes, timbre and
+  the phone-level codes as extra features, the latter padded to max_phonemes) equal to the
+  codec's own encode of the same utterances. A crop-mode reader refuses phone-level fields."""
   wd, corpus = facodec_run["workdir"], facodec_run["corpus"]
   out = tmp_path / "codes"
   codec("encode-dataset", "--workdir", wd, "--data-dir", corpus, "--out", out, "--splits",
@@ -103,11 +105,14 @@ def test_encode_dataset_codes_and_timbre_read_by_the_pipeline(facodec_run, tmp_p
   manifest = json.load(open(out / "manifest.json"))
   assert manifest["codes"]["codebook_sizes"] == [32] * 6 and manifest["codes"]["timbre_dim"] == 16
   cfg = pipeline.default_data_config()
-  cfg.update(dir=str(out), mode="bucket", features="codes", extra_features=("timbre",),
-             bucket_samples=(64000,), max_phonemes=64)
+  assert manifest["features"]["phone_prosody_codes"]["level"] == "phoneme"
+  cfg.update(dir=str(out), mode="bucket", features="codes",
+             extra_features=("timbre", "phone_prosody_codes"), bucket_samples=(64000,),
+             max_phonemes=64)
   batch = next(iter(pipeline.make_dataset(cfg, "test_zero_shot", global_batch_size=2, seed=0,
                                           train=False, process_index=0, process_count=1)))
   assert batch["codes"].shape == (2, 320, 6) and batch["timbre"].shape == (2, 16)
+  assert batch["phone_prosody_codes"].shape == (2, 64, 1)
   from jaxtts.codec.registry import load_codec
   loaded = load_codec(wd)
   src = CorpusSource(corpus, "test_zero_shot")
@@ -120,6 +125,18 @@ def test_encode_dataset_codes_and_timbre_read_by_the_pipeline(facodec_run, tmp_p
     np.testing.assert_allclose(ex["timbre"], enc["timbre"], atol=1e-6)
     n = int(batch["code_len"][i])
     assert n == len(ex["codes"])
+    phones = loaded.encode_phones(src.example(ids.index(ex["id"]))["audio"].astype(np.float32)
+                                  / 32768.0, ex["durations"])["phone_prosody_codes"]
+    p = int(batch["phoneme_len"][i])
+    assert phones.shape == (len(ex["phonemes"]), 1) == (p, 1)
+    np.testing.assert_array_equal(ex["phone_prosody_codes"], phones)
+    np.testing.assert_array_equal(batch["phone_prosody_codes"][i, :p], phones)
+    assert not batch["phone_prosody_codes"][i, p:].any()
+  crop = pipeline.default_data_config()
+  crop.update(dir=str(out), mode="crop", extra_features=("phone_prosody_codes",))
+  with pytest.raises(ValueError, match="phoneme-level fields"):
+    next(iter(pipeline.make_dataset(crop, "test_zero_shot", global_batch_size=2, seed=0,
+                                    train=False, process_index=0, process_count=1)))
 
 
 def test_eval_codec_reports_vc_and_probes(facodec_run, tmp_path):

@@ -87,6 +87,13 @@ class Codec(abc.ABC):
   hop: int
   representation: Representation
   corpus_dir: Optional[str] = None  # the corpus it trained on (evaluation's default)
+  # Phone-level fields `encode_phones` returns ([P, *shape] each; none by default): stage 2
+  # writes them beside the codes when the corpus has phone durations (jaxtts.codec.dataset).
+  phone_fields: Mapping[str, "Field"] = {}
+
+  def encode_phones(self, audio: np.ndarray, durations: np.ndarray) -> dict[str, np.ndarray]:
+    """``audio [T]``, ``durations [P]`` -> the `phone_fields` (codecs that have some)."""
+    raise NotImplementedError(f"{self.name} has no phone-level fields")
 
   # ------------------------------------------------------------------ subclass hooks
   @abc.abstractmethod

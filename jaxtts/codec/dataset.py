@@ -9,7 +9,9 @@ Every record is copied with the codec's representation added: per-frame fields
 its ``features`` and ``codec`` (`Codec.describe` and its workdir) and, for
 continuous latents, the ``latents`` entry of CONTRACTS.md (``dim``, ``hop_length``,
 ``frame_rate``, ``codec_workdir``), for codes the ``codes`` entry (``num_quantizers``,
-``codebook_sizes``, ``hop_length``, ``frame_rate``, ``codec_workdir``).
+``codebook_sizes``, ``hop_length``, ``frame_rate``, ``codec_workdir``). A codec with
+phone-level fields (FACodec's ``phone_prosody_codes`` [P, 1], NaturalSpeech 3 §3.3.1) adds
+them when the corpus' phone durations are at the codec's hop.
 """
 
 from __future__ import annotations
@@ -67,10 +69,24 @@ def encode_dataset(codec: Codec, data_dir: str, out_dir: str, splits: Sequence[s
   splits = [s for s in splits if int(manifest["splits"][s]["num_examples"]) > 0]
   specs, entries = representation_manifest(codec)
   fields = tuple(codec.representation.fields)
+  # Phone-level fields (FACodec: NS3's phone-level prosody codes) need durations at the
+  # codec's hop; a corpus without them, or at another hop, gets none.
+  stored = features.manifest_features(manifest)
+  phone_level = bool(codec.phone_fields) and "durations" in stored and int(
+      manifest["hop_length"]) == int(codec.hop)
+  if phone_level:
+    wd = os.path.abspath(codec.workdir)
+    for name, field in codec.phone_fields.items():
+      specs[name] = features.phoneme_spec(field.dtype, field.shape, codec_workdir=wd)
 
   def encode(example: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    out = codec.encode(example["audio"].astype(np.float32) / 32768.0)
-    return {k: out[k].astype(specs[k]["dtype"]) for k in fields}
+    audio = example["audio"].astype(np.float32) / 32768.0
+    out = codec.encode(audio)
+    out = {k: out[k].astype(specs[k]["dtype"]) for k in fields}
+    if phone_level:
+      phones = codec.encode_phones(audio, example["durations"])
+      out.update({k: phones[k].astype(specs[k]["dtype"]) for k in codec.phone_fields})
+    return out
 
   return derive.derive_corpus(data_dir, out_dir, encode, specs, splits=splits,
                               process_index=process_index, process_count=process_count,

@@ -22,6 +22,7 @@ import numpy as np
 from jaxtts import workdir as workdir_lib
 from jaxtts.codec import facodec
 from jaxtts.codec.base import DISCRETE, Codec, CodecInputError, Field, Representation
+from jaxtts.files import round_up
 
 
 class FACodecCodec(Codec):
@@ -54,7 +55,16 @@ class FACodecCodec(Codec):
       mask = (jnp.arange(wav.shape[-1] // model.hop_length) < frames)[None]
       return model.apply({"params": p}, wav[None], mask, method=model.encode)
 
+    def phone_codes(p, wav, frames, durations):
+      mask = (jnp.arange(wav.shape[-1] // model.hop_length) < frames)[None]
+      return model.apply({"params": p}, wav[None], durations[None], mask,
+                         method=model.phone_prosody_codes)[0]
+
     self._encode = jax.jit(encode)
+    self._phone_codes = jax.jit(phone_codes)
+    # Phone-level fields for stage 2 (`jaxtts.codec.dataset`): NS3 §3.3.1's targets.
+    self.phone_fields = {"phone_prosody_codes": Field(
+        "int32", (int(model.num_prosody_quantizers),), per_frame=False)}
     self._branches = jax.jit(lambda p, c: model.apply({"params": p}, c[None],
                                                       method=model.branch_vectors))
     self._decode = jax.jit(lambda p, c, t: model.apply({"params": p}, c[None], t[None],
@@ -63,6 +73,26 @@ class FACodecCodec(Codec):
   def _encode_padded(self, wav: np.ndarray, num_frames: int) -> dict[str, np.ndarray]:
     out = self._encode(self.params, wav, num_frames)
     return {"codes": np.asarray(out["codes"])[0], "timbre": np.asarray(out["timbre"])[0]}
+
+  def encode_phones(self, audio: np.ndarray, durations: np.ndarray) -> dict[str, np.ndarray]:
+    """``audio [T]`` float, ``durations [P]`` frames (the corpus' phone durations at this
+    codec's hop) -> ``{"phone_prosody_codes": int32 [P, num_prosody_quantizers]}``: the
+    prosody quantizer's codes of each phone's mean prosody input (`FACodec.phone_prosody_codes`).
+    Audio and phones are padded to buckets (a second; 64 phones) so few programs compile."""
+    wav = np.asarray(audio, np.float32)
+    d = np.asarray(durations, np.int32)
+    if wav.ndim != 1 or not len(wav) or d.ndim != 1:
+      raise CodecInputError(f"encode_phones expects audio [T] and durations [P], got "
+                            f"{wav.shape} and {d.shape}")
+    unit = self.frames_per_unit * self.hop
+    frames = self.num_frames(len(wav))
+    if int(d.sum()) > frames:
+      raise CodecInputError(f"encode_phones: the durations sum to {int(d.sum())} frames, the "
+                            f"audio has {frames} at hop {self.hop}")
+    padded = np.pad(wav, (0, round_up(len(wav), unit) - len(wav)))
+    d_padded = np.pad(d, (0, round_up(max(len(d), 1), 64) - len(d)))
+    codes = self._phone_codes(self.params, padded, frames, d_padded)
+    return {"phone_prosody_codes": np.asarray(codes)[:len(d)].astype(np.int32)}
 
   def _decode_padded(self, rep: Mapping[str, np.ndarray]) -> np.ndarray:
     codes = rep["codes"]

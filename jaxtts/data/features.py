@@ -5,7 +5,8 @@
   {"dtype": "int16", "level": "frame", "shape": "[F, Q]", "inner_shape": [Q],
    "hop_length": 200, "frame_rate": 80.0, ...builder details (codec_workdir, F0 settings)}
 
-``level`` is ``"sample"`` (``audio`` [T]), ``"phoneme"`` (``phonemes`` / ``durations`` [P]),
+``level`` is ``"sample"`` (``audio`` [T]), ``"phoneme"`` ([P, *inner_shape]: ``phonemes`` /
+``durations``, and stage-2 phone-level fields such as ``phone_prosody_codes``),
 ``"frame"`` ([F, *inner_shape] at ``hop_length``: ``F == T // hop`` or ``ceil(T / hop)``)
 or ``"utterance"`` (one ``inner_shape`` vector per record, e.g. a codec's ``timbre``).
 Manifests written before this entry existed imply the base fields (and ``latents`` / ``codes``
@@ -57,6 +58,16 @@ def frame_spec(dtype: str, hop_length: int, sample_rate: int,
   shape = "[" + ", ".join(["F"] + [str(d) for d in inner]) + "]"
   return {"dtype": str(np.dtype(dtype)), "level": "frame", "shape": shape, "inner_shape": inner,
           "hop_length": int(hop_length), "frame_rate": float(sample_rate) / int(hop_length),
+          **details}
+
+
+def phoneme_spec(dtype: str, inner_shape: Sequence[int] = (), **details: Any
+                 ) -> dict[str, Any]:
+  """Spec of a phoneme-level feature ``[P, *inner_shape]``, one row per phoneme of the record
+  (e.g. NaturalSpeech 3's phone-level prosody codes)."""
+  inner = [int(d) for d in inner_shape]
+  return {"dtype": str(np.dtype(dtype)), "level": "phoneme",
+          "shape": "[" + ", ".join(["P"] + [str(d) for d in inner]) + "]", "inner_shape": inner,
           **details}
 
 
@@ -170,13 +181,20 @@ def check_record(example: Mapping[str, Any], specs: Mapping[str, Mapping[str, An
   rid = example.get("id", "?")
   t = len(example["audio"]) if "audio" in example else None
   for name, spec in specs.items():
-    if spec["level"] in ("sample", "phoneme"):
+    if spec["level"] == "sample" or name in BASE_FIELDS:
       continue
     if name not in example:
       raise FeatureError(f"record {rid!r} in {where} lacks field {name!r} that the manifest "
                          "lists")
     value = np.asarray(example[name])
     inner = tuple(int(d) for d in spec.get("inner_shape", ()))
+    if spec["level"] == "phoneme":
+      p = len(example["phonemes"])
+      if value.shape != (p,) + inner:
+        raise FeatureError(f"record {rid!r} in {where}: field {name!r} has shape "
+                           f"{value.shape}, the record has {p} phonemes and the manifest "
+                           f"says {spec.get('shape')} with inner shape {list(inner)}")
+      continue
     if spec["level"] == "utterance":
       if value.shape != inner:
         raise FeatureError(f"record {rid!r} in {where}: field {name!r} has shape "

@@ -38,8 +38,9 @@ or one of the derived labels ``phone_labels`` / ``phone_index`` (int32, from ``d
 A frame-level feature at hop ``h`` comes as [B, S // h, ...] (crop) or [B, Tb // h, ...]
 (bucket): in crop mode the crop then starts on a multiple of every requested hop, so frame
 ``j`` of the crop is frame ``start // h + j`` of the utterance, and ``S`` must be a multiple
-of each hop. A per-utterance feature (``timbre``) comes as [B, *shape]. Dtypes: integer
-features int32, float ones float32, ``voiced`` bool. Valid frames of a row: ``ceil(len / h)``
+of each hop. A per-utterance feature (``timbre``) comes as [B, *shape]; a phoneme-level one
+(``phone_prosody_codes``; bucket mode only) as [B, P, *shape] beside ``phonemes``. Dtypes:
+integer features int32, float ones float32, ``voiced`` bool. Valid frames of a row: ``ceil(len / h)``
 with ``len`` the row's ``audio_len`` (or primary length x its hop).
 
 Rows past ``audio_len`` / ``phoneme_len`` are zero (frame features past the row's frames too).
@@ -203,8 +204,9 @@ class SpeakerBalancedMapDataset(grain.MapDataset):
 class _Field:
   """One batch field besides the fixed ones: where it comes from and its per-row geometry.
 
-  ``hop`` 0 means per-utterance (``inner`` is its whole shape); ``derived`` fields are computed
-  from ``phonemes`` / ``durations``; ``spec`` is the manifest's (None when derived).
+  ``hop`` 0 means per-utterance (``inner`` is its whole shape) or, with ``per_phoneme``, one
+  row per phoneme (padded to ``data.max_phonemes``); ``derived`` fields are computed from
+  ``phonemes`` / ``durations``; ``spec`` is the manifest's (None when derived).
   """
   name: str
   hop: int
@@ -212,6 +214,7 @@ class _Field:
   dtype: str
   derived: bool = False
   spec: dict | None = None
+  per_phoneme: bool = False
 
 
 def _batch_dtype(dtype: str) -> str:
@@ -230,12 +233,13 @@ def _plan_fields(source: CorpusSource, names: Sequence[str],
       out.append(_Field(name, source.hop_length, (), "int32", derived=True))
       continue
     spec = specs[name]
-    if spec["level"] not in ("frame", "utterance"):
-      raise ValueError(f"{flag}: {name!r} is a {spec['level']}-level field ({path}); only "
-                       "frame- and utterance-level features can be extra features")
+    if spec["level"] not in ("frame", "utterance", "phoneme") or name in features_lib.BASE_FIELDS:
+      raise ValueError(f"{flag}: {name!r} is a {spec['level']}-level base field ({path}); "
+                       "extra features are frame-, phoneme- or utterance-level stored fields")
     hop = int(spec["hop_length"]) if spec["level"] == "frame" else 0
     out.append(_Field(name, hop, tuple(int(d) for d in spec.get("inner_shape", ())),
-                      _batch_dtype(spec["dtype"]), spec=dict(spec)))
+                      _batch_dtype(spec["dtype"]), spec=dict(spec),
+                      per_phoneme=spec["level"] == "phoneme"))
   return tuple(out)
 
 
@@ -269,6 +273,10 @@ class _LoadExample:
       self.stored[features] = features_lib.manifest_features(source.manifest)[features]
     hops = [f.hop for f in self.extras if f.hop]
     self.crop_step = math.lcm(*hops) if hops else 1
+    phone_level = [f.name for f in self.extras if f.per_phoneme]
+    if mode == "crop" and phone_level:
+      raise ValueError(f"config.data.extra_features: {phone_level} are phoneme-level fields; "
+                       "a crop cuts phonemes, so they are read in bucket mode only")
 
   def __call__(self, index: int, record_index: int) -> dict[str, Any]:
     ex = self.source.example(record_index)
@@ -351,7 +359,7 @@ def _pad_bucket(elements: Sequence[dict[str, Any]], batch_size: int, samples: in
     batch = {"audio": np.zeros((batch_size, samples), np.float32)}
   batch[length_key] = np.zeros((batch_size,), np.int32)
   for f in extras:
-    rows = (samples // f.hop,) if f.hop else ()
+    rows = (samples // f.hop,) if f.hop else (max_phonemes,) if f.per_phoneme else ()
     batch[f.name] = np.zeros((batch_size,) + rows + f.inner, f.dtype)
   batch.update({
       "phonemes": np.zeros((batch_size, max_phonemes), np.int32),
@@ -364,7 +372,7 @@ def _pad_bucket(elements: Sequence[dict[str, Any]], batch_size: int, samples: in
     batch[key][b, :t] = e[key]
     batch[length_key][b] = t
     for f in extras:
-      if f.hop:
+      if f.hop or f.per_phoneme:
         batch[f.name][b, :len(e[f.name])] = e[f.name]
       else:
         batch[f.name][b] = e[f.name]
