@@ -99,16 +99,18 @@ def test_sharded_matches_single_device(reference_run, synthetic_corpus, tmp_path
   assert_params_close(final_params(reference_run)[1], final_params(tmp_path)[1], atol=1e-4)
 
 
-def test_nonfinite_loss_rejected_and_last_good_checkpoint_kept(reference_run, synthetic_corpus,
-                                                              tmp_path):
+def test_nonfinite_loss_rejected_and_last_good_checkpoint_kept(reference_run, tmp_path):
   """Resuming the 6-step reference run with a NaN loss weight: three rejected steps end the run
   (exit 3) naming the last good checkpoint, which is left as it was."""
   workdir = tmp_path / "w"
   shutil.copytree(reference_run, workdir)
   good_step, good = final_params(workdir)
   assert good_step == 6
-  proc = run(train_cmd(workdir, synthetic_corpus, 20, **{"loss.prior_weight": "nan",
-                                                          "train.max_nonfinite_steps": 3}),
+  # The reference run may have been built by the other xdist worker, on its own synthetic
+  # corpus; the resume names that corpus, since data.dir must not change.
+  data_dir = json.load(open(workdir / "config.json"))["data"]["dir"]
+  proc = run(train_cmd(workdir, data_dir, 20, **{"loss.prior_weight": "nan",
+                                                  "train.max_nonfinite_steps": 3}),
              check=False)
   assert proc.returncode == 3, proc.stderr[-3000:]
   assert "3 consecutive non-finite" in proc.stderr
