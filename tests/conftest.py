@@ -91,24 +91,6 @@ def pytest_configure(config):
     os.environ[CRASH_DIR_VAR] = tempfile.mkdtemp(prefix="jaxtts-test-crash-")
 
 
-# Files whose session fixtures or child processes take minutes go first, so neither of the two
-# pytest-xdist workers (`--dist loadfile --no-loadscope-reorder` hands out whole files in this
-# order; xdist's default reorder puts files with many tests first, which left the trainer's
-# resume and FACodec CLI files for the end) is left with a long file while the other idles.
-# The chain's users are spread: test_synthesize builds it early; test_eval and
-# test_notebooks, which wait on its lock, come later.
-SLOW_FIRST = ("test_synthesize.py", "test_train_resume.py", "test_train.py", "test_gmm_lm.py",
-              "test_facodec_cli.py", "test_sharding.py", "test_flops.py",
-              "test_gmm_vae_task.py", "test_eval.py", "test_facodec_task.py",
-              "test_train_state.py", "test_notebooks.py", "test_diffusion.py",
-              "test_facodec.py")
-
-
-def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
-  rank = {name: i for i, name in enumerate(SLOW_FIRST)}
-  items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(rank)))
-
-
 def pytest_unconfigure(config):  # pylint: disable=unused-argument
   if not os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get(RUN_VAR):
     for path in glob.glob(f"{NUMBA_CACHE_BASE}-run{os.environ[RUN_VAR]}-*"):

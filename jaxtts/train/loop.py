@@ -225,6 +225,22 @@ class Trainer:
     with _SigtermFlag() as sigterm:
       return self._run(sigterm)
 
+  def _check_resume(self, checkpointer: ckpt_lib.Checkpointer, latest: int) -> None:
+    """Refuses a resume whose config breaks exactness (`config.check_resume`) or whose
+    checkpoint holds another model (`Checkpointer.check`); logs the allowed changes."""
+    changes = config_lib.check_resume(self.workdir, self.cfg)
+    if changes:
+      log.info("resuming %s with changed config keys (config.json value -> new value): %s",
+               self.workdir, config_lib.describe_changes(changes))
+    try:
+      checkpointer.check(latest, nn.meta.unbox(self.abstract_boxed))
+    except ckpt_lib.CheckpointMismatchError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      # Unreadable metadata: restore_newest_intact below logs it and falls back.
+      log.warning("checkpoint step %d: metadata unreadable before restore (%s)", latest,
+                  type(e).__name__)
+
   def _run(self, sigterm: _SigtermFlag) -> dict[str, Any]:
     cfg, workdir = self.cfg, self.workdir
     is_main = jax.process_index() == 0
@@ -235,18 +251,14 @@ class Trainer:
                                          async_save=cfg.checkpoint.async_save)
     latest = checkpointer.latest_step()
     if latest is not None:  # another config is refused before any compilation
-      changes = config_lib.check_resume(workdir, cfg)
-      if changes:
-        log.info("resuming %s with changed config keys (config.json value -> new value): %s",
-                 workdir, config_lib.describe_changes(changes))
       try:
-        checkpointer.check(latest, nn.meta.unbox(self.abstract_boxed))
-      except ckpt_lib.CheckpointMismatchError:
+        self._check_resume(checkpointer, latest)
+      except BaseException:
+        # Refused: close the manager first, or its background futures (Orbax's temporary
+        # directory clean-up) may print a traceback at interpreter shutdown under the
+        # one-line error.
+        checkpointer.close()
         raise
-      except Exception as e:  # pylint: disable=broad-except
-        # Unreadable metadata: restore_newest_intact below logs it and falls back.
-        log.warning("checkpoint step %d: metadata unreadable before restore (%s)", latest,
-                    type(e).__name__)
     state = self.init_state()
     if latest is None:
       train_iter = self._train_iterator()
