@@ -92,8 +92,10 @@ class Codec(abc.ABC):
   phone_fields: Mapping[str, "Field"] = {}
 
   def encode_phones(self, audio: np.ndarray, durations: np.ndarray) -> dict[str, np.ndarray]:
-    """``audio [T]``, ``durations [P]`` -> the `phone_fields` (codecs that have some)."""
-    raise NotImplementedError(f"{self.name} has no phone-level fields")
+    """``audio [T]``, ``durations [P]`` -> the `phone_fields`: none for a codec without
+    phone-level fields (the GMM-VAE); FACodec overrides it."""
+    del audio, durations
+    return {}
 
   # ------------------------------------------------------------------ subclass hooks
   @abc.abstractmethod
