@@ -40,7 +40,7 @@ def optimizer_config(**overrides) -> ml_collections.ConfigDict:
       b2=0.999,
       weight_decay=0.0,
       warmup_steps=0,
-      schedule="constant",     # constant | cosine (ignored by schedule_free_adamw)
+      schedule="constant",     # constant | cosine | inverse_sqrt (ignored by schedule_free_adamw)
       grad_clip_norm=0.0,      # 0 disables clipping
   ))
   opt.update(overrides)

@@ -14,10 +14,12 @@ EPS = 1e-8  # optax's Adam epsilon (outside the square root)
 
 
 def np_schedule(t, peak, warmup, total, cosine):
-  """Linear warmup 0 -> peak over ``warmup`` steps, then constant or a half cosine to 0 at
-  ``total`` (and 0 after)."""
+  """Linear warmup 0 -> peak over ``warmup`` steps, then constant, a half cosine to 0 at
+  ``total`` (and 0 after) or ``peak sqrt(warmup / t)`` (``cosine='inverse_sqrt'``)."""
   if t < warmup:
     return peak * t / warmup
+  if cosine == "inverse_sqrt":
+    return peak * np.sqrt(warmup / t)
   if not cosine:
     return peak
   frac = min(t - warmup, total - warmup) / (total - warmup)
@@ -60,13 +62,14 @@ def jax_tree_np(tree):
   return {k: np.asarray(v, np.float64) for k, v in tree.items()}
 
 
-@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "inverse_sqrt"])
 def test_schedules_match_their_formulas(schedule):
   peak, warmup, total = 0.3, 7, 40
   sched = optim.learning_rate_schedule(
       optimizer_config(learning_rate=peak, warmup_steps=warmup, schedule=schedule), total)
   steps = np.arange(total + 5)
-  want = [np_schedule(t, peak, warmup, total, schedule == "cosine") for t in steps]
+  kind = "inverse_sqrt" if schedule == "inverse_sqrt" else schedule == "cosine"
+  want = [np_schedule(t, peak, warmup, total, kind) for t in steps]
   np.testing.assert_allclose([float(sched(int(t))) for t in steps], want, rtol=1e-5, atol=1e-7)
   flat = optim.learning_rate_schedule(optimizer_config(learning_rate=peak), total)
   np.testing.assert_allclose([float(flat(t)) for t in (0, 1, total)], peak, rtol=1e-6)

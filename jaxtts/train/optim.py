@@ -1,10 +1,18 @@
-"""Optimizers from config: AdamW with warmup/cosine, or schedule-free AdamW (Defazio et al. 2024,
-used by the GMM-LM paper §4 with lr 1e-3 for the codec and 1e-2, clip 0.005 for the LM)."""
+"""Optimizers from config: AdamW with warmup/cosine/inverse-sqrt, or schedule-free AdamW (Defazio
+et al. 2024, used by the GMM-LM paper §4 with lr 1e-3 for the codec and 1e-2, clip 0.005 for the
+LM).
+
+Schedules (``schedule``; every one warms up linearly from 0 over ``warmup_steps``):
+``constant``; ``cosine`` (a half cosine to 0 at the last step); ``inverse_sqrt``
+(``peak * sqrt(warmup / t)`` after the warm-up, fairseq's schedule, which NaturalSpeech 3
+appendix A.2 trains with: 5k warm-up steps).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -21,8 +29,15 @@ def learning_rate_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> 
   if opt.schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(0.0, peak, max(warmup, 1),
                                               max(total_steps, warmup + 1))
+  if opt.schedule == "inverse_sqrt":
+    w = float(max(warmup, 1))
+
+    def inverse_sqrt(step):
+      t = jnp.asarray(step, jnp.float32)
+      return peak * jnp.where(t < w, t / w, jnp.sqrt(w / jnp.maximum(t, 1.0)))
+    return inverse_sqrt
   raise ValueError(f"config.train.optimizers.*.schedule: unknown {opt.schedule!r}; "
-                   "valid: constant, cosine")
+                   "valid: constant, cosine, inverse_sqrt")
 
 
 def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int
