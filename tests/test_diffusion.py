@@ -114,9 +114,10 @@ def test_decode_level_decodes_everything_and_keeps_the_prompt(cfg_alpha):
   valid, _, target = masking.positions(t_frames, lengths, prompts)
   given = jnp.asarray(np.random.default_rng(3).integers(0, VOCAB, (b, t_frames)))
   calls = []
-  out = sampler.decode_level(_toy_logits(calls), given, target, valid, jax.random.key(4),
-                             num_steps=steps, mask_id=MASK, top_k=3, temperature=1.5,
-                             cfg_alpha=cfg_alpha)
+  with jax.disable_jit():  # the fori_loop runs step by step, so every model call is logged
+    out = sampler.decode_level(_toy_logits(calls), given, target, valid, jax.random.key(4),
+                               num_steps=steps, mask_id=MASK, top_k=3, temperature=1.5,
+                               cfg_alpha=cfg_alpha)
   tokens, decoded_at = np.asarray(out.tokens), np.asarray(out.decoded_at)
   target = np.asarray(target)
   assert int(out.nfe) == steps * (2 if cfg_alpha else 1) == len(calls)
@@ -140,13 +141,14 @@ def test_paper_settings_make_sixty_function_evaluations():
   lengths, prompts = jnp.array([8]), jnp.array([2])
   valid, _, target = masking.positions(t_frames, lengths, prompts)
   given = jnp.zeros((1, t_frames), jnp.int32)
-  total = 0
-  for alpha, layers in ((1.0, 1), (0.0, 1), (1.0, 6)):
-    for _ in range(layers):
-      total += int(sampler.decode_level(_toy_logits([]), given, target, valid,
-                                        jax.random.key(0), num_steps=4, mask_id=MASK,
-                                        cfg_alpha=alpha).nfe)
-  assert total == 60
+  total, calls = 0, []
+  with jax.disable_jit():  # the step loops run in Python: every model call is counted
+    for alpha, layers in ((1.0, 1), (0.0, 1), (1.0, 6)):
+      for _ in range(layers):
+        total += int(sampler.decode_level(_toy_logits(calls), given, target, valid,
+                                          jax.random.key(0), num_steps=4, mask_id=MASK,
+                                          cfg_alpha=alpha).nfe)
+  assert total == len(calls) == 60
 
 
 # ------------------------------------------------------------------ the network
@@ -319,8 +321,9 @@ def test_decode_levels_in_order_with_the_training_visibility(tiny_net):
     return apply(params, x)
 
   steps = (2, 3, 2)
-  out = sampler.decode_levels(model_fn, inputs["codes"], prompt, valid, jax.random.key(9),
-                              num_steps=steps, mask_id=net.mask_id, top_k=3)
+  with jax.disable_jit():  # every model call is logged (the step loops run in Python)
+    out = sampler.decode_levels(model_fn, inputs["codes"], prompt, valid, jax.random.key(9),
+                                num_steps=steps, mask_id=net.mask_id, top_k=3)
   codes, prompt_np, valid_np = np.asarray(out.tokens), np.asarray(prompt), np.asarray(valid)
   target = valid_np & ~prompt_np
   assert int(out.nfe) == 2 * sum(steps) == len(calls)

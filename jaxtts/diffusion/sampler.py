@@ -10,7 +10,8 @@ decoded in ``num_steps`` iterations; at step ``s`` (0-based, ``S = num_steps``):
   re-mask the ⌊N σ(1 - (s + 1) / S)⌋ lowest-confidence undecoded positions (`masking.remask`)
 
 so the temperature anneals from ``temperature`` (NS3: 1.5) towards 0 and the last step decodes
-every remaining position. Guidance (§3.3.2)::
+every remaining position. The steps of one level run in a `jax.lax.fori_loop` (one compiled
+body whatever ``num_steps``); levels are a Python loop (each may differ in steps and guidance). Guidance (§3.3.2)::
 
   g_cfg = g_c + α (g_c - g_u)
   g     = φ · std(g_c) / std(g_cfg) · g_cfg + (1 - φ) · g_cfg
@@ -81,36 +82,42 @@ def decode_level(logits_fn: LogitsFn, tokens: jax.Array, target: jax.Array, vali
   frames of each row (for the guidance statistics). ``cfg_alpha = 0``: no guidance, one model
   call per step."""
   lengths = jnp.sum(target, axis=1)
-  tokens = jnp.where(target, mask_id, tokens)
-  decoded = jnp.zeros_like(target)
-  decoded_at = jnp.where(target, num_steps, -1).astype(jnp.int32)
-  nfe = jnp.zeros((), jnp.int32)
-  for step in range(num_steps):  # a handful of steps (NS3: 4): unrolled, shapes static
+  b = tokens.shape[0]
+  calls_per_step = 2 if cfg_alpha else 1
+
+  def step_fn(step, carry):
+    tokens, decoded, decoded_at, nfe, rng = carry
+    step = jnp.asarray(step, jnp.int32)      # a Python int under jax.disable_jit()
     rng, sample_rng, noise_rng = jax.random.split(rng, 3)
     masked = target & ~decoded
-    t = jnp.full((tokens.shape[0],), 1.0 - step / num_steps, jnp.float32)
+    frac = step.astype(jnp.float32) / num_steps
+    t = jnp.full((b,), 1.0 - frac, jnp.float32)
     logits = logits_fn(tokens, masked, t, True)
-    nfe = nfe + 1
     if cfg_alpha:
       logits = guided_logits(logits, logits_fn(tokens, masked, t, False), cfg_alpha,
                              cfg_rescale, valid)
-      nfe = nfe + 1
     logits = top_k_filter(logits.astype(jnp.float32), top_k)
-    tau = temperature * (1.0 - step / num_steps)
-    if tau > 0:
-      sampled = jax.random.categorical(sample_rng, logits / tau, axis=-1)
-    else:
-      sampled = jnp.argmax(logits, axis=-1)
+    tau = temperature * (1.0 - frac)
+    sampled = jnp.where(tau > 0,
+                        jax.random.categorical(sample_rng, logits / jnp.maximum(tau, 1e-6),
+                                               axis=-1),
+                        jnp.argmax(logits, axis=-1))
     log_p = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), sampled[..., None],
                                 axis=-1)[..., 0]
-    noise = gumbel_scale * (1.0 - (step + 1) / num_steps)
+    noise = gumbel_scale * (1.0 - (step + 1).astype(jnp.float32) / num_steps)
     confidence = log_p + noise * jax.random.gumbel(noise_rng, log_p.shape)
-    count = masking.num_masked_after(jnp.asarray(step), num_steps, lengths)
+    count = masking.num_masked_after(step, num_steps, lengths)
     again = masking.remask(confidence, decoded, target, count)
     newly = masked & ~again
     tokens = jnp.where(newly, sampled.astype(tokens.dtype), tokens)
     decoded_at = jnp.where(newly, step, decoded_at)
-    decoded = decoded | newly
+    return tokens, decoded | newly, decoded_at, nfe + calls_per_step, rng
+
+  init = (jnp.where(target, mask_id, tokens), jnp.zeros_like(target),
+          jnp.where(target, num_steps, -1).astype(jnp.int32), jnp.zeros((), jnp.int32), rng)
+  # One compiled step body (lax.fori_loop, static trip count); under jax.disable_jit() it runs
+  # as a Python loop (the tests log every model call that way).
+  tokens, _, decoded_at, nfe, _ = jax.lax.fori_loop(0, num_steps, step_fn, init)
   return DecodeResult(tokens=tokens, nfe=nfe, decoded_at=decoded_at)
 
 
