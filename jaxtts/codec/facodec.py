@@ -271,6 +271,15 @@ class FACodec(nn.Module):
       out["detail"] = self.detail_vq.decode_codes(codes[..., p + c:])
     return out
 
+  def phone_log_probs(self, codes: jax.Array) -> jax.Array:
+    """``codes [B, F, num_codebooks]`` -> ``[B, F, num_phones]``: the content branch's phone
+    classifier (its training head) as log-probabilities, what a forced aligner reads to find a
+    transcript's phone durations (`jaxtts.alignment.forced`; NaturalSpeech 3's prompt
+    durations)."""
+    p, c = self.num_prosody_quantizers, self.num_content_quantizers
+    logits = self.content_phone_head(self.content_vq.decode_codes(codes[..., p:p + c]))
+    return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+
   def encode(self, wav: jax.Array, mask: Optional[jax.Array] = None) -> Dict[str, jax.Array]:
     """``wav [B, T]`` -> ``codes [B, F, num_codebooks]`` int32 and ``timbre [B, H]``."""
     q = self.quantize(self._pad(wav), mask)

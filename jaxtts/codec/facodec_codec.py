@@ -67,6 +67,8 @@ class FACodecCodec(Codec):
         "int32", (int(model.num_prosody_quantizers),), per_frame=False)}
     self._branches = jax.jit(lambda p, c: model.apply({"params": p}, c[None],
                                                       method=model.branch_vectors))
+    self._phone_log_probs = jax.jit(lambda p, c: model.apply({"params": p}, c[None],
+                                                             method=model.phone_log_probs)[0])
     self._decode = jax.jit(lambda p, c, t: model.apply({"params": p}, c[None], t[None],
                                                        method=model.decode)[0])
 
@@ -93,6 +95,13 @@ class FACodecCodec(Codec):
     d_padded = np.pad(d, (0, round_up(max(len(d), 1), 64) - len(d)))
     codes = self._phone_codes(self.params, padded, frames, d_padded)
     return {"phone_prosody_codes": np.asarray(codes)[:len(d)].astype(np.int32)}
+
+  def phone_log_probs(self, codes: np.ndarray) -> np.ndarray:
+    """``codes [F, Q]`` -> ``[F, num_phones]`` float32: log p(phone | frame) of the content
+    codes' phone classifier (`FACodec.phone_log_probs`; ids of the training phoneme table)."""
+    frames = len(codes)
+    padded = np.pad(np.asarray(codes, np.int32), ((0, -frames % self.frames_per_unit), (0, 0)))
+    return np.asarray(self._phone_log_probs(self.params, padded))[:frames]
 
   def _decode_padded(self, rep: Mapping[str, np.ndarray]) -> np.ndarray:
     codes = rep["codes"]

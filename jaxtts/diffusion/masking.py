@@ -65,26 +65,47 @@ class TrainingMasks(NamedTuple):
   t: jax.Array
 
 
+def hide_prompt(visible: jax.Array, prompt: jax.Array, prompt_levels) -> jax.Array:
+  """``visible [B, T, Q]`` with the prompt frames of the levels where ``prompt_levels [Q]`` is
+  False hidden (NS3 Table 11's "no duration prompt"); ``prompt_levels`` None: unchanged."""
+  if prompt_levels is None:
+    return visible
+  keep = jnp.asarray(prompt_levels, bool)[None, None, :]
+  return visible & ~(prompt[..., None] & ~keep)
+
+
 def training_masks(rng: jax.Array, num_frames: int, num_levels: int, lengths: jax.Array,
-                   prompt_lengths: jax.Array, level_weights: jax.Array | None = None
-                   ) -> TrainingMasks:
+                   prompt_lengths: jax.Array, level_weights: jax.Array | None = None,
+                   prompt_levels=None, stratified: bool = False) -> TrainingMasks:
   """The masks of one training step (module docstring).
 
   ``lengths``, ``prompt_lengths`` ``[B]`` int; ``level_weights [Q]`` the (unnormalised)
-  probability of each level (uniform when None; MaskGCT weights level ``i`` by ``Q - i``)."""
+  probability of each level (uniform when None; MaskGCT weights level ``i`` by ``Q - i``);
+  ``prompt_levels [Q]`` bool: the levels whose prompt is visible (None: all, the paper).
+  ``stratified`` (uniform levels only): row ``b`` gets level ``(o + b) mod Q`` with ``o``
+  uniform, so each row's level is still uniform but a batch of ``B >= Q`` rows trains every
+  level (ours: a lower-variance draw, and every level's loss is measured every step)."""
   t_rng, level_rng, mask_rng = jax.random.split(rng, 3)
   b = lengths.shape[0]
   t = jax.random.uniform(t_rng, (b,), minval=T_MIN, maxval=1.0)
   logits = (jnp.zeros((num_levels,)) if level_weights is None
             else jnp.log(jnp.asarray(level_weights, jnp.float32)))
-  level = jax.random.categorical(level_rng, logits, shape=(b,))
+  if stratified:
+    if level_weights is not None:
+      raise ValueError("training_masks: stratified levels are uniform; level_weights must be "
+                       "None")
+    offset = jax.random.randint(level_rng, (), 0, num_levels)
+    level = (offset + jnp.arange(b)) % num_levels
+  else:
+    level = jax.random.categorical(level_rng, logits, shape=(b,))
   valid, prompt, target = positions(num_frames, lengths, prompt_lengths)
   masked = bernoulli_with_one(mask_rng, mask_ratio(t), target)            # level q, [B, T]
   q = jnp.arange(num_levels)[None, None, :]
   lq = level[:, None, None]
   visible = jnp.where(q < lq, valid[..., None],
                       jnp.where(q == lq, (valid & ~masked)[..., None], prompt[..., None]))
-  return TrainingMasks(visible=visible, loss=masked, level=level, t=t)
+  return TrainingMasks(visible=hide_prompt(visible, prompt, prompt_levels), loss=masked,
+                       level=level, t=t)
 
 
 def num_masked_after(step: jax.Array, num_steps: int, target_lengths: jax.Array) -> jax.Array:

@@ -88,7 +88,9 @@ class MaskedCodeTransformer(nn.Module):
   def __call__(self, codes: jax.Array, visible: jax.Array, level: jax.Array, t: jax.Array,
                condition: jax.Array, mask: jax.Array, *, prompt: Optional[jax.Array] = None,
                drop_prompt: Optional[jax.Array] = None,
-               deterministic: bool = True) -> jax.Array:
+               deterministic: bool = True, return_hidden: bool = False):
+    """Logits ``[B, T, V]``; with ``return_hidden`` also the last hidden states ``[B, T, D]``
+    (NS3's L2-duration ablation regresses durations from them)."""
     q_levels, vocab = len(self.vocab_sizes), self.mask_id
     if codes.shape[-1] != q_levels:
       raise ValueError(f"MaskedCodeTransformer: codes have {codes.shape[-1]} levels, "
@@ -122,5 +124,6 @@ class MaskedCodeTransformer(nn.Module):
     logits = (jnp.einsum("btd,bdv->btv", h.astype(jnp.float32), jnp.take(kernels, level, 0))
               + jnp.take(biases, level, 0)[:, None, :])
     sizes = jnp.asarray(self.vocab_sizes)[level]
-    return jnp.where(jnp.arange(vocab)[None, None, :] < sizes[:, None, None], logits,
-                     -jnp.inf)
+    logits = jnp.where(jnp.arange(vocab)[None, None, :] < sizes[:, None, None], logits,
+                       -jnp.inf)
+    return (logits, h) if return_hidden else logits

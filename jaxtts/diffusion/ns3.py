@@ -11,6 +11,14 @@ The phone-level network decodes the phone-level prosody code first and the durat
 the duration sees the phoneme encodings, the prompt's durations (the prompt prefix) and the
 predicted prosody codes, as §3.3.1 conditions it.
 
+Phone-level codes are ``[B, P, phone_prosody_levels + 1]``: the phone-level prosody codes (one
+per FACodec prosody quantizer) then the duration token (`jaxtts.diffusion.phones`). Table 11's
+ablations are fields: ``phone_prosody_levels = 0`` (no phone-level prosody: the duration is
+conditioned on the phonemes and the prompt only) and ``duration_loss = "l2"`` (durations
+regressed: a linear head on the phone-level network's last hidden states predicts ``log(1 +
+d)``, trained by L2 with the duration level fully masked outside the prompt, one pass at
+inference).
+
 The defaults are A.1's sizes. Parameters (`tests/test_diffusion.py` counts them against hand
 formulas): phoneme encoder 121.2M (6 x 512, 8 heads, conv-FFN 2048 of kernel 9), phone-level
 diffusion 119.1M and frame-level diffusion 240.8M (6 and 12 x 1024, 8 heads, conv-FFN 2048 of
@@ -51,9 +59,23 @@ class NS3(nn.Module):
   kernel_size: int = 3
   dropout: float = 0.1
   time_dim: int = 256
+  phone_prosody_levels: int = 1
+  duration_loss: str = "tokens"
   dtype: Any = jnp.float32
 
+  @property
+  def duration_level(self) -> int:
+    """The phone-level code index of the duration token (after the prosody levels)."""
+    return int(self.phone_prosody_levels)
+
+  @property
+  def phone_vocab_sizes(self) -> tuple[int, ...]:
+    return (self.codebook_size,) * int(self.phone_prosody_levels) + (self.max_duration + 1,)
+
   def setup(self):
+    if self.duration_loss not in ("tokens", "l2"):
+      raise ValueError(f"model.duration_loss must be 'tokens' or 'l2', got "
+                       f"{self.duration_loss!r}")
     self.phone_embedding = nn.Embed(self.num_phones, self.encoder_dim, name="phone_embedding",
                                     embedding_init=nn.with_logical_partitioning(
                                         nn.initializers.normal(0.02), ("vocab", "embed")))
@@ -61,13 +83,19 @@ class NS3(nn.Module):
                                     self.encoder_ffn_dim, self.encoder_kernel_size,
                                     self.dropout, self.dtype, name="phoneme_encoder")
     self.phone_net = MaskedCodeTransformer(
-        (self.codebook_size, self.max_duration + 1), self.phone_dim, self.phone_layers,
+        self.phone_vocab_sizes, self.phone_dim, self.phone_layers,
         self.heads, self.ffn_dim, self.kernel_size, self.dropout, self.time_dim,
         dtype=self.dtype, name="phone_diffusion")
     self.frame_net = MaskedCodeTransformer(
         (self.codebook_size,) * self.num_code_levels, self.frame_dim, self.frame_layers,
         self.heads, self.ffn_dim, self.kernel_size, self.dropout, self.time_dim,
         dtype=self.dtype, name="frame_diffusion")
+    if self.duration_loss == "l2":
+      self.duration_regressor = nn.Dense(
+          1, dtype=jnp.float32, name="duration_regressor",
+          kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
+                                                   ("embed", None)),
+          bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None,)))
 
   def encode_phonemes(self, phonemes: jax.Array, phone_mask: jax.Array,
                       deterministic: bool = True) -> jax.Array:
@@ -80,10 +108,21 @@ class NS3(nn.Module):
                    level: jax.Array, t: jax.Array, phone_mask: jax.Array, *,
                    prompt: Optional[jax.Array] = None, drop_prompt: Optional[jax.Array] = None,
                    deterministic: bool = True) -> jax.Array:
-    """Phone-level logits ``[B, P, max(codebook_size, max_duration + 1)]`` of ``level`` (0:
-    prosody code, 1: duration token) for ``codes [B, P, 2]``."""
+    """Phone-level logits ``[B, P, max(phone_vocab_sizes)]`` of ``level`` (the prosody codes,
+    then `duration_level`) for ``codes [B, P, phone_prosody_levels + 1]``."""
     return self.phone_net(codes, visible, level, t, encodings, phone_mask, prompt=prompt,
                           drop_prompt=drop_prompt, deterministic=deterministic)
+
+  def duration_regression(self, encodings: jax.Array, codes: jax.Array, visible: jax.Array,
+                          phone_mask: jax.Array, *, prompt: Optional[jax.Array] = None,
+                          deterministic: bool = True) -> jax.Array:
+    """``duration_loss = "l2"``: predicted ``log(1 + d)`` ``[B, P]`` from the phone-level
+    network run on the duration level at ``t = 1``."""
+    b = codes.shape[0]
+    level = jnp.full((b,), self.duration_level, jnp.int32)
+    _, h = self.phone_net(codes, visible, level, jnp.ones((b,)), encodings, phone_mask,
+                          prompt=prompt, deterministic=deterministic, return_hidden=True)
+    return self.duration_regressor(h.astype(jnp.float32))[..., 0]
 
   def frame_logits(self, encodings: jax.Array, durations: jax.Array, codes: jax.Array,
                    visible: jax.Array, level: jax.Array, t: jax.Array, frame_mask: jax.Array,
@@ -103,6 +142,8 @@ class NS3(nn.Module):
     level, t = jnp.zeros((b,), jnp.int32), jnp.full((b,), 0.5)
     visible = jnp.ones(phone_codes.shape, bool)
     p = self.phone_logits(enc, phone_codes, visible, level, t, phone_mask)
+    if self.duration_loss == "l2":
+      p = (p, self.duration_regression(enc, phone_codes, visible, phone_mask))
     f = self.frame_logits(enc, durations, frame_codes, jnp.ones(frame_codes.shape, bool), level,
                           t, frame_mask)
     return p, f

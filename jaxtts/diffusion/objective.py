@@ -27,14 +27,16 @@ ApplyFn = Callable[..., jax.Array]
 
 def masked_diffusion_loss(apply_fn: ApplyFn, codes: jax.Array, lengths: jax.Array,
                           prompt_lengths: jax.Array, condition: jax.Array, rng: jax.Array, *,
-                          cfg_drop: float = 0.15, level_weights: Any = None
+                          cfg_drop: float = 0.15, level_weights: Any = None,
+                          prompt_levels: Any = None, stratified: bool = False
                           ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """``(loss, metrics)`` of one batch (module docstring); metrics: ``loss``, ``accuracy`` of
-  the masked tokens, ``masked_fraction`` of the target frames, ``cfg_dropped`` rows."""
+  the masked tokens, ``masked_fraction`` of the target frames, ``cfg_dropped`` rows,
+  ``level_loss [Q]`` and ``level_rows [Q]`` (rows per level)."""
   mask_rng, drop_rng, model_rng = jax.random.split(rng, 3)
   b, t_frames, q_levels = codes.shape
   masks = masking.training_masks(mask_rng, t_frames, q_levels, lengths, prompt_lengths,
-                                 level_weights)
+                                 level_weights, prompt_levels, stratified)
   valid, prompt, target = masking.positions(t_frames, lengths, prompt_lengths)
   drop = jax.random.bernoulli(drop_rng, cfg_drop, (b,))
   logits = apply_fn(codes, masks.visible, masks.level, masks.t, condition, valid, prompt, drop,
@@ -47,6 +49,13 @@ def masked_diffusion_loss(apply_fn: ApplyFn, codes: jax.Array, lengths: jax.Arra
   n = jnp.maximum(jnp.sum(m), 1.0)
   loss = jnp.sum(ce * m) / n
   accuracy = jnp.sum((jnp.argmax(logits, -1) == labels) * m) / n
-  return loss, {"loss": loss, "accuracy": accuracy,
+  # Per level: the mean cross-entropy of the masked tokens of the rows that drew it (0 for a
+  # level no row drew; with `stratified` levels and B >= Q every level is drawn).
+  per_level = jax.nn.one_hot(masks.level, q_levels)                                # [B, Q]
+  rows_ce, rows_n = jnp.sum(ce * m, axis=1), jnp.sum(m, axis=1)
+  level_loss = jnp.sum(per_level * rows_ce[:, None], 0) / jnp.maximum(
+      jnp.sum(per_level * rows_n[:, None], 0), 1.0)
+  return loss, {"loss": loss, "accuracy": accuracy, "level_loss": level_loss,
+                "level_rows": jnp.sum(per_level, 0),
                 "masked_fraction": jnp.sum(m) / jnp.maximum(jnp.sum(target), 1),
                 "cfg_dropped": jnp.sum(drop.astype(jnp.float32))}

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtts.diffusion import masking
+from jaxtts.diffusion.masking import hide_prompt
 
 # logits_fn(tokens [B, T] int, masked [B, T] bool, t [B], conditional: bool) -> [B, T, V]:
 # the model's logits for the level being decoded, at diffusion time t (1 - step / num_steps,
@@ -125,29 +126,42 @@ def decode_level(logits_fn: LogitsFn, tokens: jax.Array, target: jax.Array, vali
 ModelFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
 
 
+def _per_level(value, q_levels: int, name: str) -> tuple:
+  if isinstance(value, (tuple, list)):
+    if len(value) != q_levels:
+      raise ValueError(f"decode_levels: {name} has {len(value)} entries for {q_levels} levels")
+    return tuple(value)
+  return (value,) * q_levels
+
+
 def decode_levels(model_fn: ModelFn, codes: jax.Array, prompt: jax.Array, valid: jax.Array,
                   rng: jax.Array, *, num_steps: int | tuple[int, ...], mask_id: int,
                   top_k: int = 20, temperature: float = 1.5, gumbel_scale: float = 1.0,
-                  cfg_alpha: float = 1.0, cfg_rescale: float = 1.0) -> DecodeResult:
-  """Decodes every level of ``codes [B, T, Q]`` after the ``prompt [B, T]`` frames, level 0
+                  cfg_alpha: float | tuple[float, ...] = 1.0, cfg_rescale: float = 1.0,
+                  levels: tuple[int, ...] | None = None, prompt_levels=None) -> DecodeResult:
+  """Decodes the levels of ``codes [B, T, Q]`` after the ``prompt [B, T]`` frames, lowest
   first (NS3: prosody, content, detail), as training masks them: while level ``q`` is decoded,
   levels below it are visible everywhere, level ``q`` where decoded, levels above only in the
-  prompt. ``num_steps`` per level (an int: the same for all). The unconditional pass drops the
+  prompt. ``num_steps`` and ``cfg_alpha`` per level (or one value for all; NS3 decodes the
+  phone-level duration without guidance). ``levels``: the levels to decode (default all; the
+  others stay as given, seen as the rule above says). ``prompt_levels [Q]`` bool: levels whose
+  prompt is visible (`masking.hide_prompt`; None: all). The unconditional pass drops the
   prompt (``drop_prompt``). Returns the codes ``[B, T, Q]``, the summed function evaluations
-  and ``decoded_at [B, T, Q]``."""
+  and ``decoded_at [B, T, Q]`` (-1 where not decoded)."""
   q_levels = codes.shape[-1]
-  steps = (num_steps,) * q_levels if isinstance(num_steps, int) else tuple(num_steps)
+  steps = _per_level(num_steps, q_levels, "num_steps")
+  alphas = _per_level(cfg_alpha, q_levels, "cfg_alpha")
   target = valid & ~prompt
   nfe = jnp.zeros((), jnp.int32)
-  decoded_at = []
-  for q in range(q_levels):
+  decoded_at = [jnp.full(target.shape, -1, jnp.int32)] * q_levels
+  for q in (range(q_levels) if levels is None else levels):
     rng, level_rng = jax.random.split(rng)
     below = jnp.arange(q_levels)[None, None, :] < q
 
     def logits_fn(tokens, masked, t, conditional, q=q, below=below, codes=codes):
       current = codes.at[..., q].set(tokens)
       visible = jnp.where(below, valid[..., None], prompt[..., None])
-      visible = visible.at[..., q].set(valid & ~masked)
+      visible = hide_prompt(visible.at[..., q].set(valid & ~masked), prompt, prompt_levels)
       b = tokens.shape[0]
       return model_fn(current, visible, jnp.full((b,), q, jnp.int32), t,
                       jnp.full((b,), not conditional))
@@ -155,8 +169,8 @@ def decode_levels(model_fn: ModelFn, codes: jax.Array, prompt: jax.Array, valid:
     out = decode_level(logits_fn, codes[..., q], target, valid, level_rng,
                        num_steps=steps[q], mask_id=mask_id, top_k=top_k,
                        temperature=temperature, gumbel_scale=gumbel_scale,
-                       cfg_alpha=cfg_alpha, cfg_rescale=cfg_rescale)
+                       cfg_alpha=alphas[q], cfg_rescale=cfg_rescale)
     codes = codes.at[..., q].set(out.tokens)
     nfe = nfe + out.nfe
-    decoded_at.append(out.decoded_at)
+    decoded_at[q] = out.decoded_at
   return DecodeResult(tokens=codes, nfe=nfe, decoded_at=jnp.stack(decoded_at, -1))

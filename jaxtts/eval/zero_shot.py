@@ -75,7 +75,8 @@ def _synthesize(synth, items: list[dict], k: int, seed: int, batch_size: int,
   for it in items:
     request = {"text": it["text"], "prompt_audio": it["prompt_audio"].astype(np.float32)
                / 32768.0, "prompt_phonemes": it["prompt_phonemes"],
-               "target_phonemes": it["phonemes"], "max_seconds": max_seconds}
+               "target_phonemes": it["phonemes"], "max_seconds": max_seconds,
+               "prompt_durations": it.get("prompt_durations")}
     request = {k: v for k, v in request.items() if k in fields and v is not None}
     try:
       requests.append((it["id"], synth.prepare(request)))

@@ -33,10 +33,11 @@ import numpy as np
 
 from jaxtts.audio import io
 from jaxtts.plots import save_image
+from jaxtts.text import EmptyTextError, UnknownPhonemeError, text_to_ids
 
 AudioInput = Union[str, os.PathLike, np.ndarray]
 REQUEST_FIELDS = ("text", "prompt_audio", "prompt_text", "prompt_phonemes", "target_phonemes",
-                  "prompt_sample_rate", "sample_rate", "max_seconds", "id")
+                  "prompt_durations", "prompt_sample_rate", "sample_rate", "max_seconds", "id")
 
 
 class SynthesisInputError(ValueError):
@@ -59,6 +60,8 @@ class SynthesisRequest:
   a path or a mono array ``[T]`` (float in [-1, 1], or int16) at ``prompt_sample_rate``
   (default: the generator's rate; another rate is resampled). ``prompt_text`` or
   ``prompt_phonemes``: the prompt's transcript, for generators that condition on it.
+  ``prompt_durations``: frames (at the generator's frame rate) per prompt phoneme, for
+  generators that take them (NaturalSpeech 3; without them it aligns the transcript itself).
   ``sample_rate``: the output rate the caller needs (an error if the generator makes
   another). ``max_seconds``: the longest output. ``id``: the caller's name for it.
   """
@@ -67,6 +70,7 @@ class SynthesisRequest:
   prompt_text: Optional[str] = None
   prompt_phonemes: Any = None
   target_phonemes: Any = None
+  prompt_durations: Any = None
   prompt_sample_rate: Optional[int] = None
   sample_rate: Optional[int] = None
   max_seconds: Optional[float] = None
@@ -198,6 +202,48 @@ class Generator(abc.ABC):
       return io.load_wav(path, int(self.sample_rate), resample=True)
     except Exception as e:  # pylint: disable=broad-except  (soundfile raises its own types)
       raise SynthesisInputError("prompt_audio", f"cannot read {path!r} ({e})") from e
+
+  # ------------------------------------------------------------------ phonemes
+  # For generators that read text through the corpus' phoneme table (``self.table``, a
+  # `jaxtts.text.PhonemeTable`): the request's target and prompt phoneme ids.
+  def phonemize(self, text: Any, field: str = "text") -> np.ndarray:
+    """Text -> ids [J] in the training table; errors name ``field``."""
+    if not isinstance(text, str):
+      raise SynthesisInputError(field, f"expected a string, got {type(text).__name__}")
+    try:
+      return text_to_ids(text, self.table)
+    except (EmptyTextError, UnknownPhonemeError) as e:
+      raise SynthesisInputError(field, str(e)) from e
+
+  def phoneme_ids(self, ids: Any, field: str) -> np.ndarray:
+    """Given phoneme ids, checked against the table: int32 [J]."""
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or not len(ids) or not np.issubdtype(ids.dtype, np.integer):
+      raise SynthesisInputError(field, f"expected a non-empty list of phoneme ids, got "
+                                       f"shape {ids.shape} dtype {ids.dtype}")
+    if ids.min() < 1 or ids.max() >= len(self.table):
+      raise SynthesisInputError(field, f"ids must lie in [1, {len(self.table)}) (table "
+                                       f"{self.table.version}), got {ids.min()}..{ids.max()}")
+    return ids.astype(np.int32)
+
+  def target_ids(self, r: SynthesisRequest) -> np.ndarray:
+    """The ids to say: ``target_phonemes``, else ``text`` through the frontend."""
+    if r.target_phonemes is not None:
+      return self.phoneme_ids(r.target_phonemes, "target_phonemes")
+    return self.phonemize(r.text if r.text is not None else "", "text")
+
+  def prompt_ids(self, r: SynthesisRequest) -> np.ndarray:
+    """The prompt transcript's ids: ``prompt_phonemes``, else ``prompt_text`` (or the
+    ``<prompt>.txt`` beside a prompt file) through the frontend; there is no ASR here."""
+    if r.prompt_phonemes is not None:
+      return self.phoneme_ids(r.prompt_phonemes, "prompt_phonemes")
+    prompt_text = r.prompt_text if r.prompt_text is not None else sidecar_transcript(
+        r.prompt_audio)
+    if prompt_text is None:
+      raise SynthesisInputError(
+          "prompt_text", "the prompt's transcript is required (there is no ASR here): pass "
+          "prompt_text / --prompt-text, or put it in a .txt file beside the prompt audio")
+    return self.phonemize(prompt_text, "prompt_text")
 
   def describe(self) -> dict[str, Any]:
     return {"generator": self.task, "sample_rate": int(self.sample_rate),

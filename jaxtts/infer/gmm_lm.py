@@ -44,9 +44,8 @@ from jaxtts.files import round_up
 from jaxtts.gmm_lm import decode
 from jaxtts.gmm_lm.model import from_config
 from jaxtts.infer.base import (Generator, SynthesisInputError, SynthesisRequest,
-                               finish_timings, sidecar_transcript)
-from jaxtts.text import (EmptyTextError, PhonemeTable, UnknownPhonemeError,
-                         default_phoneme_table, text_to_ids)
+                               finish_timings)
+from jaxtts.text import PhonemeTable, default_phoneme_table
 
 log = logging.getLogger("jaxtts.infer")
 
@@ -153,39 +152,9 @@ class GMMLMGenerator(Generator):
       raise SynthesisInputError("max_seconds", f"must be positive, got {seconds}")
     return max(1, int(round(seconds * self.frame_rate)))
 
-  def phonemize(self, text: Any, field: str = "text") -> np.ndarray:
-    """Text -> ids [J] in the training table; errors name ``field``."""
-    if not isinstance(text, str):
-      raise SynthesisInputError(field, f"expected a string, got {type(text).__name__}")
-    try:
-      return text_to_ids(text, self.table)
-    except (EmptyTextError, UnknownPhonemeError) as e:
-      raise SynthesisInputError(field, str(e)) from e
-
-  def _ids(self, ids: Any, field: str) -> np.ndarray:
-    ids = np.asarray(ids)
-    if ids.ndim != 1 or not len(ids) or not np.issubdtype(ids.dtype, np.integer):
-      raise SynthesisInputError(field, f"expected a non-empty list of phoneme ids, got "
-                                       f"shape {ids.shape} dtype {ids.dtype}")
-    if ids.min() < 1 or ids.max() >= len(self.table):
-      raise SynthesisInputError(field, f"ids must lie in [1, {len(self.table)}) (table "
-                                       f"{self.table.version}), got {ids.min()}..{ids.max()}")
-    return ids.astype(np.int32)
-
   def _prepare(self, r: SynthesisRequest) -> Prepared:
     t0 = time.perf_counter()
-    phonemes = (self._ids(r.target_phonemes, "target_phonemes") if r.target_phonemes is not None
-                else self.phonemize(r.text if r.text is not None else "", "text"))
-    if r.prompt_phonemes is not None:
-      prompt_ids = self._ids(r.prompt_phonemes, "prompt_phonemes")
-    else:
-      prompt_text = r.prompt_text if r.prompt_text is not None else sidecar_transcript(
-          r.prompt_audio)
-      if prompt_text is None:
-        raise SynthesisInputError(
-            "prompt_text", "the prompt's transcript is required (there is no ASR here): pass "
-            "prompt_text / --prompt-text, or put it in a .txt file beside the prompt audio")
-      prompt_ids = self.phonemize(prompt_text, "prompt_text")
+    phonemes, prompt_ids = self.target_ids(r), self.prompt_ids(r)
     wav = self.load_prompt(r)
     frames = len(wav) // self.hop
     if frames < 1:

@@ -17,6 +17,7 @@ from jaxtts.infer.base import Generator
 # task name -> "module:Class"; imported on use, so one family's dependencies stay its own.
 GENERATORS = {
     "gmm_lm": "jaxtts.infer.gmm_lm:GMMLMGenerator",
+    "ns3": "jaxtts.infer.ns3:NS3Generator",
 }
 
 

@@ -11,6 +11,7 @@ REGISTRY = {
     "gmm_vae": "jaxtts.tasks.gmm_vae:GMMVAETask",
     "gmm_lm": "jaxtts.tasks.gmm_lm:GMMLMTask",
     "facodec": "jaxtts.tasks.facodec:FACodecTask",
+    "ns3": "jaxtts.tasks.ns3:NS3Task",
 }
 
 

@@ -285,3 +285,39 @@ def facodec_train_step(cfg: ml_collections.ConfigDict, batch: int, samples: int)
   if cfg.discriminator.enabled:
     flops += 9.0 * discriminators_forward(cfg.discriminator, batch, samples)
   return flops
+
+
+# ------------------------------------------------------------------------------ NS3 -----------
+
+def masked_code_transformer(batch: int, length: int, dim: int, layers: int, ffn_dim: int,
+                            heads: int, kernel: int, cond_dim: int, time_dim: int,
+                            vocab: int) -> float:
+  """`jaxtts.diffusion.model.MaskedCodeTransformer` for one level: the condition projection,
+  the time MLP, the blocks, every AdaCLN's ``[γ; β]`` projection (two per block and a final
+  one, ``time_dim -> 2 dim`` per row of the batch) and the level's output head."""
+  rows = batch * length
+  flops = dense(rows, cond_dim, dim) + dense(batch, time_dim, 4 * time_dim) + dense(
+      batch, 4 * time_dim, time_dim)
+  flops += layers * transformer_layer(batch, length, dim, ffn_dim, heads, kernel, kernel)
+  flops += (2 * layers + 1) * dense(batch, time_dim, 2 * dim)
+  return flops + dense(rows, dim, vocab)
+
+
+def ns3_forward(cfg: ml_collections.ConfigDict, batch: int, phones: int, frames: int
+                ) -> float:
+  """One training forward of `jaxtts.tasks.ns3`: the phoneme encoder (its conv-FFN's both
+  convolutions of ``encoder_kernel_size``), one phone-level and one frame-level diffusion
+  pass (one level each per row; the code embeddings are lookups)."""
+  m = cfg.model
+  e = int(m.encoder_dim)
+  flops = int(m.encoder_layers) * transformer_layer(
+      batch, phones, e, int(m.encoder_ffn_dim), int(m.encoder_heads),
+      int(m.encoder_kernel_size), int(m.encoder_kernel_size))
+  shared = dict(ffn_dim=int(m.ffn_dim), heads=int(m.heads), kernel=int(m.kernel_size),
+                cond_dim=e, time_dim=int(m.time_dim))
+  flops += masked_code_transformer(batch, phones, int(m.phone_dim), int(m.phone_layers),
+                                   vocab=max(int(m.codebook_size), int(m.max_duration) + 1),
+                                   **shared)
+  flops += masked_code_transformer(batch, frames, int(m.frame_dim), int(m.frame_layers),
+                                   vocab=int(m.codebook_size), **shared)
+  return flops
