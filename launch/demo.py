@@ -3,6 +3,7 @@ codec (STFT encoder, Vocos head) -> held-out reconstructions -> latent shards ->
 
     python -m launch.demo --out runs/demo [--codec-steps 1800] [--lm-steps 500]
     python -m launch.demo --family facodec --out runs/demo_facodec   (launch/demo_facodec.py)
+    python -m launch.demo --family ns3 --out runs/demo_ns3           (launch/demo_ns3.py)
 
 Writes into OUT:
   corpus/            the espeak corpus (ArrayRecord shards + manifest.json)
@@ -136,9 +137,11 @@ def zero_shot(lm_workdir: str, corpus: str, out_dir: str, count: int, seed: int)
   rows = []
   for item in items:
     prompt = item["prompt_audio"].astype(np.float32) / 32768.0
-    out = synth.synthesize({"text": item["text"], "prompt_audio": prompt,
-                            "prompt_phonemes": item["prompt_phonemes"],
-                            "target_phonemes": item["phonemes"]}, seed=seed)
+    request = {"text": item["text"], "prompt_audio": prompt,
+               "prompt_phonemes": item["prompt_phonemes"], "target_phonemes": item["phonemes"],
+               "prompt_durations": item["prompt_durations"]}
+    out = synth.synthesize({k: v for k, v in request.items() if k in synth.request_fields},
+                           seed=seed)
     name = item["id"]
     save_wav(os.path.join(out_dir, f"{name}.prompt.wav"), prompt, out["sample_rate"])
     save_wav(os.path.join(out_dir, f"{name}.wav"), out["wav"], out["sample_rate"])
@@ -154,9 +157,10 @@ def zero_shot(lm_workdir: str, corpus: str, out_dir: str, count: int, seed: int)
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--family", default="gmm_lm", choices=("gmm_lm", "facodec"),
+  parser.add_argument("--family", default="gmm_lm", choices=("gmm_lm", "facodec", "ns3"),
                       help="gmm_lm: codec -> GMM-LM -> zero-shot TTS (this file); facodec: "
-                           "FACodec reconstruction, voice conversion, probes")
+                           "FACodec reconstruction, voice conversion, probes; ns3: FACodec -> "
+                           "NaturalSpeech 3 diffusion -> zero-shot TTS (launch/demo_ns3.py)")
   parser.add_argument("--out", default=None, help="default: runs/demo[_<family>]")
   parser.add_argument("--speakers", type=int, default=12)
   parser.add_argument("--zero-shot-speakers", type=int, default=3)
@@ -168,12 +172,15 @@ def main(argv=None) -> int:
   parser.add_argument("--zero-shot", type=int, default=4, help="held-out syntheses")
   parser.add_argument("--eval-utterances", type=int, default=6,
                       help="held-out texts scored by jaxtts-eval zero-shot")
-  from launch import demo_facodec  # pylint: disable=import-outside-toplevel
+  from launch import demo_facodec, demo_ns3  # pylint: disable=import-outside-toplevel
   demo_facodec.add_arguments(parser)
+  demo_ns3.add_arguments(parser)
   args = parser.parse_args(argv)
   args.out = args.out or ("runs/demo" if args.family == "gmm_lm" else f"runs/demo_{args.family}")
   if args.family == "facodec":
     return demo_facodec.run(args)
+  if args.family == "ns3":
+    return demo_ns3.run(args)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
   t_start = time.perf_counter()
   out = os.path.abspath(args.out)  # workdir configs name their data by absolute path

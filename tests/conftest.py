@@ -223,6 +223,24 @@ def facodec_run(tmp_path_factory, worker_id):
 
 
 @pytest.fixture(scope="session")
+def ns3_run(facodec_run, tmp_path_factory, worker_id):
+  """`facodec_run`'s FACodec -> code shards (`encode-dataset`) -> a tiny NS3 trained 24 steps
+  (eval at 12 and 24 on the held-out split, samples at 24): the NS3 task, generator,
+  evaluation and notebook tests' chain (built once)."""
+  def build(root):
+    run_python("-m", "jaxtts.codec.cli", "encode-dataset", "--workdir",
+               facodec_run["workdir"], "--data-dir", facodec_run["corpus"], "--out",
+               root / "codes")
+    _train("ns3.py:tiny", str(root / "ns3"), f"--config.data.dir={root / 'codes'}",
+           "--config.train.steps=24", "--config.checkpoint.every_steps=24",
+           "--config.train.batch_size=6", "--config.train.eval_every_steps=12",
+           "--config.train.sample_every_steps=24", "--config.data.eval_split=test_zero_shot")
+
+  root = _build_once(tmp_path_factory, worker_id, "ns3_run", build)
+  return {**facodec_run, "codes": str(root / "codes"), "ns3": str(root / "ns3")}
+
+
+@pytest.fixture(scope="session")
 def chain(tmp_path_factory, worker_id):
   """Espeak corpus -> codec (2 steps) -> latent shards -> GMM-LM (3 steps): a real, untrained
   zero-shot chain shared by the synthesis, evaluation and notebook tests (built once)."""

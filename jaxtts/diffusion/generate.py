@@ -53,14 +53,16 @@ class Settings:
     return cls(**{k: (int if types[k] in (int, "int") else float)(v)
                   for k, v in values.items()})
 
-  @property
-  def nfe(self) -> dict[str, int]:
-    """Function evaluations per stage of one utterance (a model call per step, two with
-    guidance)."""
+  def nfe(self, phone_prosody_levels: int = 1, num_code_levels: int = 6,
+          duration_regression: bool = False) -> dict[str, int]:
+    """Function evaluations per stage of one utterance: a model call per step, two with
+    guidance; one regression pass for ``duration_regression``. The paper's: 8 + 4 + 48 = 60."""
     guided = lambda a: 2 if a else 1  # noqa: E731
-    return {"phone_prosody": self.phone_prosody_steps * guided(self.cfg_alpha),
-            "duration": self.duration_steps * guided(self.duration_cfg_alpha),
-            "frame": self.frame_steps * guided(self.cfg_alpha)}
+    return {"phone_prosody": phone_prosody_levels * self.phone_prosody_steps
+                             * guided(self.cfg_alpha),
+            "duration": 1 if duration_regression else self.duration_steps
+                        * guided(self.duration_cfg_alpha),
+            "frame": num_code_levels * self.frame_steps * guided(self.cfg_alpha)}
 
 
 def phone_level(model: NS3, params: Any, phonemes: jax.Array, phone_len: jax.Array,

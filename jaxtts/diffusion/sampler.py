@@ -138,7 +138,8 @@ def decode_levels(model_fn: ModelFn, codes: jax.Array, prompt: jax.Array, valid:
                   rng: jax.Array, *, num_steps: int | tuple[int, ...], mask_id: int,
                   top_k: int = 20, temperature: float = 1.5, gumbel_scale: float = 1.0,
                   cfg_alpha: float | tuple[float, ...] = 1.0, cfg_rescale: float = 1.0,
-                  levels: tuple[int, ...] | None = None, prompt_levels=None) -> DecodeResult:
+                  levels: tuple[int, ...] | None = None, prompt_levels=None,
+                  scan_levels: bool = True) -> DecodeResult:
   """Decodes the levels of ``codes [B, T, Q]`` after the ``prompt [B, T]`` frames, lowest
   first (NS3: prosody, content, detail), as training masks them: while level ``q`` is decoded,
   levels below it are visible everywhere, level ``q`` where decoded, levels above only in the
@@ -147,11 +148,19 @@ def decode_levels(model_fn: ModelFn, codes: jax.Array, prompt: jax.Array, valid:
   others stay as given, seen as the rule above says). ``prompt_levels [Q]`` bool: levels whose
   prompt is visible (`masking.hide_prompt`; None: all). The unconditional pass drops the
   prompt (``drop_prompt``). Returns the codes ``[B, T, Q]``, the summed function evaluations
-  and ``decoded_at [B, T, Q]`` (-1 where not decoded)."""
+  and ``decoded_at [B, T, Q]`` (-1 where not decoded).
+
+  With every level decoded alike (the frame level: one step count and guidance for all) and
+  ``scan_levels``, the levels run in a `jax.lax.fori_loop` over a traced level index: one
+  compiled body for all six instead of six (the same computation as the Python loop over
+  levels, which `tests/test_diffusion.py` checks)."""
   q_levels = codes.shape[-1]
   steps = _per_level(num_steps, q_levels, "num_steps")
   alphas = _per_level(cfg_alpha, q_levels, "cfg_alpha")
   target = valid & ~prompt
+  if scan_levels and levels is None and len(set(steps)) == 1 and len(set(alphas)) == 1:
+    return _scan_levels(model_fn, codes, prompt, valid, rng, steps[0], mask_id, top_k,
+                        temperature, gumbel_scale, alphas[0], cfg_rescale, prompt_levels)
   nfe = jnp.zeros((), jnp.int32)
   decoded_at = [jnp.full(target.shape, -1, jnp.int32)] * q_levels
   for q in (range(q_levels) if levels is None else levels):
@@ -174,3 +183,40 @@ def decode_levels(model_fn: ModelFn, codes: jax.Array, prompt: jax.Array, valid:
     nfe = nfe + out.nfe
     decoded_at[q] = out.decoded_at
   return DecodeResult(tokens=codes, nfe=nfe, decoded_at=jnp.stack(decoded_at, -1))
+
+
+def _scan_levels(model_fn, codes, prompt, valid, rng, num_steps, mask_id, top_k, temperature,
+                 gumbel_scale, cfg_alpha, cfg_rescale, prompt_levels) -> DecodeResult:
+  """`decode_levels` with a `jax.lax.fori_loop` over the level ``q`` (traced): the level's
+  column is read and written through one-hot selects, its key is ``split(rng)`` applied ``q +
+  1`` times as in the Python loop."""
+  q_levels = codes.shape[-1]
+  target = valid & ~prompt
+  index = jnp.arange(q_levels)
+
+  def level_fn(q, carry):
+    codes, decoded_at, nfe, rng = carry
+    rng, level_rng = jax.random.split(rng)
+    below = index[None, None, :] < q
+    here = index == q
+
+    def logits_fn(tokens, masked, t, conditional):
+      current = jnp.where(here, tokens[..., None], codes)
+      visible = jnp.where(below, valid[..., None], prompt[..., None])
+      visible = hide_prompt(jnp.where(here, (valid & ~masked)[..., None], visible), prompt,
+                            prompt_levels)
+      b = tokens.shape[0]
+      return model_fn(current, visible, jnp.full((b,), q, jnp.int32), t,
+                      jnp.full((b,), not conditional))
+
+    column = jnp.sum(jnp.where(here, codes, 0), axis=-1)
+    out = decode_level(logits_fn, column, target, valid, level_rng, num_steps=num_steps,
+                       mask_id=mask_id, top_k=top_k, temperature=temperature,
+                       gumbel_scale=gumbel_scale, cfg_alpha=cfg_alpha, cfg_rescale=cfg_rescale)
+    codes = jnp.where(here, out.tokens[..., None], codes)
+    decoded_at = jnp.where(here, out.decoded_at[..., None], decoded_at)
+    return codes, decoded_at, nfe + out.nfe, rng
+
+  init = (codes, jnp.full(codes.shape, -1, jnp.int32), jnp.zeros((), jnp.int32), rng)
+  codes, decoded_at, nfe, _ = jax.lax.fori_loop(0, q_levels, level_fn, init)
+  return DecodeResult(tokens=codes, nfe=nfe, decoded_at=decoded_at)
