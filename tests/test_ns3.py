@@ -109,13 +109,15 @@ def test_code_shards_must_match_the_config(ns3_run):
   assert check_manifest(_config("tiny"), ns3_run["codes"]) == 200
 
 
-@pytest.mark.parametrize("ablation, nfe", [("no_cfg", 60), ("one_step", 15),
-                                           ("duration_l2", 57), ("no_phone_prosody", 52)])
+@pytest.mark.parametrize("ablation, nfe", [("no_cfg", 60),
+                                           ("duration_l2+no_duration_prompt", 57),
+                                           ("no_phone_prosody+one_step", 13)])
 def test_ablations_train_and_generate(ns3_run, ablation, nfe):
   """Each ablation's loss is finite on a real batch, and the phone-level sampler makes the
   function evaluations it should (`Settings.nfe`, checked against the count the sampler
-  returns): no CFG 8 + 4 + 48; one step 2 + 1 + 12; L2 durations 8 + 1 + 48; no phone-level
-  prosody 4 + 48; generated durations are tokens in [0, max_duration]."""
+  returns): no CFG 8 + 4 + 48; L2 durations 8 + 1 + 48 (with the duration prompt hidden); no
+  phone-level prosody in one step 0 + 1 + 12; generated durations are tokens in [0,
+  max_duration]. (Two ablations share a row: one compiled model each.)"""
   from jaxtts.diffusion import generate
   from jaxtts.tasks.ns3 import NS3Task
   cfg = _config(f"tiny+{ablation}", f"--config.data.dir={ns3_run['codes']}",
