@@ -100,5 +100,5 @@ def run(args) -> int:
 def add_arguments(parser) -> None:
   """The NS3 demo's own flags (beside launch/demo.py's corpus, seed, ``--zero-shot`` and
   ``--eval-utterances`` flags, which it shares)."""
-  parser.add_argument("--facodec-steps", type=int, default=1200, help="FACodec training steps")
-  parser.add_argument("--ns3-steps", type=int, default=1500, help="NS3 training steps")
+  parser.add_argument("--facodec-steps", type=int, default=1000, help="FACodec training steps")
+  parser.add_argument("--ns3-steps", type=int, default=800, help="NS3 training steps")

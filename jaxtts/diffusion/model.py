@@ -78,6 +78,7 @@ class MaskedCodeTransformer(nn.Module):
   dropout: float = 0.1
   time_dim: int = 256
   time_scale: float = 1000.0
+  position: str = "relative_xl"
   dtype: Any = jnp.float32
 
   @property
@@ -102,27 +103,31 @@ class MaskedCodeTransformer(nn.Module):
     tokens = jnp.where(visible, codes, vocab)                               # mask id = V
     tables = self.param("code_embedding", nn.with_logical_partitioning(
         nn.initializers.normal(0.02), (None, "vocab", "embed")), (q_levels, vocab + 1, self.dim))
-    x = sum(jnp.take(tables[i], tokens[..., i], axis=0) for i in range(q_levels))
+    x = sum(nn.with_logical_constraint(jnp.take(tables[i], tokens[..., i], axis=0), _ACT)
+            for i in range(q_levels))
     x = x + nn.Dense(self.dim, dtype=self.dtype, name="condition",
                      kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
                                                               ("mlp", "embed")),
                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
                                                             ("embed",)))(condition)
     x = nn.with_logical_constraint(x * mask[..., None].astype(x.dtype), _ACT)
+    one_hot_level = jax.nn.one_hot(level, q_levels, dtype=jnp.float32)        # [B, Q]
     levels = self.param("level_embedding", nn.with_logical_partitioning(
         nn.initializers.normal(0.02), (None, "embed")), (q_levels, self.time_dim))
     e = (TimeEmbedding(self.time_dim, self.time_scale, name="time")(t)
-         + jnp.take(levels, level, 0))
+         + one_hot_level @ levels)
     h = TransformerStack(self.num_layers, self.num_heads, self.ffn_dim, self.kernel_size,
-                         self.dropout, self.dtype, name="transformer")(
+                         self.dropout, self.dtype, position=self.position,
+                         name="transformer")(
         x.astype(self.dtype), mask, e, deterministic)
     kernels = self.param("head_kernel", nn.with_logical_partitioning(
         nn.initializers.lecun_normal(batch_axis=(0,)), (None, "embed", "vocab")),
         (q_levels, self.dim, vocab))
     biases = self.param("head_bias", nn.with_logical_partitioning(
         nn.initializers.zeros, (None, "vocab")), (q_levels, vocab))
-    logits = (jnp.einsum("btd,bdv->btv", h.astype(jnp.float32), jnp.take(kernels, level, 0))
-              + jnp.take(biases, level, 0)[:, None, :])
+    kernel = jnp.einsum("bq,qdv->bdv", one_hot_level, kernels)               # each row's head
+    logits = (jnp.einsum("btd,bdv->btv", h.astype(jnp.float32), kernel)
+              + (one_hot_level @ biases)[:, None, :])
     sizes = jnp.asarray(self.vocab_sizes)[level]
     logits = jnp.where(jnp.arange(vocab)[None, None, :] < sizes[:, None, None], logits,
                        -jnp.inf)

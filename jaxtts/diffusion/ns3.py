@@ -61,6 +61,7 @@ class NS3(nn.Module):
   time_dim: int = 256
   phone_prosody_levels: int = 1
   duration_loss: str = "tokens"
+  position: str = "relative_xl"
   dtype: Any = jnp.float32
 
   @property
@@ -81,15 +82,16 @@ class NS3(nn.Module):
                                         nn.initializers.normal(0.02), ("vocab", "embed")))
     self.encoder = TransformerStack(self.encoder_layers, self.encoder_heads,
                                     self.encoder_ffn_dim, self.encoder_kernel_size,
-                                    self.dropout, self.dtype, name="phoneme_encoder")
+                                    self.dropout, self.dtype, position=self.position,
+                                    name="phoneme_encoder")
     self.phone_net = MaskedCodeTransformer(
         self.phone_vocab_sizes, self.phone_dim, self.phone_layers,
         self.heads, self.ffn_dim, self.kernel_size, self.dropout, self.time_dim,
-        dtype=self.dtype, name="phone_diffusion")
+        position=self.position, dtype=self.dtype, name="phone_diffusion")
     self.frame_net = MaskedCodeTransformer(
         (self.codebook_size,) * self.num_code_levels, self.frame_dim, self.frame_layers,
         self.heads, self.ffn_dim, self.kernel_size, self.dropout, self.time_dim,
-        dtype=self.dtype, name="frame_diffusion")
+        position=self.position, dtype=self.dtype, name="frame_diffusion")
     if self.duration_loss == "l2":
       self.duration_regressor = nn.Dense(
           1, dtype=jnp.float32, name="duration_regressor",

@@ -73,13 +73,14 @@ class TransformerBlock(nn.Module):
   dropout: float = 0.0
   dtype: Any = jnp.float32
   output_kernel_size: Optional[int] = None
+  position: str = "relative_xl"
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None,
                cond: Optional[jax.Array] = None, deterministic: bool = True) -> jax.Array:
     x = nn.with_logical_constraint(x.astype(self.dtype), _ACT)
     y = RelPositionMultiHeadAttention(self.num_heads, dropout=self.dropout, dtype=self.dtype,
-                                      name="attention")(_norm(x, cond, "norm_attention"), mask,
+                                      position=self.position, name="attention")(_norm(x, cond, "norm_attention"), mask,
                                                         deterministic=deterministic)
     x = x + nn.Dropout(self.dropout)(y, deterministic=deterministic)
     y = ConvFeedForward(self.ffn_dim, self.kernel_size, self.dtype, self.output_kernel_size,
@@ -98,12 +99,13 @@ class TransformerStack(nn.Module):
   dropout: float = 0.0
   dtype: Any = jnp.float32
   output_kernel_size: Optional[int] = None
+  position: str = "relative_xl"
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None,
                cond: Optional[jax.Array] = None, deterministic: bool = True) -> jax.Array:
     for i in range(self.num_layers):
       x = TransformerBlock(self.num_heads, self.ffn_dim, self.kernel_size, self.dropout,
-                           self.dtype, self.output_kernel_size,
+                           self.dtype, self.output_kernel_size, self.position,
                            name=f"block_{i}")(x, mask, cond, deterministic)
     return _norm(x, cond, "norm_out")

@@ -52,7 +52,7 @@ MODEL_FIELDS = ("num_phones", "codebook_size", "num_code_levels", "phone_prosody
                 "max_duration", "encoder_dim", "encoder_layers", "encoder_heads",
                 "encoder_ffn_dim", "encoder_kernel_size", "phone_dim", "phone_layers",
                 "frame_dim", "frame_layers", "heads", "ffn_dim", "kernel_size", "dropout",
-                "time_dim", "duration_loss")
+                "time_dim", "duration_loss", "position")
 
 
 def from_config(cfg: ml_collections.ConfigDict) -> NS3:
