@@ -179,9 +179,7 @@ def bench_ns3(cfg, prompt_ids: np.ndarray, target_ids: np.ndarray, args) -> dict
   frame_s, frame_outs = timed(run_frame, keys)
 
   nfe_phone, nfe_frame = int(phone_outs[-1][2]), int(frame_outs[-1][1])
-  expected = settings.nfe
-  duration_nfe = 1 if m.duration_loss == "l2" else expected["duration"]
-  expected = expected["phone_prosody"] * qp + duration_nfe + expected["frame"] * q
+  expected = sum(settings.nfe(qp, q, m.duration_loss == "l2").values())
   if nfe_phone + nfe_frame != expected:
     raise SystemExit(f"NS3 made {nfe_phone} + {nfe_frame} function evaluations; the settings "
                      f"{settings} give {expected}")
