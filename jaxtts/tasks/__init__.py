@@ -12,6 +12,7 @@ REGISTRY = {
     "gmm_lm": "jaxtts.tasks.gmm_lm:GMMLMTask",
     "facodec": "jaxtts.tasks.facodec:FACodecTask",
     "ns3": "jaxtts.tasks.ns3:NS3Task",
+    "clone": "jaxtts.tasks.clone:CLONETask",
 }
 
 

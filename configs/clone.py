@@ -1,0 +1,102 @@
+"""CLONE flow prosody (`000_31cfc13db0a5a5eb.txt`; `jaxtts.prosody.clone`, `jaxtts.tasks.clone`).
+
+Presets (``configs/clone.py:<preset>``):
+
+* ``tiny``: the tests' shapes.
+* ``espeak``: a CPU run over the embedded espeak corpus (16 kHz, durations at hop 200).
+* ``paper``: Table 4 at 24 kHz: text encoder 6 FFT layers x 192 (2 heads, filter 768,
+  kernel 3, relative positions), prosody predictor 4 WN layers x 192 (kernel 5), duration
+  predictor conv kernel 3 / filter 256, posterior, acoustic and posterior wave encoders 8 WN
+  layers each, flow 4 x residual coupling over 4 WN layers (hidden 192, kernel 5), speaker
+  embedding 256; λ1..λ6 = [45, 1, 10, 0.1, 1, 1]; AdamW 2e-4, β = (0.8, 0.99) (VITS).
+
+Choices the paper leaves open (ours, named here):
+
+* ``model.prosody_dim``: the size of the phoneme-level latent z is not published; 16 (z
+  carries prosody only, the text encoding carries the content).
+* ``model.flow_mean_only=False``: affine couplings, because eq. 16 keeps the log-determinant;
+  VITS's mean-only couplings (log-det 0) are the option.
+* ``model.hop_length``: not published; 256 at 24 kHz (VITS's hop), 200 for the 16 kHz espeak
+  corpus, whose phoneme durations are at hop 200.
+* The wave decoder is the Vocos head of `jaxtts.nn.vocos` (ours; the paper's decoder is not
+  described, VITS uses HiFi-GAN).
+* ``loss``: λ3 -> ``pp_weight`` (eq. 17) and λ4 -> ``duration_weight`` (the mapping is not
+  published); ``ir_match_weight`` (|îr - sg(ir)|, tying the two autoencoders of the "dual
+  parallel autoencoder") and ``pp_detach_posterior`` (eq. 17 trains the predictor only, as
+  VITS detaches its duration predictor's inputs) are ours.
+* The multi-band discriminator is approximated by our MPD + multi-band multi-resolution STFT
+  discriminators (`jaxtts.codec.discriminators`), off on the CPU presets.
+"""
+
+import ml_collections
+
+from configs import base
+from jaxtts.codec.discriminators import discriminator_config
+from jaxtts.text.symbols import DEFAULT_SYMBOLS
+
+
+def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
+  cfg = base.base_config()
+  cfg.task = "clone"
+  cfg.data.update(mode="bucket", features="audio", sample_rate=24000,
+                  bucket_samples=(96000, 192000, 288000, 384000), max_phonemes=256)
+  cfg.model = ml_collections.ConfigDict(dict(
+      num_phones=len(DEFAULT_SYMBOLS), hidden=192, prosody_dim=16, speaker_dim=256,
+      num_speakers=256,
+      text_layers=6, text_heads=2, text_ffn_dim=768, text_kernel_size=3,
+      wn_kernel_size=5, prosody_layers=4, posterior_layers=8, acoustic_layers=8,
+      wave_posterior_layers=8, flows=4, flow_layers=4, flow_mean_only=False,
+      duration_filters=256, duration_kernel_size=3, duration_dropout=0.5,
+      hop_length=256, decoder_dim=512, decoder_intermediate_dim=1536, decoder_layers=8,
+      dropout=0.1,
+  ))
+  cfg.loss = ml_collections.ConfigDict(dict(
+      mel_weight=45.0, kl_weight=1.0, pp_weight=10.0, duration_weight=0.1,
+      ir_match_weight=1.0, pp_detach_posterior=True,
+      mel_bins=80,
+      segment_frames=32,          # the wave decoder's random window (VITS: 8192 samples)
+  ))
+  cfg.synthesis = ml_collections.ConfigDict(dict(noise_scale=0.667, length_scale=1.0))
+  cfg.discriminator = discriminator_config()
+  cfg.discriminator.update(enabled=True, start_step=0, adversarial_weight=1.0,
+                           feature_matching_weight=1.0)
+  cfg.train.optimizers.generator = base.optimizer_config(
+      name="adamw", learning_rate=2e-4, b1=0.8, b2=0.99, weight_decay=0.01)
+  cfg.train.optimizers.discriminator = base.optimizer_config(
+      name="adamw", learning_rate=2e-4, b1=0.8, b2=0.99, weight_decay=0.01)
+  cpu = dict(sample_rate=16000)
+  if preset == "tiny":
+    cfg.data.update(bucket_samples=(48000,), max_phonemes=96, **cpu)
+    cfg.model.update(hidden=16, prosody_dim=4, speaker_dim=8, num_speakers=64, text_layers=1,
+                     text_ffn_dim=32, prosody_layers=1, posterior_layers=1, acoustic_layers=1,
+                     wave_posterior_layers=1, flows=2, flow_layers=1, duration_filters=16,
+                     duration_dropout=0.0, hop_length=200, decoder_dim=16,
+                     decoder_intermediate_dim=24, decoder_layers=1, dropout=0.0)
+    cfg.loss.update(segment_frames=8, mel_bins=40)
+    cfg.discriminator.enabled = False
+    cfg.train.update(steps=20, batch_size=4, eval_every_steps=10, sample_every_steps=10,
+                     log_every_steps=1, num_samples=1)
+    cfg.train.optimizers.generator = base.optimizer_config(name="adamw", learning_rate=1e-3)
+    cfg.checkpoint.every_steps = 10
+  elif preset == "espeak":
+    cfg.data.update(bucket_samples=(48000, 96000), max_phonemes=128, **cpu)
+    cfg.model.update(hidden=96, text_layers=2, text_ffn_dim=256, prosody_layers=2,
+                     posterior_layers=3, acoustic_layers=4, wave_posterior_layers=3, flows=2,
+                     flow_layers=2, duration_filters=128, hop_length=200, decoder_dim=192,
+                     decoder_intermediate_dim=576, decoder_layers=4, dropout=0.0)
+    cfg.loss.update(segment_frames=40)
+    cfg.discriminator.enabled = False
+    cfg.train.update(steps=2000, batch_size=4, eval_every_steps=500, sample_every_steps=1000,
+                     log_every_steps=20)
+    cfg.train.optimizers.generator = base.optimizer_config(name="adamw", learning_rate=1e-3,
+                                                           b1=0.8, b2=0.99, warmup_steps=50)
+    cfg.checkpoint.every_steps = 500
+  elif preset == "paper":
+    cfg.train.update(steps=800_000, batch_size=64, eval_every_steps=5000,
+                     sample_every_steps=20_000, compute_dtype="bfloat16")
+    cfg.checkpoint.every_steps = 5000
+  else:
+    raise ValueError(f"configs/clone.py: unknown preset {preset!r}; valid presets: tiny, "
+                     "espeak, paper")
+  cfg.lock()
+  return cfg

@@ -1,0 +1,205 @@
+"""CLONE (Liu et al., arXiv 2207.06088; `000_31cfc13db0a5a5eb.txt`, Table 4 and the model figure):
+a VITS-like end-to-end model with a phoneme-level prosody latent ``z`` under a flow prior.
+
+Modules (Table 4; activations ``[B, P, ·]`` per phoneme, ``[B, F, ·]`` per frame)::
+
+    h      = TextEncoder(phonemes)                          FFT blocks, relative positions
+    g      = speaker embedding (ID table or the prompt's reference encoder), [B, S]
+    μ_pp, log σ_pp = ProsodyPredictor(h, g)                  WN at the phoneme level
+    ling   = length_regulate(h, durations)                  the "linguistic feature", [B, F, H]
+    PF     = PosteriorEncoder(linear spec, ling, g)         WN at the frame level
+    μ_φ, log σ_φ = Proj(phone_pool(PF, durations));  z = μ_φ + ε σ_φ       [B, P, D]
+    f_θ(z; h) -> N(0, I)                                    CouplingFlow, eqs. 15-16
+    log w  = DurationPredictor(sg(h) + Proj(sg(z_pp)), g)   the prosody sample z_pp ~ predictor
+    îr     = AcousticEncoder(length_regulate(z, d), ling, g)      (inference path)
+    ir     = PosteriorWaveEncoder(linear spec, g)                 (training only)
+    wav    = WaveDecoder(îr or ir)                          `jaxtts.nn.vocos.VocosDecoder`
+
+Our choices where the paper is silent (each a field of `configs/clone.py` with the reason):
+``prosody_dim`` (the latent size is unpublished), the linguistic feature being the text encoding
+expanded by the durations, the duration predictor's input (the text encoding plus a projection
+of the predictor's prosody sample, both stop-gradient as VITS detaches its inputs), and the
+wave decoder (the Vocos head, which learns on CPU; issue 12).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxtts.alignment.durations import length_regulate, phone_pool
+from jaxtts.nn.duration import DurationPredictor
+from jaxtts.nn.flow import CouplingFlow
+from jaxtts.nn.transformer import TransformerStack
+from jaxtts.nn.vocos import VocosDecoder
+from jaxtts.nn.wavenet import WaveNet
+
+
+def _proj(features: int, name: str, zero: bool = False) -> nn.Dense:
+  init = nn.initializers.zeros if zero else nn.initializers.lecun_normal()
+  return nn.Dense(features, dtype=jnp.float32, name=name,
+                  kernel_init=nn.with_logical_partitioning(init, ("channels", "latent")),
+                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("latent",)))
+
+
+def gaussian_sample(rng: jax.Array, mu: jax.Array, log_sigma: jax.Array,
+                    noise_scale: float = 1.0) -> jax.Array:
+  """``μ + noise_scale · ε · exp(log σ)``, ``ε ~ N(0, I)`` (the reparameterisation)."""
+  return mu + noise_scale * jax.random.normal(rng, mu.shape, jnp.float32) * jnp.exp(log_sigma)
+
+
+class CLONE(nn.Module):
+  num_phones: int
+  hidden: int = 192
+  prosody_dim: int = 16
+  speaker_dim: int = 256
+  num_speakers: int = 0          # > 0: CLONE's speaker-ID table; 0: a reference embedding given
+  text_layers: int = 6
+  text_heads: int = 2
+  text_ffn_dim: int = 768
+  text_kernel_size: int = 3
+  wn_kernel_size: int = 5
+  prosody_layers: int = 4
+  posterior_layers: int = 8
+  acoustic_layers: int = 8
+  wave_posterior_layers: int = 8
+  flows: int = 4
+  flow_layers: int = 4
+  flow_mean_only: bool = False
+  duration_filters: int = 256
+  duration_kernel_size: int = 3
+  duration_dropout: float = 0.5
+  hop_length: int = 200
+  decoder_dim: int = 512
+  decoder_intermediate_dim: int = 1536
+  decoder_layers: int = 8
+  dropout: float = 0.1
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    h = self.hidden
+    self.phone_embedding = nn.Embed(self.num_phones, h, embedding_init=nn.with_logical_partitioning(
+        nn.initializers.normal(h ** -0.5), ("vocab", "embed")), name="phone_embedding")
+    self.text_encoder = TransformerStack(self.text_layers, self.text_heads, self.text_ffn_dim,
+                                         self.text_kernel_size, self.dropout, self.dtype,
+                                         position="relative_xl", name="text_encoder")
+    if self.num_speakers:
+      self.speaker_table = nn.Embed(self.num_speakers, self.speaker_dim, name="speaker_table")
+    self.prosody_in = _proj(h, "prosody_in")
+    self.prosody_predictor = WaveNet(h, self.wn_kernel_size, self.prosody_layers,
+                                     dtype=self.dtype, name="prosody_predictor")
+    self.prosody_out = _proj(2 * self.prosody_dim, "prosody_out")
+    self.posterior_in = _proj(h, "posterior_in")
+    self.posterior_encoder = WaveNet(h, self.wn_kernel_size, self.posterior_layers,
+                                     dtype=self.dtype, name="posterior_encoder")
+    self.posterior_out = _proj(2 * self.prosody_dim, "posterior_out")
+    self.flow = CouplingFlow(self.flows, h, self.wn_kernel_size, self.flow_layers,
+                             mean_only=self.flow_mean_only, dtype=self.dtype, name="flow")
+    self.duration_prosody = _proj(h, "duration_prosody")
+    self.duration_predictor = DurationPredictor(self.duration_filters, self.duration_kernel_size,
+                                                self.duration_dropout, self.dtype,
+                                                name="duration_predictor")
+    self.acoustic_in = _proj(h, "acoustic_in")
+    self.acoustic_encoder = WaveNet(h, self.wn_kernel_size, self.acoustic_layers,
+                                    dtype=self.dtype, name="acoustic_encoder")
+    self.wave_posterior_in = _proj(h, "wave_posterior_in")
+    self.wave_posterior_encoder = WaveNet(h, self.wn_kernel_size, self.wave_posterior_layers,
+                                          dtype=self.dtype, name="wave_posterior_encoder")
+    self.decoder = VocosDecoder(self.hop_length, self.decoder_dim, self.decoder_intermediate_dim,
+                                self.decoder_layers, dtype=self.dtype, name="decoder")
+
+  # ------------------------------------------------------------------ pieces
+  def speaker(self, speaker_id: Optional[jax.Array] = None,
+              embedding: Optional[jax.Array] = None) -> jax.Array:
+    """``[B, S]``: the ID table's row (CLONE's mode) or a given reference embedding."""
+    if embedding is not None:
+      return embedding.astype(jnp.float32)
+    if not self.num_speakers:
+      raise ValueError("CLONE: num_speakers=0 needs a reference speaker embedding")
+    return self.speaker_table(speaker_id)
+
+  def encode_text(self, phonemes: jax.Array, phone_mask: jax.Array, deterministic: bool = True):
+    """``phonemes [B, P]`` -> ``h [B, P, H]`` (zero on padding)."""
+    x = self.phone_embedding(phonemes) * jnp.sqrt(float(self.hidden))
+    h = self.text_encoder(x, phone_mask, deterministic=deterministic)
+    return h * phone_mask[..., None]
+
+  def predict_prosody(self, h: jax.Array, phone_mask: jax.Array, g: jax.Array):
+    """``(μ_pp, log σ_pp)`` each ``[B, P, D]``: the prosody predictor ``s_ψ(z | t)``."""
+    m = phone_mask[..., None].astype(jnp.float32)
+    stats = self.prosody_out(self.prosody_predictor(self.prosody_in(h) * m, m, g)) * m
+    return jnp.split(stats, 2, axis=-1)
+
+  def posterior(self, spec: jax.Array, frame_mask: jax.Array, ling: jax.Array,
+                durations: jax.Array, phone_mask: jax.Array, g: jax.Array):
+    """``(μ_φ, log σ_φ)`` each ``[B, P, D]``: frames -> WN -> mean per phoneme -> projection."""
+    fm = frame_mask[..., None].astype(jnp.float32)
+    pf = self.posterior_encoder(self.posterior_in(spec) * fm, fm,
+                                jnp.concatenate([ling, jnp.broadcast_to(
+                                    g[:, None], ling.shape[:2] + g.shape[-1:])], -1))
+    stats = self.posterior_out(phone_pool(pf, durations)) * phone_mask[..., None]
+    return jnp.split(stats, 2, axis=-1)
+
+  def prior(self, z: jax.Array, h: jax.Array, phone_mask: jax.Array, inverse: bool = False):
+    """``f_θ(z; h)`` and its log-determinant ``[B]`` (eq. 15); ``inverse`` maps ``ε`` to ``z``."""
+    return self.flow(z, phone_mask[..., None].astype(jnp.float32), h, inverse=inverse)
+
+  def predict_log_durations(self, h: jax.Array, z_pp: jax.Array, phone_mask: jax.Array,
+                            g: jax.Array, deterministic: bool = True) -> jax.Array:
+    """``log w [B, P]`` from ``sg(h) + Proj(sg(z_pp))``."""
+    x = jax.lax.stop_gradient(h) + self.duration_prosody(jax.lax.stop_gradient(z_pp))
+    return self.duration_predictor(x, phone_mask[..., None], g, deterministic)
+
+  def acoustic(self, z: jax.Array, ling: jax.Array, durations: jax.Array, frame_mask: jax.Array,
+               g: jax.Array) -> jax.Array:
+    """``îr [B, F, H]`` from the phoneme-level ``z`` expanded by the durations."""
+    fm = frame_mask[..., None].astype(jnp.float32)
+    zf = length_regulate(z, durations, ling.shape[1])
+    return self.acoustic_encoder(self.acoustic_in(jnp.concatenate([zf, ling], -1)) * fm, fm, g)
+
+  def wave_posterior(self, spec: jax.Array, frame_mask: jax.Array, g: jax.Array) -> jax.Array:
+    """``ir [B, F, H]`` from the linear spectrogram (training only)."""
+    fm = frame_mask[..., None].astype(jnp.float32)
+    return self.wave_posterior_encoder(self.wave_posterior_in(spec) * fm, fm, g)
+
+  def decode(self, ir: jax.Array) -> jax.Array:
+    """``[B, F, H]`` -> waveform ``[B, F · hop]``."""
+    return self.decoder(ir)
+
+  def linguistic(self, h: jax.Array, durations: jax.Array, num_frames: int) -> jax.Array:
+    return length_regulate(h, durations, num_frames)
+
+  # ------------------------------------------------------------------ training forward
+  def __call__(self, phonemes, phone_mask, durations, spec, frame_mask, speaker_id=None,
+               speaker_embedding=None, *, rng: jax.Array, segment_start=None,
+               segment_frames: Optional[int] = None, deterministic: bool = True) -> dict:
+    """Everything the losses need. ``durations [B, P]`` in frames, ``spec [B, F, K]``; the wave
+    decoder runs on ``segment_frames`` frames from ``segment_start [B]`` (all frames if None).
+
+    Returns a dict: ``mu_q, log_sigma_q, z, z_p, logdet, mu_pp, log_sigma_pp, log_w`` and the
+    decoded ``wav_posterior`` (from ``ir``) and ``wav_acoustic`` (from ``îr``), plus
+    ``ir, ir_hat`` on the segment."""
+    r_post, r_pp = jax.random.split(rng)
+    g = self.speaker(speaker_id, speaker_embedding)
+    h = self.encode_text(phonemes, phone_mask, deterministic)
+    ling = self.linguistic(h, durations, spec.shape[1])
+    mu_q, log_sigma_q = self.posterior(spec, frame_mask, ling, durations, phone_mask, g)
+    pm = phone_mask[..., None].astype(jnp.float32)
+    z = gaussian_sample(r_post, mu_q, log_sigma_q) * pm
+    z_p, logdet = self.prior(z, h, phone_mask)
+    mu_pp, log_sigma_pp = self.predict_prosody(h, phone_mask, g)
+    z_pp = gaussian_sample(r_pp, mu_pp, log_sigma_pp) * pm
+    log_w = self.predict_log_durations(h, z_pp, phone_mask, g, deterministic)
+    ir_hat = self.acoustic(z, ling, durations, frame_mask, g)
+    ir = self.wave_posterior(spec, frame_mask, g)
+    if segment_frames is not None:
+      take = jax.vmap(lambda x, s: jax.lax.dynamic_slice_in_dim(x, s, segment_frames, 0))
+      ir, ir_hat = take(ir, segment_start), take(ir_hat, segment_start)
+    both = self.decode(jnp.concatenate([ir, ir_hat], 0))
+    n = ir.shape[0]
+    return dict(mu_q=mu_q, log_sigma_q=log_sigma_q, z=z, z_p=z_p, logdet=logdet, mu_pp=mu_pp,
+                log_sigma_pp=log_sigma_pp, log_w=log_w, ir=ir, ir_hat=ir_hat,
+                wav_posterior=both[:n], wav_acoustic=both[n:])
