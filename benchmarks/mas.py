@@ -8,6 +8,8 @@ unpadded, ``F = 4 T``: the Super-MAS benchmark shapes), and their paths are comp
 * ``ours_ms``: `jaxtts.alignment.mas.monotonic_alignment_search`, jitted (compile excluded), on
   ``L`` already on the device in its frame-major layout ``[B, F, T]``, to the phoneme index per
   frame and the dense path ``[B, F, T]`` (float32), the same output the Cython kernel writes.
+* ``ours_index_ms``: the same search to the phoneme index per frame only (no dense path), the
+  output of the NumPy loop.
 * ``ours_text_major_ms``: the same from ``L`` in the Cython kernel's text-major layout
   ``[B, T, F]``, the transpose inside the jitted function.
 * ``cython_kernel_ms``: ``monotonic_alignment_search.core.maximum_path_c`` (the Glow-TTS / VITS
@@ -73,6 +75,9 @@ def bench(b: int, t: int, f: int, repeats: int, numpy_repeats: int) -> dict:
   jax.block_until_ready(ours(*dev))
   jax.block_until_ready(ours_text_major(dev_tf, *dev[1:]))
   ours_ms = median_ms(lambda: jax.block_until_ready(ours(*dev)), repeats)
+  index_only = jax.jit(mas.monotonic_alignment_search)
+  jax.block_until_ready(index_only(*dev))
+  ours_index_ms = median_ms(lambda: jax.block_until_ready(index_only(*dev)), repeats)
   ours_tf_ms = median_ms(lambda: jax.block_until_ready(ours_text_major(dev_tf, *dev[1:])), repeats)
 
   def cython_kernel():
@@ -91,7 +96,8 @@ def bench(b: int, t: int, f: int, repeats: int, numpy_repeats: int) -> dict:
   numpy_index = mas.monotonic_alignment_search_reference(ll, frames, texts)
   return {
       "batch": b, "text": t, "frames": f,
-      "ours_ms": round(ours_ms, 2), "ours_text_major_ms": round(ours_tf_ms, 2),
+      "ours_ms": round(ours_ms, 2), "ours_index_ms": round(ours_index_ms, 2),
+      "ours_text_major_ms": round(ours_tf_ms, 2),
       "cython_kernel_ms": round(cython_ms, 2), "cython_api_ms": round(cython_api_ms, 2),
       "numpy_ms": round(numpy_ms, 2),
       "speedup_vs_cython_kernel": round(cython_ms / ours_ms, 2),

@@ -67,24 +67,28 @@ def check_alignable(frame_lengths, text_lengths, *, what: str = "batch") -> np.n
   return ok
 
 
-def _forward(log_likelihood: jax.Array, sentinel: float, unroll: int):
-  """``log_likelihood [B, F, T]`` -> ``advance [F - 1, B, T]`` bool, the decision at frames 1..F-1."""
-  ll = jnp.moveaxis(log_likelihood.astype(jnp.float32), 1, 0)                      # [F, B, T]
-  t = ll.shape[-1]
-  first = jnp.where(jnp.arange(t) == 0, ll[0], sentinel)                           # Q[0] [B, T]
-  shift = jnp.full(first.shape[:1] + (1,), -jnp.inf, jnp.float32)                # no Q[f-1, -1]
+def _forward(log_likelihood: jax.Array, sentinel: float) -> jax.Array:
+  """``log_likelihood [B, F, T]`` -> ``advance [F - 1, B, T]`` bool, the decision at frames 1..F-1.
 
-  def step(q, ll_f):
+  The scan runs over frame indices and reads frame ``f`` of ``[B, F, T]`` in place. Measured
+  on 2 CPU cores at B=16, T=1024, F=4096: 86 ms, against 174 ms scanning over a ``[F, B, T]``
+  copy (the transpose alone took 81 ms) and 406 ms with ``unroll=4``.
+  """
+  ll = log_likelihood.astype(jnp.float32)
+  b, f, t = ll.shape
+  first = jnp.where(jnp.arange(t) == 0, ll[:, 0], sentinel)                      # Q[0] [B, T]
+  shift = jnp.full((b, 1), -jnp.inf, jnp.float32)                                 # no Q[f-1, -1]
+
+  def step(q, i):
     previous = jnp.concatenate([shift, q[:, :-1]], axis=1)                         # Q[f-1, t-1]
-    advance = previous > q
-    return jnp.maximum(q, previous) + ll_f, advance
+    ll_f = jax.lax.dynamic_index_in_dim(ll, i, axis=1, keepdims=False)
+    return jnp.maximum(q, previous) + ll_f, previous > q
 
-  _, advance = jax.lax.scan(step, first, ll[1:], unroll=unroll)
-  return advance
+  return jax.lax.scan(step, first, jnp.arange(1, f))[1]
 
 
-def _backtrack(advance: jax.Array, frame_lengths: jax.Array, text_lengths: jax.Array,
-               unroll: int) -> jax.Array:
+def _backtrack(advance: jax.Array, frame_lengths: jax.Array, text_lengths: jax.Array
+               ) -> jax.Array:
   """``advance [F - 1, B, T]`` -> ``phoneme_index [B, F]`` int32 (-1 on padded frames)."""
   num_frames = advance.shape[0] + 1
   frames = jnp.arange(1, num_frames)
@@ -97,15 +101,15 @@ def _backtrack(advance: jax.Array, frame_lengths: jax.Array, text_lengths: jax.A
     return jnp.where(valid, index - moved.astype(jnp.int32), index), out
 
   start = (text_lengths - 1).astype(jnp.int32)
-  first, rest = jax.lax.scan(step, start, (advance, frames), reverse=True, unroll=unroll)
+  first, rest = jax.lax.scan(step, start, (advance, frames), reverse=True)
   index = jnp.concatenate([first[None], rest], axis=0).T                           # [B, F]
   return jnp.where(alignable(frame_lengths, text_lengths)[:, None], index, -1)
 
 
-@partial(jax.jit, static_argnames=("sentinel", "unroll"))
+@partial(jax.jit, static_argnames=("sentinel",))
 def monotonic_alignment_search(log_likelihood: jax.Array, frame_lengths: jax.Array,
-                               text_lengths: jax.Array, *, sentinel: float = SENTINEL,
-                               unroll: int = 4) -> jax.Array:
+                               text_lengths: jax.Array, *, sentinel: float = SENTINEL
+                               ) -> jax.Array:
   """The most likely monotonic alignment of each row.
 
   Args:
@@ -114,15 +118,14 @@ def monotonic_alignment_search(log_likelihood: jax.Array, frame_lengths: jax.Arr
     frame_lengths: ``[B]`` int, valid frames per row.
     text_lengths: ``[B]`` int, valid phonemes per row.
     sentinel: score of unreachable cells; see the module docstring.
-    unroll: frames per scan iteration (speed only; the result does not depend on it).
 
   Returns:
     ``phoneme_index [B, F]`` int32: the phoneme of each frame on the best path, ``-1`` on padded
     frames and on every frame of a row that `alignable` rejects.
   """
   log_likelihood = jax.lax.stop_gradient(log_likelihood)
-  advance = _forward(log_likelihood, sentinel, unroll)
-  return _backtrack(advance, frame_lengths, text_lengths, unroll)
+  advance = _forward(log_likelihood, sentinel)
+  return _backtrack(advance, frame_lengths, text_lengths)
 
 
 def alignment_path(phoneme_index: jax.Array, num_phonemes: int,
