@@ -42,7 +42,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                   bucket_samples=(96000, 192000, 288000, 384000), max_phonemes=256)
   cfg.model = ml_collections.ConfigDict(dict(
       num_phones=len(DEFAULT_SYMBOLS), hidden=192, prosody_dim=16, speaker_dim=256,
-      num_speakers=256,
+      # "table": CLONE's speaker IDs (the paper); "reference": our reference encoder over the
+      # prompt's spectrogram (trained on each utterance's own), which clones unseen voices.
+      speaker_encoder="table", num_speakers=256, reference_layers=2,
       text_layers=6, text_heads=2, text_ffn_dim=768, text_kernel_size=3,
       wn_kernel_size=5, prosody_layers=4, posterior_layers=8, acoustic_layers=8,
       wave_posterior_layers=8, flows=4, flow_layers=4, flow_mean_only=False,
@@ -67,7 +69,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   cpu = dict(sample_rate=16000)
   if preset == "tiny":
     cfg.data.update(bucket_samples=(48000,), max_phonemes=96, **cpu)
-    cfg.model.update(hidden=16, prosody_dim=4, speaker_dim=8, num_speakers=64, text_layers=1,
+    cfg.model.update(hidden=16, prosody_dim=4, speaker_dim=8, speaker_encoder="reference",
+                     reference_layers=1, text_layers=1,
                      text_ffn_dim=32, prosody_layers=1, posterior_layers=1, acoustic_layers=1,
                      wave_posterior_layers=1, flows=2, flow_layers=1, duration_filters=16,
                      duration_dropout=0.0, hop_length=200, decoder_dim=16,
@@ -80,7 +83,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     cfg.checkpoint.every_steps = 10
   elif preset == "espeak":
     cfg.data.update(bucket_samples=(48000, 96000), max_phonemes=128, **cpu)
-    cfg.model.update(hidden=96, text_layers=2, text_ffn_dim=256, prosody_layers=2,
+    cfg.model.update(hidden=96, speaker_encoder="reference", text_layers=2, text_ffn_dim=256,
+                     prosody_layers=2,
                      posterior_layers=3, acoustic_layers=4, wave_posterior_layers=3, flows=2,
                      flow_layers=2, duration_filters=128, hop_length=200, decoder_dim=192,
                      decoder_intermediate_dim=576, decoder_layers=4, dropout=0.0)

@@ -21,7 +21,7 @@ from jaxtts.tasks import clone as task_lib
 WIRING = {"mel_posterior_loss": "mel_weight", "mel_acoustic_loss": "mel_weight",
           "kl_loss": "kl_weight", "pp_loss": "pp_weight", "duration_loss": "duration_weight",
           "ir_match_loss": "ir_match_weight"}
-MODULES = ("phone_embedding", "text_encoder", "speaker_table", "prosody_predictor",
+MODULES = ("phone_embedding", "text_encoder", "reference_encoder", "prosody_predictor",
            "prosody_out", "posterior_encoder", "posterior_out", "flow", "duration_predictor",
            "acoustic_encoder", "wave_posterior_encoder", "decoder")
 
@@ -86,8 +86,15 @@ def test_eq17_trains_the_predictor_only_when_the_posterior_is_detached(tiny):
   _, batch, params = tiny
   key = jax.random.key(4)
   for detach in (True, False):
+    # The undetached case also runs CLONE's speaker-ID table (speaker_encoder="table").
     task = _task(mel_weight=0.0, kl_weight=0.0, duration_weight=0.0, ir_match_weight=0.0,
                  pp_weight=1.0, pp_detach_posterior=detach)
+    if not detach:
+      with task.cfg.unlocked():
+        task.cfg.model.update(speaker_encoder="table", num_speakers=8)
+      task = task_lib.CLONETask(task.cfg)
+      params = jax.jit(lambda r: nn.meta.unbox(task.init_params(r, batch)))(jax.random.key(0))
+      assert "speaker_table" in params["generator"]
     grads = jax.jit(jax.grad(lambda p: task.losses(p, batch, key, True)[0]))(params["generator"])
     post = float(sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(grads["posterior_out"])))
     pred = float(sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(grads["prosody_out"])))
@@ -102,10 +109,10 @@ def test_prosody_controls(tiny):
   model, p = task.model, {"params": params["generator"]}
   x = task._inputs(batch)  # pylint: disable=protected-access
   f = x["spec"].shape[1]
+  speaker = task.speaker_inputs(p, batch, x)
   run = jax.jit(lambda prosody, eps, ref: synthesis.synthesize(
       model, p, batch["phonemes"], x["phone_mask"], jax.random.key(0), f,
-      speaker_id=batch["speaker_id"], prosody=prosody, epsilon=eps, reference_z=ref),
-      static_argnums=(0, 1))
+      prosody=prosody, epsilon=eps, reference_z=ref, **speaker), static_argnums=(0, 1))
   out = {e: run("flow", e, None) for e in (-1.0, 1.0)}
   pm = np.asarray(x["phone_mask"])[..., None]
   for e, o in out.items():
@@ -117,12 +124,12 @@ def test_prosody_controls(tiny):
         np.asarray(o["durations"]).sum(1), f)).all()
   assert not np.allclose(np.asarray(out[-1.0]["wav"]), np.asarray(out[1.0]["wav"]))
   z_post = synthesis.posterior_z(model, p, batch["phonemes"], x["phone_mask"], x["durations"],
-                                 x["spec"], x["frame_mask"], speaker_id=batch["speaker_id"])
+                                 x["spec"], x["frame_mask"], **speaker)
   ref = run("reference", None, z_post)
   np.testing.assert_allclose(np.asarray(ref["z"]), np.asarray(z_post), atol=1e-6)
   with pytest.raises(ValueError, match="prosody="):
     synthesis.synthesize(model, p, batch["phonemes"], x["phone_mask"], jax.random.key(0), f,
-                         speaker_id=batch["speaker_id"], prosody="sideways")
+                         prosody="sideways", **speaker)
 
 
 def test_corpus_checks_name_the_fields(synthetic_corpus):
@@ -139,13 +146,21 @@ def test_corpus_checks_name_the_fields(synthetic_corpus):
     task_lib.CLONETask(cfg)
 
 
-def test_tiny_training_logs_every_term_and_writes_samples(synthetic_corpus, tmp_path):
-  workdir = tmp_path / "clone"
+@pytest.fixture(scope="module")
+def clone_run(synthetic_corpus, tmp_path_factory):
+  """A tiny CLONE (reference encoder) trained 8 steps through `jaxtts-train`, eval and samples
+  at step 8 on the held-out speaker."""
+  workdir = tmp_path_factory.mktemp("clone") / "workdir"
   run_python("-m", "jaxtts.train", "--config", os.path.join(ROOT, "configs", "clone.py:tiny"),
              "--workdir", workdir, f"--config.data.dir={synthetic_corpus}",
              "--config.train.steps=8", "--config.train.eval_every_steps=8",
              "--config.train.sample_every_steps=8", "--config.checkpoint.every_steps=8",
              "--config.logging.progress_bar=False", "--config.data.eval_split=test_zero_shot")
+  return workdir
+
+
+def test_tiny_training_logs_every_term_and_writes_samples(clone_run):
+  workdir = clone_run
   records = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
   train = [r for r in records if "loss" in r]
   assert [r["step"] for r in train] == list(range(1, 9))
@@ -158,3 +173,39 @@ def test_tiny_training_logs_every_term_and_writes_samples(synthetic_corpus, tmp_
   for kind in ("target", "reconstruction", "synthesis"):
     assert any(kind in n and n.endswith(".wav") for n in samples), (kind, samples)
   assert any("durations_recorded_vs_predicted" in n for n in samples), samples
+
+
+def test_generator_clones_a_prompt_and_refuses_bad_input(clone_run, synthetic_corpus, tmp_path):
+  from jaxtts.audio.io import save_wav
+  from jaxtts.data.source import CorpusSource
+  from jaxtts.infer.base import SynthesisInputError
+  from jaxtts.infer.registry import load_generator
+  gen = load_generator(str(clone_run))
+  prompt = CorpusSource(synthetic_corpus, "test_zero_shot").example(0)
+  ids = [3, 7, 9, 4, 12]
+  out = gen.synthesize(target_phonemes=ids, prompt_audio=prompt["audio"], max_seconds=2.0)
+  assert out["sample_rate"] == 16000 and len(out["durations"]) == len(ids)
+  assert len(out["wav"]) == out["frames"] * 200 > 0
+  assert len(out["alignment"]) == out["frames"]
+  assert out["frames"] == min(int(out["durations"].sum()), 160)
+  flow = gen.synthesize(target_phonemes=ids, prompt_audio=prompt["audio"], max_seconds=2.0,
+                        options={"prosody": "flow", "epsilon": 1.0})
+  assert not np.array_equal(flow["wav"][:100], out["wav"][:100]) or \
+      not np.array_equal(flow["durations"], out["durations"])
+  with pytest.raises(SynthesisInputError, match="prompt_text"):
+    gen.synthesize(text="Hello.", prompt_audio=prompt["audio"], prompt_text="Hi.")
+  with pytest.raises(SynthesisInputError, match="prompt_audio: .* shorter than one frame"):
+    gen.synthesize(target_phonemes=ids, prompt_audio=np.zeros(50, np.float32))
+  with pytest.raises(SynthesisInputError, match="temperature"):
+    gen.synthesize(target_phonemes=ids, prompt_audio=prompt["audio"],
+                   options={"temperature": 1.0})
+  # jaxtts-synthesize (the synthetic corpus has no text frontend: phoneme ids in a manifest).
+  save_wav(tmp_path / "prompt.wav", prompt["audio"], 16000)
+  (tmp_path / "requests.jsonl").write_text(json.dumps(
+      {"id": "u0", "target_phonemes": ids, "prompt_audio": "prompt.wav"}) + "\n")
+  run_python("-m", "jaxtts.infer", "--workdir", clone_run, "--manifest",
+             tmp_path / "requests.jsonl", "--out-dir", tmp_path / "out", "--max-seconds", 2,
+             "--option", "noise_scale=0.5", "--no-progress")
+  info = json.load(open(tmp_path / "out" / "u0.json"))
+  assert info["frames"] > 0 and len(info["durations"]) == len(ids)
+  assert os.path.getsize(tmp_path / "out" / "u0.wav") > 44

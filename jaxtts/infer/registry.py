@@ -18,6 +18,7 @@ from jaxtts.infer.base import Generator
 GENERATORS = {
     "gmm_lm": "jaxtts.infer.gmm_lm:GMMLMGenerator",
     "ns3": "jaxtts.infer.ns3:NS3Generator",
+    "clone": "jaxtts.infer.clone:CLONEGenerator",
 }
 
 

@@ -56,7 +56,11 @@ class CLONE(nn.Module):
   hidden: int = 192
   prosody_dim: int = 16
   speaker_dim: int = 256
-  num_speakers: int = 0          # > 0: CLONE's speaker-ID table; 0: a reference embedding given
+  # "table": CLONE's speaker-ID embedding table (num_speakers rows); "reference": ours, a
+  # reference encoder from the prompt's spectrogram, so unseen voices can be cloned.
+  speaker_encoder: str = "table"
+  num_speakers: int = 0
+  reference_layers: int = 2
   text_layers: int = 6
   text_heads: int = 2
   text_ffn_dim: int = 768
@@ -86,8 +90,18 @@ class CLONE(nn.Module):
     self.text_encoder = TransformerStack(self.text_layers, self.text_heads, self.text_ffn_dim,
                                          self.text_kernel_size, self.dropout, self.dtype,
                                          position="relative_xl", name="text_encoder")
-    if self.num_speakers:
+    if self.speaker_encoder == "table":
+      if self.num_speakers <= 0:
+        raise ValueError("CLONE: speaker_encoder='table' needs num_speakers > 0")
       self.speaker_table = nn.Embed(self.num_speakers, self.speaker_dim, name="speaker_table")
+    elif self.speaker_encoder == "reference":
+      self.reference_in = _proj(h, "reference_in")
+      self.reference_encoder = WaveNet(h, self.wn_kernel_size, self.reference_layers,
+                                       dtype=self.dtype, name="reference_encoder")
+      self.reference_out = _proj(self.speaker_dim, "reference_out")
+    else:
+      raise ValueError(f"CLONE: speaker_encoder={self.speaker_encoder!r}; valid: table, "
+                       f"reference")
     self.prosody_in = _proj(h, "prosody_in")
     self.prosody_predictor = WaveNet(h, self.wn_kernel_size, self.prosody_layers,
                                      dtype=self.dtype, name="prosody_predictor")
@@ -114,12 +128,22 @@ class CLONE(nn.Module):
   # ------------------------------------------------------------------ pieces
   def speaker(self, speaker_id: Optional[jax.Array] = None,
               embedding: Optional[jax.Array] = None) -> jax.Array:
-    """``[B, S]``: the ID table's row (CLONE's mode) or a given reference embedding."""
+    """``[B, S]``: a given embedding (`embed_reference`'s), else the ID table's row."""
     if embedding is not None:
       return embedding.astype(jnp.float32)
-    if not self.num_speakers:
-      raise ValueError("CLONE: num_speakers=0 needs a reference speaker embedding")
+    if self.speaker_encoder != "table":
+      raise ValueError("CLONE: speaker_encoder='reference' needs the prompt's embedding "
+                       "(embed_reference)")
     return self.speaker_table(speaker_id)
+
+  def embed_reference(self, spec: jax.Array, frame_mask: jax.Array) -> jax.Array:
+    """``spec [B, F, K]`` (linear magnitude) -> ``[B, S]``: WN over ``log(spec)``, the mean
+    over valid frames, a projection (the reference encoder; ours)."""
+    fm = frame_mask[..., None].astype(jnp.float32)
+    x = self.reference_in(jnp.log(jnp.maximum(spec, 1e-5))) * fm
+    pooled = jnp.sum(self.reference_encoder(x, fm) * fm, axis=1) / jnp.maximum(
+        jnp.sum(fm, axis=1), 1.0)
+    return self.reference_out(pooled)
 
   def encode_text(self, phonemes: jax.Array, phone_mask: jax.Array, deterministic: bool = True):
     """``phonemes [B, P]`` -> ``h [B, P, H]`` (zero on padding)."""
@@ -183,6 +207,8 @@ class CLONE(nn.Module):
     decoded ``wav_posterior`` (from ``ir``) and ``wav_acoustic`` (from ``îr``), plus
     ``ir, ir_hat`` on the segment."""
     r_post, r_pp = jax.random.split(rng)
+    if speaker_embedding is None and self.speaker_encoder == "reference":
+      speaker_embedding = self.embed_reference(spec, frame_mask)   # the utterance itself
     g = self.speaker(speaker_id, speaker_embedding)
     h = self.encode_text(phonemes, phone_mask, deterministic)
     ling = self.linguistic(h, durations, spec.shape[1])

@@ -49,7 +49,8 @@ from jaxtts.train import state as state_lib
 
 log = logging.getLogger(__name__)
 
-MODEL_FIELDS = ("num_phones", "hidden", "prosody_dim", "speaker_dim", "num_speakers",
+MODEL_FIELDS = ("num_phones", "hidden", "prosody_dim", "speaker_dim", "speaker_encoder",
+                "num_speakers", "reference_layers",
                 "text_layers", "text_heads", "text_ffn_dim", "text_kernel_size",
                 "wn_kernel_size", "prosody_layers", "posterior_layers", "acoustic_layers",
                 "wave_posterior_layers", "flows", "flow_layers", "flow_mean_only",
@@ -90,7 +91,7 @@ def check_manifest(cfg: ml_collections.ConfigDict, data_dir: str) -> None:
     raise ValueError(f"config.model.num_phones={m.num_phones} is smaller than the {symbols}-symbol "
                      f"phoneme table of {path}")
   speakers = int(manifest.get("num_speakers", 0))
-  if int(m.num_speakers) and speakers > int(m.num_speakers):
+  if m.speaker_encoder == "table" and speakers > int(m.num_speakers):
     raise ValueError(f"config.model.num_speakers={m.num_speakers} but {path} has {speakers} "
                      f"speakers")
   bad = [int(s) for s in cfg.data.bucket_samples if int(s) % int(m.hop_length)]
@@ -105,9 +106,9 @@ class CLONETask(CorpusData):
     if cfg.data.mode != "bucket" or cfg.data.features != "audio":
       raise ValueError("config.data: the clone task trains on whole utterances: set "
                        "data.mode='bucket' and data.features='audio'")
-    if not int(cfg.model.num_speakers):
-      raise ValueError("config.model.num_speakers: the clone task trains CLONE's speaker-ID "
-                       "table; set it to the corpus' speaker count")
+    if cfg.model.speaker_encoder == "table" and int(cfg.model.num_speakers) <= 0:
+      raise ValueError("config.model.num_speakers: speaker_encoder='table' (CLONE's speaker-ID "
+                       "table) needs the corpus' speaker count")
     self.cfg = cfg
     self.model = from_config(cfg)
     self.hop = int(cfg.model.hop_length)
@@ -245,15 +246,22 @@ class CLONETask(CorpusData):
     of each eval row (fixed keys)."""
     x = self._inputs(batch)
     p = {"params": params["generator"]}
+    speaker = self.speaker_inputs(p, batch, x)
     syn = synthesis.synthesize(self.model, p, batch["phonemes"], x["phone_mask"],
                                jax.random.key(1), x["spec"].shape[1],
-                               speaker_id=batch["speaker_id"],
-                               noise_scale=float(self.cfg.synthesis.noise_scale))
+                               noise_scale=float(self.cfg.synthesis.noise_scale), **speaker)
     recon = synthesis.reconstruct(self.model, p, batch["phonemes"], x["phone_mask"],
-                                  x["durations"], x["spec"], x["frame_mask"],
-                                  speaker_id=batch["speaker_id"])
+                                  x["durations"], x["spec"], x["frame_mask"], **speaker)
     return {"synthesis": syn["wav"], "synthesis_frames": syn["frame_len"],
             "durations": syn["durations"], "reconstruction": recon}
+
+  def speaker_inputs(self, p, batch, x) -> dict:
+    """The speaker arguments of `jaxtts.prosody.synthesis`: the row's ID, or the reference
+    encoder's embedding of the row's own recording."""
+    if self.model.speaker_encoder == "table":
+      return {"speaker_id": batch["speaker_id"]}
+    return {"speaker_embedding": self.model.apply(p, x["spec"], x["frame_mask"],
+                                                  method=self.model.embed_reference)}
 
   def write_samples(self, writer, step: int, batch: Mapping[str, np.ndarray],
                     outputs: Mapping[str, np.ndarray]) -> None:
