@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.py | cksum | cut -d' ' -f1)
 # make demo FAMILY=facodec: FACodec reconstruction, voice conversion and probes.
 # make demo FAMILY=ns3: FACodec -> NaturalSpeech 3 masked diffusion -> zero-shot TTS.
+# make demo FAMILY=clone: CLONE flow prosody, end to end -> zero-shot TTS.
 FAMILY ?= gmm_lm
 DEMO_DIR ?= runs/demo$(if $(filter-out gmm_lm,$(FAMILY)),_$(FAMILY))
 QUALITY_DIR ?= runs/quality

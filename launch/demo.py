@@ -4,6 +4,7 @@ codec (STFT encoder, Vocos head) -> held-out reconstructions -> latent shards ->
     python -m launch.demo --out runs/demo [--codec-steps 1800] [--lm-steps 500]
     python -m launch.demo --family facodec --out runs/demo_facodec   (launch/demo_facodec.py)
     python -m launch.demo --family ns3 --out runs/demo_ns3           (launch/demo_ns3.py)
+    python -m launch.demo --family clone --out runs/demo_clone       (launch/demo_clone.py)
 
 Writes into OUT:
   corpus/            the espeak corpus (ArrayRecord shards + manifest.json)
@@ -157,10 +158,12 @@ def zero_shot(lm_workdir: str, corpus: str, out_dir: str, count: int, seed: int)
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--family", default="gmm_lm", choices=("gmm_lm", "facodec", "ns3"),
+  parser.add_argument("--family", default="gmm_lm",
+                      choices=("gmm_lm", "facodec", "ns3", "clone"),
                       help="gmm_lm: codec -> GMM-LM -> zero-shot TTS (this file); facodec: "
                            "FACodec reconstruction, voice conversion, probes; ns3: FACodec -> "
-                           "NaturalSpeech 3 diffusion -> zero-shot TTS (launch/demo_ns3.py)")
+                           "NaturalSpeech 3 diffusion -> zero-shot TTS (launch/demo_ns3.py); "
+                           "clone: CLONE end to end -> zero-shot TTS (launch/demo_clone.py)")
   parser.add_argument("--out", default=None, help="default: runs/demo[_<family>]")
   parser.add_argument("--speakers", type=int, default=12)
   parser.add_argument("--zero-shot-speakers", type=int, default=3)
@@ -172,15 +175,18 @@ def main(argv=None) -> int:
   parser.add_argument("--zero-shot", type=int, default=4, help="held-out syntheses")
   parser.add_argument("--eval-utterances", type=int, default=6,
                       help="held-out texts scored by jaxtts-eval zero-shot")
-  from launch import demo_facodec, demo_ns3  # pylint: disable=import-outside-toplevel
+  from launch import demo_clone, demo_facodec, demo_ns3  # pylint: disable=import-outside-toplevel
   demo_facodec.add_arguments(parser)
   demo_ns3.add_arguments(parser)
+  demo_clone.add_arguments(parser)
   args = parser.parse_args(argv)
   args.out = args.out or ("runs/demo" if args.family == "gmm_lm" else f"runs/demo_{args.family}")
   if args.family == "facodec":
     return demo_facodec.run(args)
   if args.family == "ns3":
     return demo_ns3.run(args)
+  if args.family == "clone":
+    return demo_clone.run(args)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
   t_start = time.perf_counter()
   out = os.path.abspath(args.out)  # workdir configs name their data by absolute path
