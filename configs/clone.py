@@ -45,6 +45,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       # "table": CLONE's speaker IDs (the paper); "reference": our reference encoder over the
       # prompt's spectrogram (trained on each utterance's own), which clones unseen voices.
       speaker_encoder="table", num_speakers=256, reference_layers=2,
+      # "durations" (the corpus' own, as CLONE's external aligner) or "mas" (our monotonic
+      # alignment search of log-mel frames under text-predicted Gaussians; no durations needed).
+      alignment="durations", aligner_mels=80,
       text_layers=6, text_heads=2, text_ffn_dim=768, text_kernel_size=3,
       wn_kernel_size=5, prosody_layers=4, posterior_layers=8, acoustic_layers=8,
       wave_posterior_layers=8, flows=4, flow_layers=4, flow_mean_only=False,
@@ -55,6 +58,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   cfg.loss = ml_collections.ConfigDict(dict(
       mel_weight=45.0, kl_weight=1.0, pp_weight=10.0, duration_weight=0.1,
       ir_match_weight=1.0, pp_detach_posterior=True,
+      aligner_weight=1.0,         # alignment="mas": the aligner's NLL along the path (ours)
       mel_bins=80,
       segment_frames=32,          # the wave decoder's random window (VITS: 8192 samples)
   ))

@@ -241,6 +241,19 @@ def ns3_run(facodec_run, tmp_path_factory, worker_id):
 
 
 @pytest.fixture(scope="session")
+def clone_run(chain, tmp_path_factory, worker_id):
+  """A tiny CLONE (reference encoder) trained 8 steps through `jaxtts-train` on the chain's
+  espeak corpus, eval at steps 4 and 8 and samples at step 8 on the held-out speaker: the
+  CLONE training, generator and notebook tests' workdir (built once)."""
+  root = _build_once(tmp_path_factory, worker_id, "clone_run", lambda r: _train(
+      "clone.py:tiny", str(r / "workdir"), f"--config.data.dir={chain['corpus']}",
+      "--config.train.steps=8", "--config.train.eval_every_steps=4",
+      "--config.train.sample_every_steps=8", "--config.checkpoint.every_steps=8",
+      "--config.data.eval_split=test_zero_shot"))
+  return root / "workdir"
+
+
+@pytest.fixture(scope="session")
 def chain(tmp_path_factory, worker_id):
   """Espeak corpus -> codec (2 steps) -> latent shards -> GMM-LM (3 steps): a real, untrained
   zero-shot chain shared by the synthesis, evaluation and notebook tests (built once)."""

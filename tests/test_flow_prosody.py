@@ -33,11 +33,12 @@ def test_coupling_flow_inverts_and_its_logdet_is_the_jacobians(mean_only):
   x = jax.random.normal(jax.random.key(0), (b, t, c))
   mask = jnp.array([1, 1, 1, 1, 0], jnp.float32)[None, :, None]
   cond = jax.random.normal(jax.random.key(1), (b, t, cg))
-  params = flow.init(jax.random.key(2), x, mask, cond)
+  params = jax.jit(flow.init)(jax.random.key(2), x, mask, cond)
   params = _randomise_post(params, jax.random.key(3))
+  apply = jax.jit(flow.apply, static_argnames=("inverse",))
   x = x * mask
-  y, logdet = flow.apply(params, x, mask, cond)
-  x_back, logdet_back = flow.apply(params, y, mask, cond, inverse=True)
+  y, logdet = apply(params, x, mask, cond)
+  x_back, logdet_back = apply(params, y, mask, cond, inverse=True)
   np.testing.assert_allclose(np.asarray(x_back), np.asarray(x), atol=1e-5)
   np.testing.assert_allclose(np.asarray(logdet_back), -np.asarray(logdet), rtol=1e-5, atol=1e-6)
   assert np.abs(np.asarray(y - x)).max() > 1e-2        # the flow is not the identity
@@ -45,8 +46,8 @@ def test_coupling_flow_inverts_and_its_logdet_is_the_jacobians(mean_only):
   valid = 4
   def on_valid(v):
     full = jnp.zeros((b, t, c)).at[0, :valid].set(v.reshape(valid, c))
-    return flow.apply(params, full, mask, cond)[0][0, :valid].reshape(-1)
-  jac = jax.jacfwd(on_valid)(x[0, :valid].reshape(-1))
+    return apply(params, full, mask, cond)[0][0, :valid].reshape(-1)
+  jac = jax.jit(jax.jacfwd(on_valid))(x[0, :valid].reshape(-1))
   sign, want = jnp.linalg.slogdet(jac)
   assert float(sign) == 1.0
   np.testing.assert_allclose(float(logdet[0]), float(want), rtol=1e-4, atol=1e-5)
@@ -59,15 +60,16 @@ def test_wavenet_padded_frames_do_not_reach_valid_ones_and_global_cond_broadcast
   x = jax.random.normal(jax.random.key(0), (1, 20, 6))
   g = jax.random.normal(jax.random.key(1), (1, 3))
   full = jnp.ones((1, 20, 1))
-  params = net.init(jax.random.key(2), x, full, g)
-  short = net.apply(params, x[:, :12], full[:, :12], g)
+  params = jax.jit(net.init)(jax.random.key(2), x, full, g)
+  apply = jax.jit(net.apply)
+  short = apply(params, x[:, :12], full[:, :12], g)
   padded_x = x.at[:, 12:].set(7.0)                      # garbage past the valid frames
   mask = (jnp.arange(20) < 12).astype(jnp.float32)[None, :, None]
-  padded = net.apply(params, padded_x * mask, mask, g)
+  padded = apply(params, padded_x * mask, mask, g)
   np.testing.assert_allclose(np.asarray(padded[:, :12]), np.asarray(short), atol=1e-5)
   assert np.all(np.asarray(padded[:, 12:]) == 0)
-  tiled = net.apply(params, x, full, jnp.repeat(g[:, None], 20, axis=1))
-  np.testing.assert_allclose(np.asarray(tiled), np.asarray(net.apply(params, x, full, g)),
+  tiled = apply(params, x, full, jnp.repeat(g[:, None], 20, axis=1))
+  np.testing.assert_allclose(np.asarray(tiled), np.asarray(apply(params, x, full, g)),
                              atol=1e-6)
 
 
@@ -75,9 +77,10 @@ def test_duration_predictor_masks_padding_and_its_loss_is_vits_mse():
   dp = DurationPredictor(filters=8, kernel_size=3, dropout=0.0)
   x = jax.random.normal(jax.random.key(0), (2, 7, 5))
   mask = (jnp.arange(7)[None] < jnp.array([[7], [4]])).astype(jnp.float32)[..., None]
-  params = dp.init(jax.random.key(1), x, mask)
-  log_w = dp.apply(params, x.at[1, 4:].set(9.0), mask)
-  alone = dp.apply(params, x[1:, :4], jnp.ones((1, 4, 1)))
+  params = jax.jit(dp.init)(jax.random.key(1), x, mask)
+  apply = jax.jit(dp.apply)
+  log_w = apply(params, x.at[1, 4:].set(9.0), mask)
+  alone = apply(params, x[1:, :4], jnp.ones((1, 4, 1)))
   np.testing.assert_allclose(np.asarray(log_w[1, :4]), np.asarray(alone[0]), atol=1e-5)
   assert np.all(np.asarray(log_w[1, 4:]) == 0)
   durations = jnp.array([[1, 2, 3, 4, 5, 6, 7], [3, 1, 2, 2, 0, 0, 0]])

@@ -83,6 +83,22 @@ def _data(outputs, mime):
           if o.output_type in ("display_data", "execute_result") and mime in o.data]
 
 
+def test_zero_shot_notebook_on_clone(clone_run, chain, kernel_env, tmp_path):
+  """The same notebook on an end-to-end CLONE workdir: no codec, no prompt transcript."""
+  from jaxtts.audio.io import save_wav
+  prompt = tmp_path / "prompt.wav"
+  save_wav(prompt, chain["prompt_audio"], 16000)
+  out_dir = tmp_path / "outputs"
+  for key, value in {"WORKDIR": clone_run, "PROMPT_AUDIO": prompt, "TEXT": "Good morning.",
+                     "MAX_SECONDS": 2, "EVAL_LIMIT": 1, "OUTPUT_DIR": out_dir}.items():
+    kernel_env.setenv(f"JAXTTS_{key}", str(value))
+  outputs = _execute("zero_shot_colab.ipynb", tmp_path)
+  text = _stdout(outputs)
+  assert '"generator": "clone"' in text and "durations (frames):" in text, text
+  assert os.path.getsize(out_dir / "synthesis.wav") > 44
+  assert [m for m in _data(outputs, "text/markdown") if "WER" in m]
+
+
 def test_zero_shot_notebook(chain, kernel_env, tmp_path):
   from jaxtts.audio.io import save_wav
   prompt = tmp_path / "prompt.wav"

@@ -24,6 +24,8 @@ def main(family: str = "gmm_lm") -> None:
     return main_facodec()
   if family == "ns3":
     return main_ns3()
+  if family == "clone":
+    return main_clone()
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
@@ -130,6 +132,54 @@ def main_ns3() -> None:
   with mesh_lib.mesh_context(mesh, rules):
     abstract = jax.eval_shape(init, jax.random.key(0))
   shardings = mesh_lib.logical_to_shardings(abstract, mesh, rules)["model"]
+  batch_sh = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in batch.items()}
+  with mesh_lib.mesh_context(mesh, rules):
+    step = jax.jit(loss_and_grads, in_shardings=(shardings, batch_sh),
+                   out_shardings=(mesh_lib.replicated(mesh), shardings))
+    sharded = jax.device_put(params, shardings)
+    loss8, grads8 = step(sharded, jax.device_put(batch, batch_sh))
+  _compare(params, shardings, sharded, loss1, grads1, loss8, grads8)
+
+
+def main_clone() -> None:
+  """Child: the tiny CLONE task's loss (both decoded windows, flow prior, predictor, duration,
+  reference encoder; reparameterisation and windows drawn from one key) and gradients on the
+  mesh against one device."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  from jaxtts.tasks.clone import CLONETask  # pylint: disable=import-outside-toplevel
+  from jaxtts.train import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
+  from jaxtts.train.config import build_config  # pylint: disable=import-outside-toplevel
+
+  cfg = build_config(os.path.join(ROOT, "configs", "clone.py") + ":tiny",
+                     ["--config.data.bucket_samples=(8000,)", "--config.data.max_phonemes=12",
+                      *(f"--config.mesh.{k}={v}" for k, v in MESH.items())])
+  assert jax.device_count() == 8, jax.devices()
+  task = CLONETask(cfg)
+  rng = np.random.default_rng(0)
+  b, s, phones = 4, 8000, 12
+  phone_len = np.array([10, 7, 5, 10], np.int32)
+  durations = np.where(np.arange(phones)[None] < phone_len[:, None], 4, 0).astype(np.int32)
+  batch = {"audio": (0.1 * rng.standard_normal((b, s))).astype(np.float32),
+           "audio_len": np.array([8000, 5600, 4000, 8000], np.int32),
+           "phonemes": rng.integers(1, 50, (b, phones)).astype(np.int32),
+           "phoneme_len": phone_len, "durations": durations,
+           "speaker_id": np.array([0, 1, 2, 3], np.int32)}
+  key = jax.random.key(1)
+
+  def loss_and_grads(params, batch):
+    return jax.value_and_grad(lambda p: task.losses(p, batch, key, True)[0])(params)
+
+  init = lambda r: task.init_params(r, {k: jnp.asarray(v) for k, v in batch.items()})
+  params = jax.jit(lambda r: nn.meta.unbox(init(r)))(jax.random.key(0))["generator"]
+  loss1, grads1 = jax.jit(loss_and_grads)(params, batch)
+  mesh = mesh_lib.make_mesh(cfg.mesh)
+  rules = mesh_lib.rules_of(cfg.mesh)
+  with mesh_lib.mesh_context(mesh, rules):
+    abstract = jax.eval_shape(init, jax.random.key(0))
+  shardings = mesh_lib.logical_to_shardings(abstract, mesh, rules)["generator"]
   batch_sh = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in batch.items()}
   with mesh_lib.mesh_context(mesh, rules):
     step = jax.jit(loss_and_grads, in_shardings=(shardings, batch_sh),

@@ -157,7 +157,7 @@ class CLONEGenerator(Generator):
           "wav": wav[row, :frames * self.hop].astype(np.float32),
           "sample_rate": self.sample_rate, "durations": d.astype(np.int32),
           "phonemes": self.table.decode(r.phonemes), "alignment": alignment,
-          "prompt_frames": 0, "frames": frames,
+          "prompt_phonemes": [], "prompt_frames": 0, "frames": frames,  # nothing continued
           "stopped_by": "max_frames" if cut else "durations",
           "timings": {"encode_s": r.encode_s, "generate_s": generate_s, "batch_size": n}})
     finish_timings(results, generate_s)

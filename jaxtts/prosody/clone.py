@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxtts.alignment import mas
 from jaxtts.alignment.durations import length_regulate, phone_pool
 from jaxtts.nn.duration import DurationPredictor
 from jaxtts.nn.flow import CouplingFlow
@@ -59,6 +60,11 @@ class CLONE(nn.Module):
   # "table": CLONE's speaker-ID embedding table (num_speakers rows); "reference": ours, a
   # reference encoder from the prompt's spectrogram, so unseen voices can be cloned.
   speaker_encoder: str = "table"
+  # "durations": the corpus' phoneme durations (CLONE's external aligner); "mas": monotonic
+  # alignment search (`jaxtts.alignment.mas`) of the log-mel frames under per-phoneme Gaussians
+  # predicted from the text encoding (ours, after Glow-TTS), for corpora without durations.
+  alignment: str = "durations"
+  aligner_mels: int = 80
   num_speakers: int = 0
   reference_layers: int = 2
   text_layers: int = 6
@@ -122,6 +128,10 @@ class CLONE(nn.Module):
     self.wave_posterior_in = _proj(h, "wave_posterior_in")
     self.wave_posterior_encoder = WaveNet(h, self.wn_kernel_size, self.wave_posterior_layers,
                                           dtype=self.dtype, name="wave_posterior_encoder")
+    if self.alignment == "mas":
+      self.aligner = _proj(2 * self.aligner_mels, "aligner")
+    elif self.alignment != "durations":
+      raise ValueError(f"CLONE: alignment={self.alignment!r}; valid: durations, mas")
     self.decoder = VocosDecoder(self.hop_length, self.decoder_dim, self.decoder_intermediate_dim,
                                 self.decoder_layers, dtype=self.dtype, name="decoder")
 
@@ -193,24 +203,56 @@ class CLONE(nn.Module):
     """``[B, F, H]`` -> waveform ``[B, F · hop]``."""
     return self.decoder(ir)
 
+  def align(self, h: jax.Array, phone_mask: jax.Array, mel: jax.Array, frame_mask: jax.Array):
+    """Monotonic alignment search of ``mel [B, F, M]`` (log-mel frames) under per-phoneme
+    diagonal Gaussians ``N(μ_t, σ_t) = aligner(sg(h))``: ``(durations [B, P], aligner NLL per
+    frame and mel bin along the path, alignable rows [B])``. The search is under
+    stop_gradient; the NLL trains the aligner through the path (VITS's use of MAS)."""
+    stats = self.aligner(jax.lax.stop_gradient(h))
+    mu, log_sigma = jnp.split(stats, 2, axis=-1)                                  # [B, P, M]
+    mel = jax.lax.stop_gradient(mel.astype(jnp.float32))
+    # log N(x_f; μ_t, σ_t) summed over bins, as VITS's four-term matmul form: [B, F, P].
+    inv = jnp.exp(-2 * log_sigma)
+    ll = (-0.5 * jnp.einsum("bfm,bpm->bfp", jnp.square(mel), inv)
+          + jnp.einsum("bfm,bpm->bfp", mel, mu * inv)
+          + jnp.sum(-0.5 * jnp.square(mu) * inv - log_sigma - 0.5 * jnp.log(2 * jnp.pi),
+                    axis=-1)[:, None, :])
+    frame_len = jnp.sum(frame_mask, axis=1).astype(jnp.int32)
+    text_len = jnp.sum(phone_mask, axis=1).astype(jnp.int32)
+    index = mas.monotonic_alignment_search(ll, frame_len, text_len)
+    path = mas.alignment_path(index, h.shape[1])                                  # [B, F, P]
+    frames = jnp.maximum(jnp.sum(path), 1.0)
+    nll = -jnp.sum(ll * path) / (frames * mel.shape[-1])
+    return (jnp.sum(path, axis=1).astype(jnp.int32), nll,
+            mas.alignable(frame_len, text_len))
+
   def linguistic(self, h: jax.Array, durations: jax.Array, num_frames: int) -> jax.Array:
     return length_regulate(h, durations, num_frames)
 
   # ------------------------------------------------------------------ training forward
   def __call__(self, phonemes, phone_mask, durations, spec, frame_mask, speaker_id=None,
                speaker_embedding=None, *, rng: jax.Array, segment_start=None,
-               segment_frames: Optional[int] = None, deterministic: bool = True) -> dict:
+               segment_frames: Optional[int] = None, mel: Optional[jax.Array] = None,
+               deterministic: bool = True) -> dict:
     """Everything the losses need. ``durations [B, P]`` in frames, ``spec [B, F, K]``; the wave
     decoder runs on ``segment_frames`` frames from ``segment_start [B]`` (all frames if None).
+    With ``alignment="mas"`` the durations come from `align` on ``mel [B, F, M]`` instead.
 
     Returns a dict: ``mu_q, log_sigma_q, z, z_p, logdet, mu_pp, log_sigma_pp, log_w`` and the
     decoded ``wav_posterior`` (from ``ir``) and ``wav_acoustic`` (from ``îr``), plus
-    ``ir, ir_hat`` on the segment."""
+    ``ir, ir_hat`` on the segment, the ``durations`` used, and with MAS ``aligner_nll`` and
+    ``alignable [B]``."""
     r_post, r_pp = jax.random.split(rng)
     if speaker_embedding is None and self.speaker_encoder == "reference":
       speaker_embedding = self.embed_reference(spec, frame_mask)   # the utterance itself
     g = self.speaker(speaker_id, speaker_embedding)
     h = self.encode_text(phonemes, phone_mask, deterministic)
+    extra = {}
+    if self.alignment == "mas":
+      if mel is None:
+        raise ValueError("CLONE: alignment='mas' needs the log-mel frames (mel=...)")
+      durations, extra["aligner_nll"], extra["alignable"] = self.align(h, phone_mask, mel,
+                                                                       frame_mask)
     ling = self.linguistic(h, durations, spec.shape[1])
     mu_q, log_sigma_q = self.posterior(spec, frame_mask, ling, durations, phone_mask, g)
     pm = phone_mask[..., None].astype(jnp.float32)
@@ -228,4 +270,4 @@ class CLONE(nn.Module):
     n = ir.shape[0]
     return dict(mu_q=mu_q, log_sigma_q=log_sigma_q, z=z, z_p=z_p, logdet=logdet, mu_pp=mu_pp,
                 log_sigma_pp=log_sigma_pp, log_w=log_w, ir=ir, ir_hat=ir_hat,
-                wav_posterior=both[:n], wav_acoustic=both[n:])
+                wav_posterior=both[:n], wav_acoustic=both[n:], durations=durations, **extra)

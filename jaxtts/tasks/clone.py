@@ -53,7 +53,7 @@ MODEL_FIELDS = ("num_phones", "hidden", "prosody_dim", "speaker_dim", "speaker_e
                 "num_speakers", "reference_layers",
                 "text_layers", "text_heads", "text_ffn_dim", "text_kernel_size",
                 "wn_kernel_size", "prosody_layers", "posterior_layers", "acoustic_layers",
-                "wave_posterior_layers", "flows", "flow_layers", "flow_mean_only",
+                "wave_posterior_layers", "alignment", "aligner_mels", "flows", "flow_layers", "flow_mean_only",
                 "duration_filters", "duration_kernel_size", "duration_dropout", "hop_length",
                 "decoder_dim", "decoder_intermediate_dim", "decoder_layers", "dropout")
 
@@ -136,9 +136,11 @@ class CLONETask(CorpusData):
     g_rng, d_rng, f_rng = jax.random.split(rng, 3)
     inputs = self._inputs(batch)
     seg = self._segment(inputs["frame_len"], inputs["spec"].shape[1], f_rng)
+    mel = (self.aligner_mel(inputs["audio"], inputs["spec"].shape[1])
+           if self.model.alignment == "mas" else None)
     variables = self.model.init({"params": g_rng}, *inputs["args"], rng=f_rng,
                                 segment_start=seg, segment_frames=self.segment_frames(
-                                    inputs["spec"].shape[1]))
+                                    inputs["spec"].shape[1]), mel=mel)
     params = {"generator": variables["params"]}
     if self.discriminators is not None:
       params["discriminator"] = self.discriminators.init(
@@ -181,8 +183,10 @@ class CLONETask(CorpusData):
     f = x["spec"].shape[1]
     seg = self.segment_frames(f)
     start = self._segment(x["frame_len"], f, seg_rng)
+    use_mas = self.model.alignment == "mas"
+    mel = self.aligner_mel(x["audio"], f) if use_mas else None
     out = self.model.apply({"params": params}, *x["args"], rng=fwd_rng, segment_start=start,
-                           segment_frames=seg, deterministic=not train,
+                           segment_frames=seg, mel=mel, deterministic=not train,
                            rngs={"dropout": drop_rng})
     take = jax.vmap(lambda a, s: jax.lax.dynamic_slice_in_dim(a, s * self.hop, seg * self.hop))
     real = take(x["audio"], start)
@@ -205,20 +209,36 @@ class CLONETask(CorpusData):
     if lc.pp_detach_posterior:
       mu_q, ls_q = jax.lax.stop_gradient(mu_q), jax.lax.stop_gradient(ls_q)
     pp = prosody_predictor_kl(out["mu_pp"], out["log_sigma_pp"], mu_q, ls_q, pm)
-    dur = duration_loss(out["log_w"], x["durations"], x["phone_mask"])
+    dur = duration_loss(out["log_w"], out["durations"], x["phone_mask"])
     wm = window_mask[..., None]
     ir_match = jnp.sum(jnp.abs(out["ir_hat"] - jax.lax.stop_gradient(out["ir"])) * wm) / \
         jnp.maximum(jnp.sum(wm) * out["ir"].shape[-1], 1.0)
     loss = (lc.mel_weight * (mel_posterior + mel_acoustic) + lc.kl_weight * kl
             + lc.pp_weight * pp + lc.duration_weight * dur + lc.ir_match_weight * ir_match)
-    metrics = {"loss": loss, "mel_posterior_loss": mel_posterior,
+    metrics = {}
+    if use_mas:
+      loss = loss + lc.aligner_weight * out["aligner_nll"]
+      rows = (batch["audio_len"] > 0)
+      metrics.update(aligner_loss=out["aligner_nll"],
+                     mas_unalignable_rows=jnp.sum(rows & ~out["alignable"]).astype(jnp.float32))
+      if "durations" in batch:  # against the corpus' own, where it has them
+        agree = jnp.abs(out["durations"] - x["durations"]) <= 1
+        metrics["mas_durations_within_1"] = jnp.sum(agree * x["phone_mask"]) / jnp.maximum(
+            jnp.sum(x["phone_mask"]), 1)
+    metrics.update({"loss": loss, "mel_posterior_loss": mel_posterior,
                "mel_acoustic_loss": mel_acoustic, "kl_loss": kl, "pp_loss": pp,
                "duration_loss": dur, "ir_match_loss": ir_match,
                "posterior_log_sigma": jnp.sum(out["log_sigma_q"] * pm)
-               / jnp.maximum(jnp.sum(pm) * out["log_sigma_q"].shape[-1], 1.0)}
+               / jnp.maximum(jnp.sum(pm) * out["log_sigma_q"].shape[-1], 1.0)})
     fake = jnp.concatenate([out["wav_posterior"], out["wav_acoustic"]], 0) * \
         jnp.concatenate([real_mask, real_mask], 0)
     return loss, (metrics, fake, jnp.concatenate([real, real], 0))
+
+  def aligner_mel(self, audio: jax.Array, num_frames: int) -> jax.Array:
+    """The aligner's log-mel frames ``[B, F, M]`` (frame ``i`` centred on sample ``i hop``)."""
+    cfg = spectral.MelConfig(sample_rate=self.sample_rate, n_fft=4 * self.hop,
+                             hop_length=self.hop, n_mels=int(self.cfg.model.aligner_mels))
+    return cfg.log_mel(audio)[:, :num_frames]
 
   def generator_objective(self, g_params: Any, batch: Mapping[str, jax.Array], rng: jax.Array):
     """`losses` in training mode, in the shape `adversarial.AdversarialStep` takes."""
