@@ -1,4 +1,4 @@
-"""GMM-LM's, NS3's and FACodec's training losses and gradients on a ("data", "fsdp", "tensor") =
+"""GMM-LM's, NS3's, CLONE's and FACodec's training losses and gradients on a ("data", "fsdp", "tensor") =
 (2, 2, 2) mesh of 8 CPU devices (parameters sharded by their logical axes,
 `jaxtts.train.mesh`) against one device. The checks run in a child process (`main` below):
 the device count is fixed when JAX starts."""
@@ -81,9 +81,13 @@ def _compare(params, shardings, sharded, loss1, grads1, loss8, grads8) -> None:
   assert leaves and all(x.addressable_shards[0].data.size < x.size for x in leaves)
   worst = 0.0
   flat1 = jax.tree_util.tree_flatten_with_path(grads1)[0]
+  # Each leaf against its own largest entry, floored at 1e-4 of the largest gradient entry of
+  # the model: an attention key bias has an exactly zero gradient (softmax ignores a constant
+  # per query), so its float32 values (~1e-9) are noise on both sides.
+  floor = 1e-4 * max(float(np.abs(np.asarray(g)).max()) for _, g in flat1)
   for (path, g1), g8 in zip(flat1, jax.tree.leaves(grads8)):
     g1, g8 = np.asarray(g1), np.asarray(g8)
-    scale = max(float(np.abs(g1).max()), 1e-12)
+    scale = max(float(np.abs(g1).max()), floor, 1e-12)
     err = float(np.abs(g8 - g1).max()) / scale
     worst = max(worst, err)
     assert err < 1e-4, (jax.tree_util.keystr(path), err)
@@ -272,13 +276,14 @@ def test_gmm_lm_on_a_data_fsdp_tensor_mesh_matches_one_device():
   assert np.isfinite(summary["loss"]) and summary["grad_norm"] > 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "NS3's gradients differ from one device's on every mesh tried ((2,2,2), (4,1,2), (1,1,8); "
-    "the loss matches to 1e-7): already the phoneme encoder alone (a TransformerStack fed by "
-    "an embedding) is 0.2-0.9 % off, with rotary or relative positions and conv kernel 1 or "
-    "3, while FACodec's timbre Transformer passes. Not localised yet."))
 def test_ns3_on_a_data_fsdp_tensor_mesh_matches_one_device():
   summary = _run_child("ns3")
+  assert summary["sharded_leaves"]["tensor"] >= 10 and summary["sharded_leaves"]["fsdp"] >= 10
+  assert np.isfinite(summary["loss"]) and summary["grad_norm"] > 0
+
+
+def test_clone_on_a_data_fsdp_tensor_mesh_matches_one_device():
+  summary = _run_child("clone")
   assert summary["sharded_leaves"]["tensor"] >= 10 and summary["sharded_leaves"]["fsdp"] >= 10
   assert np.isfinite(summary["loss"]) and summary["grad_norm"] > 0
 

@@ -39,7 +39,10 @@ class DurationPredictor(nn.Module):
       x = x + nn.Dense(x.shape[-1], dtype=self.dtype, name="cond")(
           cond[:, None] if cond.ndim == 2 else cond)
     for i in range(2):
-      x = nn.relu(_conv(self.filters, self.kernel_size, self.dtype, f"conv_{i}")(x * mask))
+      # Features replicated at the convolution's input: see `jaxtts.nn.transformer`'s
+      # ConvFeedForward (jax 0.10.2's partitioner, wrong kernel gradients otherwise).
+      x = nn.with_logical_constraint(x * mask, ("batch", "time", "channels"))
+      x = nn.relu(_conv(self.filters, self.kernel_size, self.dtype, f"conv_{i}")(x))
       x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name=f"norm_{i}")(x)
       x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
     log_w = _conv(1, 1, jnp.float32, "proj")(x * mask) * mask
