@@ -142,8 +142,8 @@ def test_prosody_controls(tiny):
   speaker = task.speaker_inputs(p, batch, x)
   run = jax.jit(lambda prosody, eps, ref: synthesis.synthesize(
       model, p, batch["phonemes"], x["phone_mask"], jax.random.key(0), f,
-      prosody=prosody, epsilon=eps, reference_z=ref, **speaker), static_argnums=(0, 1))
-  out = {e: run("flow", e, None) for e in (-1.0, 1.0)}
+      prosody=prosody, epsilon=eps, reference_z=ref, **speaker), static_argnums=(0,))
+  out = {e: run("flow", jnp.float32(e), None) for e in (-1.0, 1.0)}
   pm = np.asarray(x["phone_mask"])[..., None]
   for e, o in out.items():
     h = model.apply(p, batch["phonemes"], x["phone_mask"], method=model.encode_text)

@@ -32,7 +32,7 @@ def synthesize(model: CLONE, variables, phonemes: jax.Array, phone_mask: jax.Arr
                rng: jax.Array, num_frames: int, *, speaker_id: Optional[jax.Array] = None,
                speaker_embedding: Optional[jax.Array] = None, noise_scale: float = 1.0,
                length_scale: float = 1.0, prosody: str = "predictor",
-               epsilon: Optional[float] = None, reference_z: Optional[jax.Array] = None) -> dict:
+               epsilon=None, reference_z: Optional[jax.Array] = None) -> dict:
   """``phonemes [B, P]`` -> ``{"wav" [B, F hop], "frame_len" [B], "durations" [B, P], "z"}``."""
   if prosody not in PROSODY_MODES:
     raise ValueError(f"prosody={prosody!r}; valid: {', '.join(PROSODY_MODES)}")
@@ -46,7 +46,7 @@ def synthesize(model: CLONE, variables, phonemes: jax.Array, phone_mask: jax.Arr
       z = gaussian_sample(rng, mu, log_sigma, noise_scale)
     elif prosody == "flow":
       shape = h.shape[:2] + (m.prosody_dim,)
-      eps = (jnp.full(shape, float(epsilon)) if epsilon is not None
+      eps = (jnp.full(shape, 1.0) * jnp.asarray(epsilon, jnp.float32) if epsilon is not None
              else noise_scale * jax.random.normal(rng, shape))
       z, _ = m.prior(eps * pm, h, phone_mask, inverse=True)
     else:
