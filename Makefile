@@ -19,8 +19,8 @@ $(STAMP): setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# resemblyzer (eval-tts) needs torch: the CPU build first, or pip resolves a CUDA build.
-	$(BIN)/python -m pip install -q --no-compile $(TORCH_CPU)
-	$(BIN)/python -m pip install -q --no-compile -e '.[dev,eval,eval-tts]'
+	$(BIN)/python -m pip install -q $(TORCH_CPU)
+	$(BIN)/python -m pip install -q -e '.[dev,eval,eval-tts]'
 	touch $(STAMP)
 
 venv: $(STAMP)
