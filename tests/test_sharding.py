@@ -28,12 +28,10 @@ def main(*families: str) -> None:
 
 def main_gmm_lm() -> dict:
   """The tiny GMM-LM's loss and gradients on the mesh against one device."""
-  import flax.linen as nn  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
   from jaxtts.tasks.gmm_lm import GMMLMTask  # pylint: disable=import-outside-toplevel
-  from jaxtts.train import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
   from jaxtts.train.config import build_config  # pylint: disable=import-outside-toplevel
 
   cfg = build_config(os.path.join(ROOT, "configs", "gmm_lm.py") + ":tiny", [
@@ -49,26 +47,37 @@ def main_gmm_lm() -> dict:
            "phoneme_len": np.array([9, 6, 4, 9], np.int32)}
   key, temperature = jax.random.key(1), jnp.float32(0.5)
 
+  return _mesh_check(cfg, task, batch, "model",
+                     lambda p, b: task.losses(p, b, key, temperature, False)[0])
+
+
+def _mesh_check(cfg, task, batch, group: str, loss_fn) -> dict:
+  """``loss_fn(params[group], batch)`` and its gradient on one device and on ``cfg.mesh``
+  (parameters sharded by their logical axes, as the trainer does, jaxtts/train/loop.py);
+  returns `_compare`'s summary."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  from jaxtts.train import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
+
   def loss_and_grads(params, batch):
-    loss_fn = lambda p: task.losses(p, batch, key, temperature, False)[0]
-    return jax.value_and_grad(loss_fn)(params)
+    return jax.value_and_grad(lambda p: loss_fn(p, batch))(params)
 
   init = lambda r: task.init_params(r, {k: jnp.asarray(v) for k, v in batch.items()})
-  params = jax.jit(lambda r: nn.meta.unbox(init(r)))(jax.random.key(0))["model"]
+  params = jax.jit(lambda r: nn.meta.unbox(init(r)))(jax.random.key(0))[group]
   loss1, grads1 = jax.jit(loss_and_grads)(params, batch)
-
   mesh = mesh_lib.make_mesh(cfg.mesh)
   rules = mesh_lib.rules_of(cfg.mesh)
-  with mesh_lib.mesh_context(mesh, rules):  # as the trainer does (jaxtts/train/loop.py)
+  with mesh_lib.mesh_context(mesh, rules):
     abstract = jax.eval_shape(init, jax.random.key(0))
-  shardings = mesh_lib.logical_to_shardings(abstract, mesh, rules)["model"]
+  shardings = mesh_lib.logical_to_shardings(abstract, mesh, rules)[group]
   batch_sh = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in batch.items()}
   with mesh_lib.mesh_context(mesh, rules):
     step = jax.jit(loss_and_grads, in_shardings=(shardings, batch_sh),
                    out_shardings=(mesh_lib.replicated(mesh), shardings))
     sharded = jax.device_put(params, shardings)
     loss8, grads8 = step(sharded, jax.device_put(batch, batch_sh))
-
   return _compare(params, shardings, sharded, loss1, grads1, loss8, grads8)
 
 
@@ -103,12 +112,9 @@ def _compare(params, shardings, sharded, loss1, grads1, loss8, grads8) -> dict:
 def main_ns3() -> dict:
   """Child: the tiny NS3 task's loss (both diffusions, CFG drops, stratified levels drawn from
   one key) and gradients on the mesh against one device."""
-  import flax.linen as nn  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
   from jaxtts.tasks.ns3 import NS3Task  # pylint: disable=import-outside-toplevel
-  from jaxtts.train import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
   from jaxtts.train.config import build_config  # pylint: disable=import-outside-toplevel
 
   cfg = build_config(os.path.join(ROOT, "configs", "ns3.py") + ":tiny",
@@ -127,36 +133,16 @@ def main_ns3() -> dict:
            "phone_prosody_codes": rng.integers(0, 32, (b, phones, 1)).astype(np.int32)}
   key = jax.random.key(1)
 
-  def loss_and_grads(params, batch):
-    return jax.value_and_grad(lambda p: task.losses(p, batch, key, True)[0])(params)
-
-  init = lambda r: task.init_params(r, {k: jnp.asarray(v) for k, v in batch.items()})
-  params = jax.jit(lambda r: nn.meta.unbox(init(r)))(jax.random.key(0))["model"]
-  loss1, grads1 = jax.jit(loss_and_grads)(params, batch)
-  mesh = mesh_lib.make_mesh(cfg.mesh)
-  rules = mesh_lib.rules_of(cfg.mesh)
-  with mesh_lib.mesh_context(mesh, rules):
-    abstract = jax.eval_shape(init, jax.random.key(0))
-  shardings = mesh_lib.logical_to_shardings(abstract, mesh, rules)["model"]
-  batch_sh = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in batch.items()}
-  with mesh_lib.mesh_context(mesh, rules):
-    step = jax.jit(loss_and_grads, in_shardings=(shardings, batch_sh),
-                   out_shardings=(mesh_lib.replicated(mesh), shardings))
-    sharded = jax.device_put(params, shardings)
-    loss8, grads8 = step(sharded, jax.device_put(batch, batch_sh))
-  return _compare(params, shardings, sharded, loss1, grads1, loss8, grads8)
+  return _mesh_check(cfg, task, batch, "model", lambda p, b: task.losses(p, b, key, True)[0])
 
 
 def main_clone() -> dict:
   """Child: the tiny CLONE task's loss (both decoded windows, flow prior, predictor, duration,
   reference encoder; reparameterisation and windows drawn from one key) and gradients on the
   mesh against one device."""
-  import flax.linen as nn  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
   from jaxtts.tasks.clone import CLONETask  # pylint: disable=import-outside-toplevel
-  from jaxtts.train import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
   from jaxtts.train.config import build_config  # pylint: disable=import-outside-toplevel
 
   cfg = build_config(os.path.join(ROOT, "configs", "clone.py") + ":tiny",
@@ -175,24 +161,7 @@ def main_clone() -> dict:
            "speaker_id": np.array([0, 1, 2, 3], np.int32)}
   key = jax.random.key(1)
 
-  def loss_and_grads(params, batch):
-    return jax.value_and_grad(lambda p: task.losses(p, batch, key, True)[0])(params)
-
-  init = lambda r: task.init_params(r, {k: jnp.asarray(v) for k, v in batch.items()})
-  params = jax.jit(lambda r: nn.meta.unbox(init(r)))(jax.random.key(0))["generator"]
-  loss1, grads1 = jax.jit(loss_and_grads)(params, batch)
-  mesh = mesh_lib.make_mesh(cfg.mesh)
-  rules = mesh_lib.rules_of(cfg.mesh)
-  with mesh_lib.mesh_context(mesh, rules):
-    abstract = jax.eval_shape(init, jax.random.key(0))
-  shardings = mesh_lib.logical_to_shardings(abstract, mesh, rules)["generator"]
-  batch_sh = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in batch.items()}
-  with mesh_lib.mesh_context(mesh, rules):
-    step = jax.jit(loss_and_grads, in_shardings=(shardings, batch_sh),
-                   out_shardings=(mesh_lib.replicated(mesh), shardings))
-    sharded = jax.device_put(params, shardings)
-    loss8, grads8 = step(sharded, jax.device_put(batch, batch_sh))
-  return _compare(params, shardings, sharded, loss1, grads1, loss8, grads8)
+  return _mesh_check(cfg, task, batch, "generator", lambda p, b: task.losses(p, b, key, True)[0])
 
 
 def main_facodec() -> None:
