@@ -155,6 +155,36 @@ def zero_shot(lm_workdir: str, corpus: str, out_dir: str, count: int, seed: int)
   return {"utterances": rows}
 
 
+def zero_shot_and_eval(workdir: str, corpus: str, out: str, args, metrics: dict,
+                       t_start: float, max_seconds: float, label: str, steps: str) -> dict:
+  """The last two stages every TTS demo shares: zero-shot synthesis of held-out speakers into
+  ``out/zero_shot``, then `jaxtts-eval zero-shot` into ``out/eval``; writes
+  ``out/metrics.json`` and returns the report. ``steps``: the two stages' numbers, e.g.
+  ``"6/7,7/7"``."""
+  first, second = steps.split(",")
+  print(f"[{label}] {first} zero-shot synthesis for held-out speakers -> {out}/zero_shot",
+        flush=True)
+  metrics["zero_shot"] = zero_shot(workdir, corpus, os.path.join(out, "zero_shot"),
+                                   args.zero_shot, args.seed)
+  print(f"[{label}] {second} jaxtts-eval zero-shot -> {out}/eval", flush=True)
+  report = evaluate_zero_shot(workdir, split="test_zero_shot", prompt_seconds=(3,),
+                              limit=args.eval_utterances, out_dir=os.path.join(out, "eval"),
+                              seed=args.seed, max_seconds=max_seconds)
+  metrics["zero_shot_eval"] = {"table": report["table"], "num_failed": report["num_failed"],
+                               "wall_seconds": report["wall_seconds"]}
+  metrics["device"] = str(jax.devices()[0].platform)
+  metrics["demo_wall_seconds"] = time.perf_counter() - t_start
+  with open(os.path.join(out, "metrics.json"), "w") as f:
+    json.dump(metrics, f, indent=1, sort_keys=True)
+  return report
+
+
+def eval_summary(report: dict) -> dict:
+  """The report table's WER, SIM and DNSMOS per system, for the demos' last JSON line."""
+  return {f"eval_{r['system']}_{k}": r.get(k) for r in report["table"]
+          for k in ("wer", "sim_prompt", "dnsmos_ovrl")}
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -215,20 +245,8 @@ def main(argv=None) -> int:
   metrics["gmm_lm_train"] = train_stage(
       "gmm_lm.py:tiny", lm_overrides(latents, args.lm_steps, args.seed), lm_dir)
 
-  print(f"[demo] 6/7 zero-shot synthesis for held-out speakers -> {out}/zero_shot", flush=True)
-  metrics["zero_shot"] = zero_shot(lm_dir, corpus, os.path.join(out, "zero_shot"),
-                                   args.zero_shot, args.seed)
-
-  print(f"[demo] 7/7 jaxtts-eval zero-shot -> {out}/eval", flush=True)
-  report = evaluate_zero_shot(lm_dir, split="test_zero_shot", prompt_seconds=(3,),
-                              limit=args.eval_utterances, out_dir=os.path.join(out, "eval"),
-                              seed=args.seed, max_seconds=8.0)
-  metrics["zero_shot_eval"] = {"table": report["table"], "num_failed": report["num_failed"],
-                               "wall_seconds": report["wall_seconds"]}
-  metrics["device"] = str(jax.devices()[0].platform)
-  metrics["demo_wall_seconds"] = time.perf_counter() - t_start
-  with open(os.path.join(out, "metrics.json"), "w") as f:
-    json.dump(metrics, f, indent=1, sort_keys=True)
+  report = zero_shot_and_eval(lm_dir, corpus, out, args, metrics, t_start, 8.0, "demo",
+                              "6/7,7/7")
   recon = metrics["reconstruction_test_zero_shot"]
   print(json.dumps({"demo_wall_seconds": round(metrics["demo_wall_seconds"], 1),
                     "codec_final_loss": metrics["codec_train"]["final_loss"],
@@ -236,8 +254,7 @@ def main(argv=None) -> int:
                     "gmm_lm_final_loss": metrics["gmm_lm_train"]["final_loss"],
                     **{f"held_out_{m}": recon[f"mean_{m}"] for m in METRICS},
                     "zero_shot_files": len(metrics["zero_shot"]["utterances"]),
-                    **{f"eval_{r['system']}_{k}": r.get(k) for r in report["table"]
-                       for k in ("wer", "sim_prompt", "dnsmos_ovrl")}}))
+                    **eval_summary(report)}))
   print(report["markdown"])
   return 0
 

@@ -24,10 +24,7 @@ import logging
 import os
 import time
 
-import jax
-
-from jaxtts.eval.zero_shot import evaluate_zero_shot
-from launch.demo import corpus_stats, train_stage, zero_shot
+from launch.demo import corpus_stats, eval_summary, train_stage, zero_shot_and_eval
 from launch.demo_facodec import build_corpus
 
 CONFIG = "clone.py:espeak"
@@ -50,27 +47,13 @@ def run(args) -> int:
       f"--config.train.sample_every_steps={steps}", f"--config.train.eval_every_steps={steps}",
       f"--config.checkpoint.every_steps={steps}"], clone_dir)
 
-  print(f"[demo clone] 3/4 zero-shot synthesis for held-out speakers -> {out}/zero_shot",
-        flush=True)
-  metrics["zero_shot"] = zero_shot(clone_dir, corpus, os.path.join(out, "zero_shot"),
-                                   args.zero_shot, args.seed)
-
-  print(f"[demo clone] 4/4 jaxtts-eval zero-shot -> {out}/eval", flush=True)
-  report = evaluate_zero_shot(clone_dir, split="test_zero_shot", prompt_seconds=(3,),
-                              limit=args.eval_utterances, out_dir=os.path.join(out, "eval"),
-                              seed=args.seed, max_seconds=6.0)
-  metrics["zero_shot_eval"] = {"table": report["table"], "num_failed": report["num_failed"],
-                               "wall_seconds": report["wall_seconds"]}
-  metrics["device"] = str(jax.devices()[0].platform)
-  metrics["demo_wall_seconds"] = time.perf_counter() - t_start
-  with open(os.path.join(out, "metrics.json"), "w") as f:
-    json.dump(metrics, f, indent=1, sort_keys=True)
+  report = zero_shot_and_eval(clone_dir, corpus, out, args, metrics, t_start, 6.0,
+                              "demo clone", "3/4,4/4")
   print(report["markdown"])
   print(json.dumps({"demo_wall_seconds": round(metrics["demo_wall_seconds"], 1),
                     "clone_first_loss": metrics["clone_train"]["first_loss"],
                     "clone_final_loss": metrics["clone_train"]["final_loss"],
-                    **{f"eval_{r['system']}_{k}": r.get(k) for r in report["table"]
-                       for k in ("wer", "sim_prompt", "dnsmos_ovrl")}}))
+                    **eval_summary(report)}))
   return 0
 
 

@@ -29,12 +29,9 @@ import logging
 import os
 import time
 
-import jax
-
 from jaxtts.codec import cli as codec_cli
-from jaxtts.eval.zero_shot import evaluate_zero_shot
 from launch import demo_facodec
-from launch.demo import corpus_stats, train_stage, zero_shot
+from launch.demo import corpus_stats, eval_summary, train_stage, zero_shot_and_eval
 
 FACODEC_CONFIG = "facodec.py:espeak"
 NS3_CONFIG = "ns3.py:espeak"
@@ -72,28 +69,14 @@ def run(args) -> int:
       f"--config.train.eval_every_steps={args.ns3_steps}",
       f"--config.checkpoint.every_steps={args.ns3_steps}"], ns3_dir)
 
-  print(f"[demo ns3] 5/6 zero-shot synthesis for held-out speakers -> {out}/zero_shot",
-        flush=True)
-  metrics["zero_shot"] = zero_shot(ns3_dir, corpus, os.path.join(out, "zero_shot"),
-                                   args.zero_shot, args.seed)
-
-  print(f"[demo ns3] 6/6 jaxtts-eval zero-shot -> {out}/eval", flush=True)
-  report = evaluate_zero_shot(ns3_dir, split="test_zero_shot", prompt_seconds=(3,),
-                              limit=args.eval_utterances, out_dir=os.path.join(out, "eval"),
-                              seed=args.seed, max_seconds=3.0)
-  metrics["zero_shot_eval"] = {"table": report["table"], "num_failed": report["num_failed"],
-                               "wall_seconds": report["wall_seconds"]}
-  metrics["device"] = str(jax.devices()[0].platform)
-  metrics["demo_wall_seconds"] = time.perf_counter() - t_start
-  with open(os.path.join(out, "metrics.json"), "w") as f:
-    json.dump(metrics, f, indent=1, sort_keys=True)
+  report = zero_shot_and_eval(ns3_dir, corpus, out, args, metrics, t_start, 2.9,
+                              "demo ns3", "5/6,6/6")
   print(report["markdown"])
   print(json.dumps({"demo_wall_seconds": round(metrics["demo_wall_seconds"], 1),
                     "facodec_final_loss": metrics["facodec_train"]["final_loss"],
                     "ns3_first_loss": metrics["ns3_train"]["first_loss"],
                     "ns3_final_loss": metrics["ns3_train"]["final_loss"],
-                    **{f"eval_{r['system']}_{k}": r.get(k) for r in report["table"]
-                       for k in ("wer", "sim_prompt", "dnsmos_ovrl")}}))
+                    **eval_summary(report)}))
   return 0
 
 
