@@ -9,6 +9,7 @@ Presets (``configs/clone.py:<preset>``):
   predictor conv kernel 3 / filter 256, posterior, acoustic and posterior wave encoders 8 WN
   layers each, flow 4 x residual coupling over 4 WN layers (hidden 192, kernel 5), speaker
   embedding 256; λ1..λ6 = [45, 1, 10, 0.1, 1, 1]; AdamW 2e-4, β = (0.8, 0.99) (VITS).
+* ``paper_48k``: the same at 48 kHz (hop 512, 4 discriminator bands).
 
 Choices the paper leaves open (ours, named here):
 
@@ -18,14 +19,19 @@ Choices the paper leaves open (ours, named here):
   VITS's mean-only couplings (log-det 0) are the option.
 * ``model.hop_length``: not published; 256 at 24 kHz (VITS's hop), 200 for the 16 kHz espeak
   corpus, whose phoneme durations are at hop 200.
-* The wave decoder is the Vocos head of `jaxtts.nn.vocos` (ours; the paper's decoder is not
-  described, VITS uses HiFi-GAN).
+* ``model.decoder``: the paper names a wave decoder without details. ``"hifigan"``
+  (`jaxtts.nn.hifigan`, VITS's generator: rates (8, 8, 2, 2) for hop 256) in ``paper``;
+  ``"vocos"`` (`jaxtts.nn.vocos`, the head that learns on 2 CPU cores) in ``tiny`` and
+  ``espeak``.
 * ``loss``: λ3 -> ``pp_weight`` (eq. 17) and λ4 -> ``duration_weight`` (the mapping is not
   published); ``ir_match_weight`` (|îr - sg(ir)|, tying the two autoencoders of the "dual
   parallel autoencoder") and ``pp_detach_posterior`` (eq. 17 trains the predictor only, as
   VITS detaches its duration predictor's inputs) are ours.
-* The multi-band discriminator is approximated by our MPD + multi-band multi-resolution STFT
-  discriminators (`jaxtts.codec.discriminators`), off on the CPU presets.
+* ``discriminator.subbands``: Table 4's multi-band discriminator (2 bands at 24 kHz, 4 at
+  48 kHz) as PQMF sub-bands each judged by its own 1-D discriminator
+  (`jaxtts.nn.subband`), beside HiFi-GAN's multi-period discriminator (periods 2, 3, 5, 7,
+  11), as VITS pairs its MPD with a scale discriminator; DAC's STFT discriminator is off
+  (``window_lengths=()``). The discriminators are off on the CPU presets.
 """
 
 import ml_collections
@@ -52,7 +58,11 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       wn_kernel_size=5, prosody_layers=4, posterior_layers=8, acoustic_layers=8,
       wave_posterior_layers=8, flows=4, flow_layers=4, flow_mean_only=False,
       duration_filters=256, duration_kernel_size=3, duration_dropout=0.5,
-      hop_length=256, decoder_dim=512, decoder_intermediate_dim=1536, decoder_layers=8,
+      hop_length=256, decoder="hifigan", decoder_dim=512, decoder_intermediate_dim=1536,
+      decoder_layers=8, hifigan_upsample_rates=(8, 8, 2, 2),
+      hifigan_upsample_kernel_sizes=(16, 16, 4, 4), hifigan_channels=512,
+      hifigan_resblock_kernel_sizes=(3, 7, 11),
+      hifigan_resblock_dilations=((1, 3, 5), (1, 3, 5), (1, 3, 5)),
       dropout=0.1,
   ))
   cfg.loss = ml_collections.ConfigDict(dict(
@@ -65,7 +75,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   cfg.synthesis = ml_collections.ConfigDict(dict(noise_scale=0.667, length_scale=1.0))
   cfg.discriminator = discriminator_config()
   cfg.discriminator.update(enabled=True, start_step=0, adversarial_weight=1.0,
-                           feature_matching_weight=1.0)
+                           feature_matching_weight=1.0, window_lengths=(), subbands=2)
   cfg.train.optimizers.generator = base.optimizer_config(
       name="adamw", learning_rate=2e-4, b1=0.8, b2=0.99, weight_decay=0.01)
   cfg.train.optimizers.discriminator = base.optimizer_config(
@@ -77,7 +87,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                      reference_layers=1, text_layers=1,
                      text_ffn_dim=32, prosody_layers=1, posterior_layers=1, acoustic_layers=1,
                      wave_posterior_layers=1, flows=2, flow_layers=1, duration_filters=16,
-                     duration_dropout=0.0, hop_length=200, decoder_dim=16,
+                     duration_dropout=0.0, hop_length=200, decoder="vocos", decoder_dim=16,
                      decoder_intermediate_dim=24, decoder_layers=1, dropout=0.0)
     cfg.loss.update(segment_frames=8, mel_bins=40)
     cfg.discriminator.enabled = False
@@ -90,7 +100,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     cfg.model.update(hidden=96, speaker_encoder="reference", text_layers=2, text_ffn_dim=256,
                      prosody_layers=2,
                      posterior_layers=3, acoustic_layers=4, wave_posterior_layers=3, flows=2,
-                     flow_layers=2, duration_filters=128, hop_length=200, decoder_dim=192,
+                     flow_layers=2, duration_filters=128, hop_length=200, decoder="vocos",
+                     decoder_dim=192,
                      decoder_intermediate_dim=576, decoder_layers=4, dropout=0.0)
     cfg.loss.update(segment_frames=40)
     cfg.discriminator.enabled = False
@@ -99,12 +110,18 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     cfg.train.optimizers.generator = base.optimizer_config(name="adamw", learning_rate=1e-3,
                                                            b1=0.8, b2=0.99, warmup_steps=50)
     cfg.checkpoint.every_steps = 500
-  elif preset == "paper":
+  elif preset in ("paper", "paper_48k"):
+    if preset == "paper_48k":   # Table 4's 48 kHz model: 4 discriminator bands (6 kHz each)
+      cfg.data.update(sample_rate=48000,
+                      bucket_samples=(192000, 384000, 576000, 768000))
+      cfg.model.update(hop_length=512, hifigan_upsample_rates=(8, 8, 4, 2),
+                       hifigan_upsample_kernel_sizes=(16, 16, 8, 4))
+      cfg.discriminator.subbands = 4
     cfg.train.update(steps=800_000, batch_size=64, eval_every_steps=5000,
                      sample_every_steps=20_000, compute_dtype="bfloat16")
     cfg.checkpoint.every_steps = 5000
   else:
     raise ValueError(f"configs/clone.py: unknown preset {preset!r}; valid presets: tiny, "
-                     "espeak, paper")
+                     "espeak, paper, paper_48k")
   cfg.lock()
   return cfg

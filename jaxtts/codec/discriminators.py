@@ -23,7 +23,9 @@ to channels-last linen:
   LeakyReLU(0.1). The band outputs are concatenated along frequency and a (3, 3) WNConv2d maps
   them to 1 channel (the logits).
 * ``Discriminators``: DAC's ``preprocess`` (remove the DC offset, peak-normalise to 0.8), then
-  all MPDs followed by all MRDs. Output: a list over sub-discriminators of lists of feature maps
+  all MPDs, all MRDs, and with ``subbands = N > 0`` CLONE's multi-band discriminator
+  (`jaxtts.nn.subband.SubBandDiscriminator`: PQMF sub-bands, one 1-D discriminator each).
+  Output: a list over sub-discriminators of lists of feature maps
   ``[B, H, W, C]`` (each conv's post-activation output, as DAC's ``fmap``); the last entry of
   each inner list is the logits map ``[B, H, W, 1]``.
 
@@ -44,6 +46,7 @@ import ml_collections
 
 from jaxtts.audio.spectral import stft
 from jaxtts.nn.conv2d import Conv2d
+from jaxtts.nn.subband import SUBBAND_CHANNELS, SUBBAND_STRIDES, SubBandDiscriminator
 
 # DAC's frequency bands, fractions of the Nyquist bin count (dac/model/discriminator.py BANDS).
 DAC_BANDS = ((0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))
@@ -174,6 +177,9 @@ class Discriminators(nn.Module):
   bands: Sequence[Tuple[float, float]] = DAC_BANDS
   mpd_channels: Sequence[int] = DAC_MPD_CHANNELS
   mrd_channels: int = DAC_MRD_CHANNELS
+  subbands: int = 0                      # CLONE's multi-band discriminator: 0 = off
+  subband_channels: Sequence[int] = SUBBAND_CHANNELS
+  subband_strides: Sequence[int] = SUBBAND_STRIDES
   negative_slope: float = 0.1
   normalize: bool = True
   dtype: Any = jnp.float32
@@ -196,6 +202,11 @@ class Discriminators(nn.Module):
                                         int(self.mrd_channels), self.negative_slope,
                                         dtype=self.dtype, param_dtype=self.param_dtype,
                                         name=f"mrd_{w}")(x))
+    if self.subbands:
+      outs.extend(SubBandDiscriminator(int(self.subbands), tuple(self.subband_channels),
+                                       tuple(self.subband_strides),
+                                       negative_slope=self.negative_slope, dtype=self.dtype,
+                                       name="subband")(x))
     return outs
 
 
@@ -209,6 +220,11 @@ def discriminator_config() -> ml_collections.ConfigDict:
   cfg.bands = DAC_BANDS
   cfg.mpd_channels = DAC_MPD_CHANNELS
   cfg.mrd_channels = DAC_MRD_CHANNELS
+  # CLONE's multi-band discriminator (Table 4: 2 bands at 24 kHz, 4 at 48 kHz): PQMF sub-bands
+  # judged by their own 1-D discriminators (jaxtts.nn.subband); 0 = off (DAC has none).
+  cfg.subbands = 0
+  cfg.subband_channels = SUBBAND_CHANNELS
+  cfg.subband_strides = SUBBAND_STRIDES
   cfg.negative_slope = 0.1
   cfg.normalize = True
   cfg.dtype = "float32"            # compute dtype; "bfloat16" allowed (params stay float32)
@@ -226,6 +242,9 @@ def build_discriminators(cfg: ml_collections.ConfigDict) -> Discriminators:
       bands=tuple((float(lo), float(hi)) for lo, hi in cfg.bands),
       mpd_channels=tuple(int(c) for c in cfg.mpd_channels),
       mrd_channels=int(cfg.mrd_channels),
+      subbands=int(cfg.get("subbands", 0)),
+      subband_channels=tuple(int(c) for c in cfg.get("subband_channels", SUBBAND_CHANNELS)),
+      subband_strides=tuple(int(s) for s in cfg.get("subband_strides", SUBBAND_STRIDES)),
       negative_slope=float(cfg.negative_slope),
       normalize=bool(cfg.normalize),
       dtype=jnp.dtype(cfg.dtype))

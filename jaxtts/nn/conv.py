@@ -11,8 +11,9 @@ Weight normalisation (Salimans & Kingma, 2016) as ``torch.nn.utils.weight_norm(d
 
 At initialisation ``g = ||v||`` so ``w = v``; ``v`` follows torch's default
 ``kaiming_uniform(a=sqrt(5))``, i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with torch's fan_in
-(K * Cin for a convolution, K * Cout for a transposed one); biases start at zero (DAC's
-``init_weights``). Parameters are float32 with logical axis names (kernels
+(K * Cin for a convolution, K * Cout for a transposed one), or N(0, ``init_std``²) when set
+(HiFi-GAN's ``init_weights``, std 0.01); biases start at zero (DAC's ``init_weights``).
+Parameters are float32 with logical axis names (kernels
 ``('conv_kernel', 'conv_in', 'conv_out')``, gains and biases ``('conv_out',)``, or
 ``('conv_in',)`` for the transposed convolution's gain); ``dtype`` sets the compute dtype.
 """
@@ -36,6 +37,13 @@ def _uniform_fan_in(fan_in: int):
   def init(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -bound, bound)
   return init
+
+
+def _kernel_init(fan_in: int, init_std: Optional[float]):
+  """torch's default (``init_std=None``) or HiFi-GAN's ``init_weights``, N(0, init_std²)."""
+  if init_std is None:
+    return _uniform_fan_in(fan_in)
+  return nn.initializers.normal(float(init_std))
 
 
 def weight_norm(v: jax.Array, g: jax.Array, axes: Tuple[int, ...]) -> jax.Array:
@@ -95,6 +103,7 @@ class Conv1d(nn.Module):
   dilation: int = 1
   padding: Optional[Tuple[int, int]] = None
   use_bias: bool = True
+  init_std: Optional[float] = None
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -102,7 +111,7 @@ class Conv1d(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     k, cin, cout = self.kernel_size, x.shape[-1], self.features
     v = self.param("v", nn.with_logical_partitioning(
-        _uniform_fan_in(k * cin), ("conv_kernel", "conv_in", "conv_out")),
+        _kernel_init(k * cin, self.init_std), ("conv_kernel", "conv_in", "conv_out")),
         (k, cin, cout), self.param_dtype)
     g = self.param("g", nn.with_logical_partitioning(
         lambda key, shape, dtype: jnp.sqrt(jnp.sum(jnp.square(v), axis=(0, 1))).astype(dtype),
@@ -135,6 +144,7 @@ class ConvTranspose1d(nn.Module):
   padding: Optional[int] = None
   output_padding: Optional[int] = None
   use_bias: bool = True
+  init_std: Optional[float] = None
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -146,7 +156,7 @@ class ConvTranspose1d(nn.Module):
     op = s % 2 if self.output_padding is None else self.output_padding
     cin, cout = x.shape[-1], self.features
     v = self.param("v", nn.with_logical_partitioning(
-        _uniform_fan_in(k * cout), ("conv_kernel", "conv_in", "conv_out")),
+        _kernel_init(k * cout, self.init_std), ("conv_kernel", "conv_in", "conv_out")),
         (k, cin, cout), self.param_dtype)
     g = self.param("g", nn.with_logical_partitioning(
         lambda key, shape, dtype: jnp.sqrt(jnp.sum(jnp.square(v), axis=(0, 2))).astype(dtype),

@@ -13,13 +13,14 @@ Modules (Table 4; activations ``[B, P, ·]`` per phoneme, ``[B, F, ·]`` per fra
     log w  = DurationPredictor(sg(h) + Proj(sg(z_pp)), g)   the prosody sample z_pp ~ predictor
     îr     = AcousticEncoder(length_regulate(z, d), ling, g)      (inference path)
     ir     = PosteriorWaveEncoder(linear spec, g)                 (training only)
-    wav    = WaveDecoder(îr or ir)                          `jaxtts.nn.vocos.VocosDecoder`
+    wav    = WaveDecoder(îr or ir)                          Vocos head or HiFi-GAN (``decoder``)
 
 Our choices where the paper is silent (each a field of `configs/clone.py` with the reason):
 ``prosody_dim`` (the latent size is unpublished), the linguistic feature being the text encoding
 expanded by the durations, the duration predictor's input (the text encoding plus a projection
 of the predictor's prosody sample, both stop-gradient as VITS detaches its inputs), and the
-wave decoder (the Vocos head, which learns on CPU; issue 12).
+wave decoder: ``decoder="vocos"`` (`jaxtts.nn.vocos`, which learns on CPU; issue 12) or
+``"hifigan"`` (`jaxtts.nn.hifigan`, VITS's generator; the paper preset's).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from jaxtts.alignment import mas
 from jaxtts.alignment.durations import length_regulate, phone_pool
 from jaxtts.nn.duration import DurationPredictor
 from jaxtts.nn.flow import CouplingFlow
+from jaxtts.nn.hifigan import HiFiGANDecoder
 from jaxtts.nn.transformer import TransformerStack
 from jaxtts.nn.vocos import VocosDecoder
 from jaxtts.nn.wavenet import WaveNet
@@ -83,9 +85,17 @@ class CLONE(nn.Module):
   duration_kernel_size: int = 3
   duration_dropout: float = 0.5
   hop_length: int = 200
+  # "vocos": the Vocos head (decoder_dim / _intermediate_dim / _layers); "hifigan": VITS's
+  # HiFi-GAN generator (hifigan_*; the product of the upsample rates must equal hop_length).
+  decoder: str = "vocos"
   decoder_dim: int = 512
   decoder_intermediate_dim: int = 1536
   decoder_layers: int = 8
+  hifigan_upsample_rates: tuple = (8, 8, 2, 2)
+  hifigan_upsample_kernel_sizes: tuple = (16, 16, 4, 4)
+  hifigan_channels: int = 512
+  hifigan_resblock_kernel_sizes: tuple = (3, 7, 11)
+  hifigan_resblock_dilations: tuple = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
   dropout: float = 0.1
   dtype: Any = jnp.float32
 
@@ -132,8 +142,22 @@ class CLONE(nn.Module):
       self.aligner = _proj(2 * self.aligner_mels, "aligner")
     elif self.alignment != "durations":
       raise ValueError(f"CLONE: alignment={self.alignment!r}; valid: durations, mas")
-    self.decoder = VocosDecoder(self.hop_length, self.decoder_dim, self.decoder_intermediate_dim,
-                                self.decoder_layers, dtype=self.dtype, name="decoder")
+    if self.decoder == "vocos":
+      self.wave_decoder = VocosDecoder(self.hop_length, self.decoder_dim,
+                                       self.decoder_intermediate_dim, self.decoder_layers,
+                                       dtype=self.dtype, name="decoder")
+    elif self.decoder == "hifigan":
+      self.wave_decoder = HiFiGANDecoder(
+          tuple(self.hifigan_upsample_rates), tuple(self.hifigan_upsample_kernel_sizes),
+          self.hifigan_channels, tuple(self.hifigan_resblock_kernel_sizes),
+          tuple(tuple(d) for d in self.hifigan_resblock_dilations), dtype=self.dtype,
+          name="decoder")
+      if self.wave_decoder.hop_length != self.hop_length:
+        raise ValueError(f"CLONE: model.hifigan_upsample_rates "
+                         f"{tuple(self.hifigan_upsample_rates)} upsample by {self.wave_decoder.hop_length}, but model.hop_length is "
+                         f"{self.hop_length}")
+    else:
+      raise ValueError(f"CLONE: decoder={self.decoder!r}; valid: vocos, hifigan")
 
   # ------------------------------------------------------------------ pieces
   def speaker(self, speaker_id: Optional[jax.Array] = None,
@@ -201,7 +225,7 @@ class CLONE(nn.Module):
 
   def decode(self, ir: jax.Array) -> jax.Array:
     """``[B, F, H]`` -> waveform ``[B, F · hop]``."""
-    return self.decoder(ir)
+    return self.wave_decoder(ir)
 
   def align(self, h: jax.Array, phone_mask: jax.Array, mel: jax.Array, frame_mask: jax.Array):
     """Monotonic alignment search of ``mel [B, F, M]`` (log-mel frames) under per-phoneme

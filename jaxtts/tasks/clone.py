@@ -53,9 +53,12 @@ MODEL_FIELDS = ("num_phones", "hidden", "prosody_dim", "speaker_dim", "speaker_e
                 "num_speakers", "reference_layers",
                 "text_layers", "text_heads", "text_ffn_dim", "text_kernel_size",
                 "wn_kernel_size", "prosody_layers", "posterior_layers", "acoustic_layers",
-                "wave_posterior_layers", "alignment", "aligner_mels", "flows", "flow_layers", "flow_mean_only",
+                "wave_posterior_layers", "alignment", "aligner_mels", "flows", "flow_layers",
+                "flow_mean_only",
                 "duration_filters", "duration_kernel_size", "duration_dropout", "hop_length",
-                "decoder_dim", "decoder_intermediate_dim", "decoder_layers", "dropout")
+                "decoder", "decoder_dim", "decoder_intermediate_dim", "decoder_layers",
+                "hifigan_upsample_rates", "hifigan_upsample_kernel_sizes", "hifigan_channels",
+                "hifigan_resblock_kernel_sizes", "hifigan_resblock_dilations", "dropout")
 
 
 def from_config(cfg: ml_collections.ConfigDict) -> CLONE:
