@@ -2,7 +2,7 @@
 
     prompt wav ──|STFT|──> reference encoder ──> speaker embedding g [S]
     text ──> phonemes [J] ──> text encoder ──> prosody z (predictor | flow ±ε) ──> durations
-         ──> acoustic encoder ──> Vocos wave decoder ──> wav
+         ──> acoustic encoder ──> wave decoder (Vocos or HiFi-GAN) ──> wav
 
 Zero-shot needs a workdir trained with ``model.speaker_encoder="reference"`` (ours); a
 speaker-ID workdir (CLONE's own mode) is refused with that reason, since a request names a
