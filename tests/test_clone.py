@@ -257,6 +257,42 @@ def test_generator_clones_a_prompt_and_refuses_bad_input(clone_run, chain, tmp_p
   with pytest.raises(SynthesisInputError, match="temperature"):
     gen.synthesize(target_phonemes=ids, prompt_audio=prompt["audio"],
                    options={"temperature": 1.0})
+  # Prosody transfer: z is the posterior mean of another reading of the same phonemes (a
+  # corpus utterance, pooled over its durations), computed here directly and compared.
+  from jaxtts.data.source import CorpusSource
+  ref = CorpusSource(chain["corpus"], "test_zero_shot").example(1)
+  ref_ids, ref_d = [int(i) for i in ref["phonemes"]], [int(d) for d in ref["durations"]]
+  ref_wav = ref["audio"].astype(np.float32) / 32768.0
+  request = dict(target_phonemes=ref_ids, prompt_audio=prompt["audio"], max_seconds=2.0,
+                 prosody_reference_audio=ref_wav, prosody_reference_durations=ref_d)
+  transfer = gen.synthesize(**request, options={"prosody": "reference", "noise_scale": 0.0})
+  model, v, j = gen.model, gen.variables, len(ref_ids)
+  p = -(-j // 32) * 32
+  f = -(-(len(ref_wav) // 200) // 80) * 80
+  audio = np.zeros((1, f * 200), np.float32)
+  audio[0, :len(ref_wav)] = ref_wav
+  mask = jnp.asarray(np.arange(f)[None] < len(ref_wav) // 200)
+  spec = task_lib.linear_spectrogram(jnp.asarray(audio), 200) * mask[..., None]
+  ids = jnp.asarray(np.pad(ref_ids, (0, p - j))[None], jnp.int32)
+  z = synthesis.posterior_z(model, v, ids, ids > 0, jnp.asarray(np.pad(ref_d, (0, p - j))[None]),
+                            spec, mask, speaker_embedding=model.apply(
+                                v, spec, mask, method=model.embed_reference))
+  emb = gen.prepare(dict(target_phonemes=ref_ids, prompt_audio=prompt["audio"])).embedding
+  direct = synthesis.synthesize(model, v, ids, ids > 0, jax.random.key(0), 160,
+                                speaker_embedding=jnp.asarray(emb[None]), prosody="reference",
+                                reference_z=z)
+  np.testing.assert_array_equal(transfer["durations"], np.asarray(direct["durations"])[0, :j])
+  np.testing.assert_allclose(transfer["wav"], np.asarray(direct["wav"])[0, :len(transfer["wav"])],
+                             atol=1e-4)
+  with pytest.raises(SynthesisInputError, match="prosody_reference_durations: this workdir"):
+    gen.synthesize(**dict(request, prosody_reference_durations=None),
+                   options={"prosody": "reference"})
+  with pytest.raises(SynthesisInputError, match="prosody_reference_audio: prosody=reference"):
+    gen.synthesize(target_phonemes=ref_ids, prompt_audio=prompt["audio"],
+                   options={"prosody": "reference"})
+  with pytest.raises(SynthesisInputError, match="prosody_reference_durations: expected"):
+    gen.synthesize(**dict(request, prosody_reference_durations=ref_d[:-1]),
+                   options={"prosody": "reference"})
   # jaxtts-synthesize from text and a prompt file.
   save_wav(tmp_path / "prompt.wav", prompt["audio"], 16000)
   proc = run_python("-m", "jaxtts.infer", "--workdir", clone_run, "--text", "A cat sat.",

@@ -37,7 +37,8 @@ from jaxtts.text import EmptyTextError, UnknownPhonemeError, text_to_ids
 
 AudioInput = Union[str, os.PathLike, np.ndarray]
 REQUEST_FIELDS = ("text", "prompt_audio", "prompt_text", "prompt_phonemes", "target_phonemes",
-                  "prompt_durations", "prompt_sample_rate", "sample_rate", "max_seconds", "id")
+                  "prompt_durations", "prosody_reference_audio", "prosody_reference_durations",
+                  "prompt_sample_rate", "sample_rate", "max_seconds", "id")
 
 
 class SynthesisInputError(ValueError):
@@ -62,7 +63,10 @@ class SynthesisRequest:
   ``prompt_phonemes``: the prompt's transcript, for generators that condition on it.
   ``prompt_durations``: frames (at the generator's frame rate) per prompt phoneme, for
   generators that take them (NaturalSpeech 3; without them it aligns the transcript itself).
-  ``sample_rate``: the output rate the caller needs (an error if the generator makes
+  ``prosody_reference_audio``: another reading of the target text whose prosody to transfer
+  (CLONE's ``prosody=reference``; a path, or an array at ``prompt_sample_rate``), with
+  ``prosody_reference_durations``, its frames per target phoneme, where the generator cannot
+  align it itself. ``sample_rate``: the output rate the caller needs (an error if the generator makes
   another). ``max_seconds``: the longest output. ``id``: the caller's name for it.
   """
   text: Optional[str] = None
@@ -71,6 +75,8 @@ class SynthesisRequest:
   prompt_phonemes: Any = None
   target_phonemes: Any = None
   prompt_durations: Any = None
+  prosody_reference_audio: Optional[AudioInput] = None
+  prosody_reference_durations: Any = None
   prompt_sample_rate: Optional[int] = None
   sample_rate: Optional[int] = None
   max_seconds: Optional[float] = None
@@ -178,30 +184,34 @@ class Generator(abc.ABC):
   def load_prompt(self, request: SynthesisRequest) -> np.ndarray:
     """The prompt as float32 ``[T]`` at `sample_rate` (a path is resampled, and so is an
     array at another ``prompt_sample_rate``)."""
-    audio = request.prompt_audio
-    if audio is None:
+    if request.prompt_audio is None:
       raise SynthesisInputError("prompt_audio", f"the {self.task} generator needs a prompt")
+    return self.load_audio(request, "prompt_audio")
+
+  def load_audio(self, request: SynthesisRequest, field: str) -> np.ndarray:
+    """The request's audio ``field`` (a path or an array at ``prompt_sample_rate``) as
+    float32 ``[T]`` at `sample_rate`; errors name ``field``."""
+    audio = getattr(request, field)
     if isinstance(audio, np.ndarray):
       wav = audio.astype(np.float32) / 32768.0 if audio.dtype == np.int16 else audio
       if wav.ndim != 1 or not len(wav):
-        raise SynthesisInputError("prompt_audio", f"expected mono audio [T], got shape "
-                                                  f"{wav.shape}")
+        raise SynthesisInputError(field, f"expected mono audio [T], got shape {wav.shape}")
       rate = request.prompt_sample_rate
       if rate is not None and int(rate) != int(self.sample_rate):
         if int(rate) <= 0:
           raise SynthesisInputError("prompt_sample_rate", f"must be positive, got {rate}")
         wav = io.resample(np.asarray(wav, np.float32), int(rate), int(self.sample_rate))
       return np.asarray(wav, np.float32)
-    if request.prompt_sample_rate is not None:
+    if request.prompt_sample_rate is not None and field == "prompt_audio":
       raise SynthesisInputError("prompt_sample_rate", "only for array prompts (a file's rate "
                                                       "is read from the file)")
     path = os.fspath(audio)
     if not os.path.isfile(path):
-      raise InputFileNotFoundError("prompt_audio", f"no such file {path!r}")
+      raise InputFileNotFoundError(field, f"no such file {path!r}")
     try:
       return io.load_wav(path, int(self.sample_rate), resample=True)
     except Exception as e:  # pylint: disable=broad-except  (soundfile raises its own types)
-      raise SynthesisInputError("prompt_audio", f"cannot read {path!r} ({e})") from e
+      raise SynthesisInputError(field, f"cannot read {path!r} ({e})") from e
 
   # ------------------------------------------------------------------ phonemes
   # For generators that read text through the corpus' phoneme table (``self.table``, a

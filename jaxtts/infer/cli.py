@@ -10,7 +10,10 @@ A batch:
   IN.jsonl holds one object per utterance: {"id", "text", "prompt_audio", "prompt_text"};
   optional "prompt_phonemes" (phoneme ids of the prompt audio, instead of "prompt_text", as
   `jaxtts.infer.prompts.write_prompt_manifest` writes them) and "target_phonemes" (ids
-  instead of "text"). A relative "prompt_audio" is relative to the manifest's folder. Writes
+  instead of "text"), "prosody_reference_audio" and "prosody_reference_durations" (CLONE's
+  prosody transfer, `--option prosody=reference`; also --prosody-reference-audio /
+  --prosody-reference-durations for one utterance). A relative "prompt_audio" or
+  "prosody_reference_audio" is relative to the manifest's folder. Writes
   DIR/<id>.wav, DIR/<id>.json (durations, phonemes, alignment, timings, stopped_by),
   DIR/<id>.alignment.png and DIR/failures.json ([{"id", "line", "reason"}] of the rows that
   failed; the others still run). Exit status 0 when every row succeeded, 1 otherwise.
@@ -99,7 +102,10 @@ def read_manifest(path: str) -> tuple[list[tuple[int, dict]], list[dict]]:
           "id": rid, "text": obj.get("text"),
           "prompt_audio": os.path.join(base, obj["prompt_audio"]),
           "prompt_text": obj.get("prompt_text"), "prompt_phonemes": obj.get("prompt_phonemes"),
-          "target_phonemes": obj.get("target_phonemes")}))
+          "target_phonemes": obj.get("target_phonemes"),
+          "prosody_reference_audio": (os.path.join(base, obj["prosody_reference_audio"])
+                                      if obj.get("prosody_reference_audio") else None),
+          "prosody_reference_durations": obj.get("prosody_reference_durations")}))
   return rows, failures
 
 
@@ -172,6 +178,11 @@ def main(argv=None) -> int:
   parser.add_argument("--text")
   parser.add_argument("--prompt-audio")
   parser.add_argument("--prompt-text", default=None)
+  parser.add_argument("--prosody-reference-audio", default=None,
+                      help="another reading of --text whose prosody to transfer (CLONE: "
+                           "--option prosody=reference)")
+  parser.add_argument("--prosody-reference-durations", default=None, metavar="D1,D2,...",
+                      help="its frames per phoneme, where the workdir has no aligner")
   parser.add_argument("--out", help="output wav (single utterance)")
   parser.add_argument("--manifest", help="JSONL requests (batch mode)")
   parser.add_argument("--out-dir", help="output folder (batch mode)")
@@ -214,6 +225,16 @@ def main(argv=None) -> int:
     request = {"text": args.text, "prompt_audio": args.prompt_audio}
     if args.prompt_text is not None:
       request["prompt_text"] = args.prompt_text
+    if args.prosody_reference_audio is not None:
+      request["prosody_reference_audio"] = args.prosody_reference_audio
+    if args.prosody_reference_durations is not None:
+      try:
+        request["prosody_reference_durations"] = [
+            int(d) for d in args.prosody_reference_durations.split(",")]
+      except ValueError:
+        raise ValueError(f"--prosody-reference-durations "
+                         f"{args.prosody_reference_durations!r}: expected integers "
+                         f"separated by commas") from None
     result = generator.synthesize(request, seed=args.seed, options=options)
   except (ValueError, OSError) as e:
     parser.exit(1, f"jaxtts-synthesize: error: {e}\n")

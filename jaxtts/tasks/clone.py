@@ -67,6 +67,16 @@ def from_config(cfg: ml_collections.ConfigDict) -> CLONE:
   return CLONE(**{k: cfg.model[k] for k in MODEL_FIELDS}, dtype=dtype)
 
 
+def aligner_log_mel(cfg: ml_collections.ConfigDict, audio: jax.Array,
+                    num_frames: int) -> jax.Array:
+  """``model.alignment="mas"``'s log-mel frames ``[B, F, M]`` of ``audio [B, S]`` (frame ``i``
+  centred on sample ``i hop``; n_fft = 4 hop, ``model.aligner_mels`` bins)."""
+  hop = int(cfg.model.hop_length)
+  mel = spectral.MelConfig(sample_rate=int(cfg.data.sample_rate), n_fft=4 * hop,
+                           hop_length=hop, n_mels=int(cfg.model.aligner_mels))
+  return mel.log_mel(audio)[:, :num_frames]
+
+
 def linear_spectrogram(audio: jax.Array, hop: int) -> jax.Array:
   """``audio [B, S]`` -> ``|STFT| [B, S // hop, 2 hop + 1]`` (n_fft = 4 hop, Vocos' frames)."""
   return jnp.abs(same_frames_stft(audio, 4 * hop, hop))
@@ -238,10 +248,8 @@ class CLONETask(CorpusData):
     return loss, (metrics, fake, jnp.concatenate([real, real], 0))
 
   def aligner_mel(self, audio: jax.Array, num_frames: int) -> jax.Array:
-    """The aligner's log-mel frames ``[B, F, M]`` (frame ``i`` centred on sample ``i hop``)."""
-    cfg = spectral.MelConfig(sample_rate=self.sample_rate, n_fft=4 * self.hop,
-                             hop_length=self.hop, n_mels=int(self.cfg.model.aligner_mels))
-    return cfg.log_mel(audio)[:, :num_frames]
+    """The aligner's log-mel frames ``[B, F, M]`` (`aligner_log_mel`)."""
+    return aligner_log_mel(self.cfg, audio, num_frames)
 
   def generator_objective(self, g_params: Any, batch: Mapping[str, jax.Array], rng: jax.Array):
     """`losses` in training mode, in the shape `adversarial.AdversarialStep` takes."""
