@@ -26,15 +26,22 @@ def _free_port():
 
 
 @pytest.mark.multiprocess
-def test_two_processes_match_single_process(reference_run, synthetic_corpus, tmp_path):
-  """Two `jax.distributed` processes on localhost, two CPU devices each, vs one process."""
+def test_two_processes_on_a_sharded_mesh_match_single_device(reference_run, synthetic_corpus,
+                                                            tmp_path):
+  """Two `jax.distributed` processes on localhost with four CPU devices each, the trainer's
+  (data, fsdp, tensor) = (2, 2, 2) mesh over all eight, vs the 1-device reference run.
+
+  One run checks both multi-process training and every mesh axis (the data axis spans the
+  processes). Tolerance: reductions split over devices change float32 summation order, so
+  losses agree to 1e-4 relative and parameters to 1e-4 absolute after 6 Adam-type steps."""
   port = _free_port()
   procs = []
+  mesh = {"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}
   for pid in range(2):
-    cmd = train_cmd(tmp_path, synthetic_corpus, 6) + [
+    cmd = train_cmd(tmp_path, synthetic_corpus, 6, **mesh) + [
         "--coordinator-address", f"localhost:{port}", "--num-processes", "2",
         "--process-id", str(pid)]
-    procs.append(subprocess.Popen(cmd, env=subprocess_env(2), cwd=ROOT,
+    procs.append(subprocess.Popen(cmd, env=subprocess_env(4), cwd=ROOT,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
   for p in procs:
     _, err = p.communicate(timeout=600)
