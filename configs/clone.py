@@ -58,6 +58,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       wn_kernel_size=5, prosody_layers=4, posterior_layers=8, acoustic_layers=8,
       wave_posterior_layers=8, flows=4, flow_layers=4, flow_mean_only=False,
       duration_filters=256, duration_kernel_size=3, duration_dropout=0.5,
+      # The source-filter Vocos head driven by the frame F0 (ours; issue 12); needs a corpus
+      # with f0 and voiced (data_pipelines.espeak_corpus --f0, or jaxtts-corpus derive f0).
+      excitation=False,
       hop_length=256, decoder="hifigan", decoder_dim=512, decoder_intermediate_dim=1536,
       decoder_layers=8, hifigan_upsample_rates=(8, 8, 2, 2),
       hifigan_upsample_kernel_sizes=(16, 16, 4, 4), hifigan_channels=512,
@@ -69,6 +72,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       mel_weight=45.0, kl_weight=1.0, pp_weight=10.0, duration_weight=0.1,
       ir_match_weight=1.0, pp_detach_posterior=True,
       aligner_weight=1.0,         # alignment="mas": the aligner's NLL along the path (ours)
+      f0_weight=1.0,              # model.excitation: f0_head's log-F0 L1 (voiced frames)
+      voicing_weight=1.0,         # model.excitation: f0_head's voicing cross-entropy
       mel_bins=80,
       segment_frames=32,          # the wave decoder's random window (VITS: 8192 samples)
   ))

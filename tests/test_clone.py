@@ -41,6 +41,9 @@ def _batch(task):
                             4, 0).astype(np.int32)
   b["phonemes"] = rng.integers(1, 40, b["phonemes"].shape).astype(np.int32)
   b["speaker_id"] = np.array([0, 3], np.int32)
+  if "f0" in b:   # model.excitation: the tones' own pitch, voiced over each row's length
+    b["f0"] = np.broadcast_to(np.array([[120.0], [180.0]], np.float32), b["f0"].shape).copy()
+    b["voiced"] = np.arange(b["f0"].shape[1])[None] < (b["audio_len"] // task.hop)[:, None]
   return {k: jnp.asarray(v) for k, v in b.items()}
 
 
@@ -115,6 +118,39 @@ def test_hifigan_decoder_and_multiband_discriminator_train_the_paper_pairing():
     cfg.model.hifigan_upsample_rates = (5, 5, 4)
     cfg.model.hifigan_upsample_kernel_sizes = (11, 11, 8)
   with pytest.raises(ValueError, match="model.hop_length is 200"):
+    task_lib.CLONETask(cfg).init_params(jax.random.key(0), batch)
+
+
+def test_excitation_terms_are_wired_and_the_decoder_hears_the_f0():
+  """``model.excitation``: the F0 head's two terms enter the loss under their weights, the
+  gradient reaches the F0 head and the decoder's harmonic filter, and the decoded audio changes
+  with the F0 it is given (teacher forcing in training, the F0 head's at synthesis)."""
+  cfg = clone_config.get_config("tiny")
+  with cfg.unlocked():
+    cfg.model.excitation = True
+    cfg.loss.update(f0_weight=3.0, voicing_weight=5.0)
+  task = task_lib.CLONETask(cfg)
+  batch = _batch(task)
+  params = jax.jit(lambda r: nn.meta.unbox(task.init_params(r, batch)))(jax.random.key(0))
+
+  def total(p, b):
+    loss, (metrics, fake, _) = task.losses(p, b, jax.random.key(3), True)
+    return loss, (metrics, fake)
+
+  step = jax.jit(jax.value_and_grad(total, has_aux=True))
+  (loss, (metrics, fake)), grads = step(params["generator"], batch)
+  base = sum(float(cfg.loss[w]) * float(metrics[m]) for m, w in WIRING.items())
+  np.testing.assert_allclose(float(loss), base + 3.0 * float(metrics["f0_loss"])
+                             + 5.0 * float(metrics["voicing_loss"]), rtol=1e-5)
+  assert float(metrics["f0_loss"]) > 0 and float(metrics["voicing_loss"]) > 0
+  for tree in (grads["f0_head"], grads["decoder"]["harmonic_head"]):
+    assert float(sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(tree))) > 0
+  shifted = dict(batch, f0=batch["f0"] * 1.5)
+  (_, (_, fake2)), _ = step(params["generator"], shifted)
+  assert not np.allclose(np.asarray(fake), np.asarray(fake2), atol=1e-4)
+  with cfg.unlocked():
+    cfg.model.decoder = "hifigan"
+  with pytest.raises(ValueError, match="excitation=True drives the Vocos head"):
     task_lib.CLONETask(cfg).init_params(jax.random.key(0), batch)
 
 

@@ -148,3 +148,53 @@ def test_hifigan_refuses_shapes_it_cannot_build():
     HiFiGANDecoder((5,), (10,), 8, (3,), ((1,),)).init(jax.random.key(0), x)
   with pytest.raises(ValueError, match="differ in length"):
     HiFiGANDecoder((2, 2), (4,), 8, (3,), ((1,),)).init(jax.random.key(0), x)
+
+
+# --------------------------------------------------------------- source-filter excitation
+
+def test_harmonic_excitation_matches_a_sum_of_cosines():
+  from jaxtts.audio.excitation import harmonic_excitation
+  hop, sr = 200, 16000
+  f0 = np.array([[110.0, 123.0, 0.0, 260.0, 3100.0]], np.float32)
+  voiced = np.array([[True, True, True, True, True]])      # f0 = 0 is unvoiced regardless
+  out = np.asarray(harmonic_excitation(jnp.asarray(f0), jnp.asarray(voiced), hop, sr))
+  f = np.repeat(f0[0].astype(np.float64), hop)
+  phi = 2 * np.pi * np.cumsum(f / sr)
+  ref = np.zeros_like(f)
+  for t in range(len(f)):
+    if f[t] > 0:
+      n = int(min(np.floor(sr / 2 / f[t]), 200))
+      ref[t] = np.sum(np.cos(np.arange(1, n + 1) * phi[t])) / np.sqrt(n / 2)
+  assert out.shape == (1, 5 * hop)
+  np.testing.assert_allclose(out[0], ref, atol=2e-3 * np.abs(ref).max())
+  assert (out[0, 2 * hop:3 * hop] == 0).all()
+  # Unit RMS whatever the pitch: frames of whole periods (80 Hz and 160 Hz at hop 200).
+  whole = np.asarray(harmonic_excitation(jnp.asarray([[80.0, 160.0]]), jnp.ones((1, 2), bool),
+                                         hop, sr))[0]
+  for k in range(2):
+    # (80 Hz puts harmonic 100 on Nyquist, where cos² averages 1, not 1/2: +0.5 %)
+    assert np.sqrt(np.mean(whole[k * hop:(k + 1) * hop] ** 2)) == pytest.approx(1.0, rel=1e-2)
+
+
+def test_excited_vocos_passes_its_source_through_when_the_filter_is_one():
+  """Noise head silenced, harmonic filter H = 1: the decoder's output is the excitation itself
+  (the same-frames STFT / inverse STFT pair reconstructs it)."""
+  from jaxtts.audio.excitation import harmonic_excitation
+  from jaxtts.nn.vocos import VocosDecoder
+  hop = 50
+  dec = VocosDecoder(hop, dim=8, intermediate_dim=8, num_layers=1, excitation=True,
+                     sample_rate=16000)
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 12, 3)), jnp.float32)
+  f0 = jnp.asarray(np.linspace(120, 180, 12)[None], jnp.float32)
+  voiced = jnp.ones((1, 12), bool)
+  params = nn.unbox(dec.init(jax.random.key(0), x, f0=f0, voiced=voiced))["params"]
+  k = 4 * hop // 2 + 1
+  params["head"] = {"kernel": jnp.zeros_like(params["head"]["kernel"]),
+                    "bias": jnp.concatenate([jnp.full((k,), -30.0), jnp.zeros((k,))])}
+  params["harmonic_head"] = jax.tree.map(jnp.zeros_like, params["harmonic_head"])
+  out = np.asarray(dec.apply({"params": params}, x, f0=f0, voiced=voiced))
+  src = np.asarray(harmonic_excitation(f0, voiced, hop, 16000))
+  core = slice(2 * hop, 10 * hop)   # away from the reflect-padded edges
+  np.testing.assert_allclose(out[0, core], src[0, core], atol=1e-3)
+  with pytest.raises(ValueError, match="needs the frame f0"):
+    dec.apply({"params": params}, x)

@@ -15,7 +15,18 @@ Shapes (channels-last)::
        -> istft(S, padding="same")                                                 [B, F hop]
   ConvNeXtBlock: x + gamma * Dense(dim)(GELU(Dense(intermediate)(LN(depthwise_k7(x)))))
 
-with ``K = n_fft // 2 + 1``. As in Vocos, ``|S| = min(exp(log|S|), 100)`` and the phase is
+with ``K = n_fft // 2 + 1``.
+
+``excitation=True`` (ours, after the neural source-filter model; issue 12) makes it a
+source-filter decoder: the frame F0 and voicing join the input features, a second head predicts
+a per-frame complex filter ``H = exp(log|H|) e^{i arg H}``, and the spectrum becomes
+``S = S_noise + H ⊙ STFT(e)``, with ``e`` the harmonic excitation of
+`jaxtts.audio.excitation` at the given F0 (analysed with the frames the inverse STFT writes,
+`same_frames_stft`). The pulse train is coherent across frames, so the harmonics are too, and
+the network only shapes their envelope; ``S_noise`` is the plain head, for the aperiodic part.
+``H`` starts near ``0.05`` with zero phase (``HARMONIC_LOG_GAIN``).
+
+As in Vocos, ``|S| = min(exp(log|S|), 100)`` and the phase is
 used through ``cos`` and ``sin`` (so it wraps freely); ``gamma`` (layer scale) starts at
 ``1 / num_layers``; kernels start from a truncated normal of std 0.02 and biases at zero.
 Parameters are float32 with logical axes ``('conv_kernel', None, 'embed')`` (the input and
@@ -32,12 +43,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxtts.audio.excitation import harmonic_excitation
 from jaxtts.audio.spectral import istft, stft
 from jaxtts.nn.conv import depthwise_conv1d
 
 _ACT = ("batch", "time", "embed")
 _INIT = nn.initializers.truncated_normal(0.02)
 MAX_MAGNITUDE = 1e2  # Vocos' clip of exp(log|S|): a bound on the first steps' spectra
+HARMONIC_LOG_GAIN = -3.0  # the harmonic filter's initial log|H|: the source starts quiet
+F0_LOG_CENTRE = 5.0  # log(150 Hz): the F0 input feature is log(f0) - 5 on voiced frames
 
 
 def _dense(features: int, axes, dtype, name: str) -> nn.Dense:
@@ -133,6 +147,8 @@ class VocosDecoder(nn.Module):
   intermediate_dim: int = 1536
   num_layers: int = 8
   n_fft: Optional[int] = None
+  excitation: bool = False        # the source-filter form (module docstring)
+  sample_rate: int = 16000        # with excitation: the harmonics stop at sample_rate / 2
   dtype: Any = jnp.float32
 
   @property
@@ -140,21 +156,45 @@ class VocosDecoder(nn.Module):
     return int(self.n_fft) if self.n_fft is not None else 4 * int(self.hop_length)
 
   @nn.compact
-  def __call__(self, x: jax.Array, with_spectrum: bool = False):
+  def __call__(self, x: jax.Array, with_spectrum: bool = False,
+               f0: Optional[jax.Array] = None, voiced: Optional[jax.Array] = None):
     """``x [B, F, C_in] -> wav [B, F hop]``; with ``with_spectrum`` also the head's
     ``(log|S|, phase)``, each float32 ``[B, F, K]`` (log|S| before the clip), for losses on
-    the spectrum itself (``jaxtts.audio.phase``)."""
+    the spectrum itself (``jaxtts.audio.phase``). With ``excitation``, ``f0 [B, F]`` (Hz) and
+    ``voiced [B, F]`` are required, and the spectrum returned is the sum ``S``."""
     n_fft = self.resolved_n_fft
     if n_fft % 2 or n_fft < self.hop_length:
       raise ValueError(f"VocosDecoder: n_fft={n_fft} must be even and >= hop_length="
                        f"{self.hop_length}")
     x = nn.with_logical_constraint(x, ("batch", "time", "channels"))
+    if self.excitation:
+      if f0 is None or voiced is None:
+        raise ValueError("VocosDecoder(excitation=True) needs the frame f0 [B, F] and voiced "
+                         "[B, F]")
+      v = (jnp.asarray(voiced, bool) & (f0 > 0)).astype(jnp.float32)
+      log_f0 = v * (jnp.log(jnp.maximum(jax.lax.stop_gradient(f0), 1.0)) - F0_LOG_CENTRE)
+      x = jnp.concatenate([x.astype(jnp.float32), log_f0[..., None], v[..., None]], axis=-1)
     x = VocosBackbone(self.dim, self.intermediate_dim, self.num_layers, self.dtype,
                       name="backbone")(x)
-    out = _dense(n_fft + 2, ("embed", "spectrum"), jnp.float32, "head")(x.astype(jnp.float32))
-    wav = istft(spectrum_from_head(out), n_fft, self.hop_length, padding="same")
+    x = x.astype(jnp.float32)
+    out = _dense(n_fft + 2, ("embed", "spectrum"), jnp.float32, "head")(x)
+    spectrum = spectrum_from_head(out)
+    if self.excitation:
+      source = same_frames_stft(harmonic_excitation(f0, voiced, self.hop_length,
+                                                    self.sample_rate), n_fft, self.hop_length)
+      k = n_fft // 2 + 1
+      filt = nn.Dense(n_fft + 2, dtype=jnp.float32, name="harmonic_head",
+                      kernel_init=nn.with_logical_partitioning(_INIT, ("embed", "spectrum")),
+                      bias_init=nn.with_logical_partitioning(
+                          lambda key, shape, dtype: jnp.concatenate(
+                              [jnp.full((k,), HARMONIC_LOG_GAIN), jnp.zeros((k,))]).astype(
+                                  dtype), ("spectrum",)))(x)
+      spectrum = spectrum + spectrum_from_head(filt) * source
+    wav = istft(spectrum, n_fft, self.hop_length, padding="same")
     wav = nn.with_logical_constraint(wav, ("batch", "time"))
     if with_spectrum:
+      if self.excitation:
+        return wav, (jnp.log(jnp.abs(spectrum) + 1e-7), jnp.angle(spectrum))
       return wav, tuple(jnp.split(out, 2, axis=-1))
     return wav
 

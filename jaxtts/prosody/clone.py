@@ -20,7 +20,11 @@ Our choices where the paper is silent (each a field of `configs/clone.py` with t
 expanded by the durations, the duration predictor's input (the text encoding plus a projection
 of the predictor's prosody sample, both stop-gradient as VITS detaches its inputs), and the
 wave decoder: ``decoder="vocos"`` (`jaxtts.nn.vocos`, which learns on CPU; issue 12) or
-``"hifigan"`` (`jaxtts.nn.hifigan`, VITS's generator; the paper preset's).
+``"hifigan"`` (`jaxtts.nn.hifigan`, VITS's generator; the paper preset's). ``excitation``
+(ours, issue 12) makes the Vocos head a source-filter decoder driven by the frame F0
+(`jaxtts.audio.excitation`): in training it gets the recording's F0 and voicing, and at
+inference those of ``f0_head``, a projection of ``îr`` trained on them (log-F0 L1 on voiced
+frames, voicing cross-entropy).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from jaxtts.nn.duration import DurationPredictor
 from jaxtts.nn.flow import CouplingFlow
 from jaxtts.nn.hifigan import HiFiGANDecoder
 from jaxtts.nn.transformer import TransformerStack
-from jaxtts.nn.vocos import VocosDecoder
+from jaxtts.nn.vocos import F0_LOG_CENTRE, VocosDecoder
 from jaxtts.nn.wavenet import WaveNet
 
 
@@ -88,6 +92,9 @@ class CLONE(nn.Module):
   # "vocos": the Vocos head (decoder_dim / _intermediate_dim / _layers); "hifigan": VITS's
   # HiFi-GAN generator (hifigan_*; the product of the upsample rates must equal hop_length).
   decoder: str = "vocos"
+  # The source-filter Vocos head (jaxtts.nn.vocos, excitation=True) with an F0 head on îr.
+  excitation: bool = False
+  sample_rate: int = 16000
   decoder_dim: int = 512
   decoder_intermediate_dim: int = 1536
   decoder_layers: int = 8
@@ -142,9 +149,15 @@ class CLONE(nn.Module):
       self.aligner = _proj(2 * self.aligner_mels, "aligner")
     elif self.alignment != "durations":
       raise ValueError(f"CLONE: alignment={self.alignment!r}; valid: durations, mas")
+    if self.excitation and self.decoder != "vocos":
+      raise ValueError(f"CLONE: excitation=True drives the Vocos head; decoder="
+                       f"{self.decoder!r}")
+    if self.excitation:
+      self.f0_head = _proj(2, "f0_head")
     if self.decoder == "vocos":
       self.wave_decoder = VocosDecoder(self.hop_length, self.decoder_dim,
                                        self.decoder_intermediate_dim, self.decoder_layers,
+                                       excitation=self.excitation, sample_rate=self.sample_rate,
                                        dtype=self.dtype, name="decoder")
     elif self.decoder == "hifigan":
       self.wave_decoder = HiFiGANDecoder(
@@ -223,9 +236,21 @@ class CLONE(nn.Module):
     fm = frame_mask[..., None].astype(jnp.float32)
     return self.wave_posterior_encoder(self.wave_posterior_in(spec) * fm, fm, g)
 
-  def decode(self, ir: jax.Array) -> jax.Array:
-    """``[B, F, H]`` -> waveform ``[B, F · hop]``."""
-    return self.wave_decoder(ir)
+  def decode(self, ir: jax.Array, f0: Optional[jax.Array] = None,
+             voiced: Optional[jax.Array] = None) -> jax.Array:
+    """``[B, F, H]`` -> waveform ``[B, F · hop]``; with ``excitation``, at ``f0 [B, F]`` Hz
+    and ``voiced [B, F]`` (`predict_f0`'s when not given)."""
+    if not self.excitation:
+      return self.wave_decoder(ir)
+    if f0 is None:
+      f0, voiced, _ = self.predict_f0(ir)
+    return self.wave_decoder(ir, f0=f0, voiced=voiced)
+
+  def predict_f0(self, ir: jax.Array):
+    """``f0_head`` on frame features ``[B, F, H]``: ``(f0 Hz [B, F], voiced [B, F] bool,
+    raw [B, F, 2])`` with ``raw = (log f0 - F0_LOG_CENTRE, voicing logit)``."""
+    raw = self.f0_head(ir.astype(jnp.float32))
+    return jnp.exp(raw[..., 0] + F0_LOG_CENTRE), raw[..., 1] > 0, raw
 
   def align(self, h: jax.Array, phone_mask: jax.Array, mel: jax.Array, frame_mask: jax.Array):
     """Monotonic alignment search of ``mel [B, F, M]`` (log-mel frames) under per-phoneme
@@ -257,6 +282,7 @@ class CLONE(nn.Module):
   def __call__(self, phonemes, phone_mask, durations, spec, frame_mask, speaker_id=None,
                speaker_embedding=None, *, rng: jax.Array, segment_start=None,
                segment_frames: Optional[int] = None, mel: Optional[jax.Array] = None,
+               f0: Optional[jax.Array] = None, voiced: Optional[jax.Array] = None,
                deterministic: bool = True) -> dict:
     """Everything the losses need. ``durations [B, P]`` in frames, ``spec [B, F, K]``; the wave
     decoder runs on ``segment_frames`` frames from ``segment_start [B]`` (all frames if None).
@@ -264,8 +290,9 @@ class CLONE(nn.Module):
 
     Returns a dict: ``mu_q, log_sigma_q, z, z_p, logdet, mu_pp, log_sigma_pp, log_w`` and the
     decoded ``wav_posterior`` (from ``ir``) and ``wav_acoustic`` (from ``îr``), plus
-    ``ir, ir_hat`` on the segment, the ``durations`` used, and with MAS ``aligner_nll`` and
-    ``alignable [B]``."""
+    ``ir, ir_hat`` on the segment, the ``durations`` used, with MAS ``aligner_nll`` and
+    ``alignable [B]``, and with ``excitation`` (``f0, voiced [B, F]`` required) ``f0_raw``
+    (`predict_f0` on all of ``îr``)."""
     r_post, r_pp = jax.random.split(rng)
     if speaker_embedding is None and self.speaker_encoder == "reference":
       speaker_embedding = self.embed_reference(spec, frame_mask)   # the utterance itself
@@ -287,10 +314,19 @@ class CLONE(nn.Module):
     log_w = self.predict_log_durations(h, z_pp, phone_mask, g, deterministic)
     ir_hat = self.acoustic(z, ling, durations, frame_mask, g)
     ir = self.wave_posterior(spec, frame_mask, g)
+    if self.excitation:
+      if f0 is None or voiced is None:
+        raise ValueError("CLONE: excitation=True trains on the recording's f0 and voiced")
+      extra["f0_raw"] = self.predict_f0(ir_hat)[2]                          # [B, F, 2]
     if segment_frames is not None:
       take = jax.vmap(lambda x, s: jax.lax.dynamic_slice_in_dim(x, s, segment_frames, 0))
       ir, ir_hat = take(ir, segment_start), take(ir_hat, segment_start)
-    both = self.decode(jnp.concatenate([ir, ir_hat], 0))
+      if self.excitation:
+        f0, voiced = take(f0, segment_start), take(voiced, segment_start)
+    source = {}
+    if self.excitation:   # both paths decode at the recording's F0 (teacher forcing)
+      source = dict(f0=jnp.concatenate([f0, f0], 0), voiced=jnp.concatenate([voiced, voiced], 0))
+    both = self.decode(jnp.concatenate([ir, ir_hat], 0), **source)
     n = ir.shape[0]
     return dict(mu_q=mu_q, log_sigma_q=log_sigma_q, z=z, z_p=z_p, logdet=logdet, mu_pp=mu_pp,
                 log_sigma_pp=log_sigma_pp, log_w=log_w, ir=ir, ir_hat=ir_hat,

@@ -9,6 +9,7 @@ The objective, each term under its own weight (``config.loss``)::
       + pp_weight · L_pp            eq. 17, prosody predictor vs posterior     λ3 = 10
       + duration_weight · L_dur     VITS's MSE on log durations               λ4 = 0.1
       + ir_match_weight · |îr − sg(ir)|      ours: ties the two autoencoders
+      [+ f0_weight · L1(log F0) + voicing_weight · BCE(voicing)]  model.excitation: f0_head on îr
       [+ adversarial_weight · L_adv + feature_matching_weight · L_fm]   λ5 = λ6 = 1
 
 The mapping of λ3 and λ4 is not published (the appendix lists λ1..λ6 = [45, 1, 10, 0.1, 1, 1]);
@@ -36,8 +37,10 @@ import numpy as np
 import optax
 
 from jaxtts.audio import spectral
+from jaxtts.data import features as features_lib
 from jaxtts.data.source import read_manifest
 from jaxtts.nn.duration import duration_loss
+from jaxtts.nn.vocos import F0_LOG_CENTRE
 from jaxtts.nn.vocos import same_frames_stft
 from jaxtts.plots import display_mel
 from jaxtts.prosody import synthesis
@@ -56,7 +59,7 @@ MODEL_FIELDS = ("num_phones", "hidden", "prosody_dim", "speaker_dim", "speaker_e
                 "wave_posterior_layers", "alignment", "aligner_mels", "flows", "flow_layers",
                 "flow_mean_only",
                 "duration_filters", "duration_kernel_size", "duration_dropout", "hop_length",
-                "decoder", "decoder_dim", "decoder_intermediate_dim", "decoder_layers",
+                "decoder", "excitation", "decoder_dim", "decoder_intermediate_dim", "decoder_layers",
                 "hifigan_upsample_rates", "hifigan_upsample_kernel_sizes", "hifigan_channels",
                 "hifigan_resblock_kernel_sizes", "hifigan_resblock_dilations", "dropout")
 
@@ -64,7 +67,8 @@ MODEL_FIELDS = ("num_phones", "hidden", "prosody_dim", "speaker_dim", "speaker_e
 def from_config(cfg: ml_collections.ConfigDict) -> CLONE:
   """The model of a ``clone`` config (``configs/clone.py``)."""
   dtype = jnp.bfloat16 if cfg.train.compute_dtype == "bfloat16" else jnp.float32
-  return CLONE(**{k: cfg.model[k] for k in MODEL_FIELDS}, dtype=dtype)
+  return CLONE(**{k: cfg.model[k] for k in MODEL_FIELDS},
+               sample_rate=int(cfg.data.sample_rate), dtype=dtype)
 
 
 def aligner_log_mel(cfg: ml_collections.ConfigDict, audio: jax.Array,
@@ -87,6 +91,17 @@ def frame_lengths(audio_len: jax.Array, hop: int, num_frames: int) -> jax.Array:
   return jnp.minimum((audio_len + hop - 1) // hop, num_frames).astype(jnp.int32)
 
 
+def f0_losses(raw: jax.Array, f0: jax.Array, voiced: jax.Array, frame_mask: jax.Array):
+  """``f0_head``'s terms: ``(mean |raw_0 + F0_LOG_CENTRE - log f0|`` over voiced frames,
+  ``mean BCE(raw_1, voiced)`` over valid frames)``; ``raw [B, F, 2]``, the rest ``[B, F]``."""
+  v = (voiced & (f0 > 0)).astype(jnp.float32)
+  fm = frame_mask.astype(jnp.float32)
+  err = jnp.abs(raw[..., 0] + F0_LOG_CENTRE - jnp.log(jnp.maximum(f0, 1.0)))
+  f0_loss = jnp.sum(err * v) / jnp.maximum(jnp.sum(v), 1.0)
+  bce = optax.sigmoid_binary_cross_entropy(raw[..., 1], v)
+  return f0_loss, jnp.sum(bce * fm) / jnp.maximum(jnp.sum(fm), 1.0)
+
+
 def check_manifest(cfg: ml_collections.ConfigDict, data_dir: str) -> None:
   """The corpus against the config: one ValueError naming both fields when they disagree."""
   manifest = read_manifest(data_dir)
@@ -107,6 +122,8 @@ def check_manifest(cfg: ml_collections.ConfigDict, data_dir: str) -> None:
   if m.speaker_encoder == "table" and speakers > int(m.num_speakers):
     raise ValueError(f"config.model.num_speakers={m.num_speakers} but {path} has {speakers} "
                      f"speakers")
+  if m.excitation:
+    features_lib.require(manifest, ("f0", "voiced"), path, flag="config.model.excitation")
   bad = [int(s) for s in cfg.data.bucket_samples if int(s) % int(m.hop_length)]
   if bad:
     raise ValueError(f"config.data.bucket_samples {bad} are not multiples of model.hop_length="
@@ -122,6 +139,10 @@ class CLONETask(CorpusData):
     if cfg.model.speaker_encoder == "table" and int(cfg.model.num_speakers) <= 0:
       raise ValueError("config.model.num_speakers: speaker_encoder='table' (CLONE's speaker-ID "
                        "table) needs the corpus' speaker count")
+    if cfg.model.excitation:   # the task's own view: the F0 frames join every batch
+      cfg = ml_collections.ConfigDict(cfg.to_dict())
+      cfg.data.extra_features = tuple(dict.fromkeys(tuple(cfg.data.extra_features)
+                                                    + ("f0", "voiced")))
     self.cfg = cfg
     self.model = from_config(cfg)
     self.hop = int(cfg.model.hop_length)
@@ -139,11 +160,15 @@ class CLONETask(CorpusData):
     f = s // self.hop
     durations = np.zeros((batch_size, p), np.int32)
     durations[:, :min(p, f)] = 1
-    return {"audio": np.zeros((batch_size, s), np.float32),
-            "audio_len": np.full((batch_size,), s, np.int32),
-            "phonemes": np.ones((batch_size, p), np.int32),
-            "phoneme_len": np.full((batch_size,), min(p, f), np.int32),
-            "durations": durations, "speaker_id": np.zeros((batch_size,), np.int32)}
+    batch = {"audio": np.zeros((batch_size, s), np.float32),
+             "audio_len": np.full((batch_size,), s, np.int32),
+             "phonemes": np.ones((batch_size, p), np.int32),
+             "phoneme_len": np.full((batch_size,), min(p, f), np.int32),
+             "durations": durations, "speaker_id": np.zeros((batch_size,), np.int32)}
+    if self.model.excitation:
+      batch["f0"] = np.zeros((batch_size, f), np.float32)
+      batch["voiced"] = np.zeros((batch_size, f), bool)
+    return batch
 
   def init_params(self, rng: jax.Array, batch: Mapping[str, jax.Array]) -> dict[str, Any]:
     g_rng, d_rng, f_rng = jax.random.split(rng, 3)
@@ -153,7 +178,7 @@ class CLONETask(CorpusData):
            if self.model.alignment == "mas" else None)
     variables = self.model.init({"params": g_rng}, *inputs["args"], rng=f_rng,
                                 segment_start=seg, segment_frames=self.segment_frames(
-                                    inputs["spec"].shape[1]), mel=mel)
+                                    inputs["spec"].shape[1]), mel=mel, **inputs["source"])
     params = {"generator": variables["params"]}
     if self.discriminators is not None:
       params["discriminator"] = self.discriminators.init(
@@ -181,7 +206,11 @@ class CLONETask(CorpusData):
     phone_mask = jnp.arange(batch["phonemes"].shape[1])[None] < batch["phoneme_len"][:, None]
     durations = jnp.where(phone_mask, batch["durations"], 0).astype(jnp.int32)
     spec = spec * frame_mask[..., None]
-    return {"audio": audio, "sample_mask": sample_mask, "spec": spec, "frame_len": frame_len,
+    source = {}
+    if self.model.excitation:
+      source = {"f0": jnp.where(frame_mask, batch["f0"][:, :f], 0.0).astype(jnp.float32),
+                "voiced": frame_mask & batch["voiced"][:, :f].astype(bool)}
+    return {"audio": audio, "source": source, "sample_mask": sample_mask, "spec": spec, "frame_len": frame_len,
             "frame_mask": frame_mask, "phone_mask": phone_mask, "durations": durations,
             "args": (batch["phonemes"], phone_mask, durations, spec, frame_mask,
                      batch["speaker_id"])}
@@ -200,7 +229,7 @@ class CLONETask(CorpusData):
     mel = self.aligner_mel(x["audio"], f) if use_mas else None
     out = self.model.apply({"params": params}, *x["args"], rng=fwd_rng, segment_start=start,
                            segment_frames=seg, mel=mel, deterministic=not train,
-                           rngs={"dropout": drop_rng})
+                           rngs={"dropout": drop_rng}, **x["source"])
     take = jax.vmap(lambda a, s: jax.lax.dynamic_slice_in_dim(a, s * self.hop, seg * self.hop))
     real = take(x["audio"], start)
     real_mask = take(x["sample_mask"].astype(jnp.float32), start)
@@ -229,6 +258,11 @@ class CLONETask(CorpusData):
     loss = (lc.mel_weight * (mel_posterior + mel_acoustic) + lc.kl_weight * kl
             + lc.pp_weight * pp + lc.duration_weight * dur + lc.ir_match_weight * ir_match)
     metrics = {}
+    if self.model.excitation:
+      f0_loss, voicing_loss = f0_losses(out["f0_raw"], x["source"]["f0"],
+                                        x["source"]["voiced"], x["frame_mask"])
+      loss = loss + lc.f0_weight * f0_loss + lc.voicing_weight * voicing_loss
+      metrics.update(f0_loss=f0_loss, voicing_loss=voicing_loss)
     if use_mas:
       loss = loss + lc.aligner_weight * out["aligner_nll"]
       rows = (batch["audio_len"] > 0)

@@ -1,0 +1,46 @@
+"""A harmonic excitation from frame F0: the source of a source-filter wave decoder.
+
+The spectrograms of every decoder trained here on CPU (the GMM-VAE and FACodec codecs, CLONE)
+follow the formants and the timing but show no pitch harmonics (issue 12): nothing tells the
+decoder where the harmonics are, and a network at frame rate cannot keep their phase coherent
+from frame to frame. A source-filter decoder (the neural source-filter model of Wang et al.,
+2019; DDSP, Engel et al., 2020) gives it a source that is already periodic and coherent: a
+band-limited pulse train at the F0, which the network only has to shape
+(`jaxtts.nn.vocos.VocosDecoder` with ``excitation=True``).
+
+For frame F0 ``f0 [B, F]`` (Hz) and voicing ``voiced [B, F]``, at sample ``t`` of frame
+``⌊t / hop⌋`` (frames cover ``[f hop, (f + 1) hop)``, as `jaxtts.audio.f0`'s):
+
+* instantaneous phase ``φ(t) = 2π Σ_{s ≤ t} f0(s) / sr`` (continuous across frames);
+* ``n(t) = clip(⌊(sr / 2) / f0(t)⌋, 1, max_harmonics)`` harmonics below Nyquist;
+* ``e(t) = voiced(t) · Σ_{k=1}^{n} cos(k φ(t)) / sqrt(n / 2)``, summed in closed form (the
+  Dirichlet kernel ``sin(n φ/2) cos((n + 1) φ/2) / sin(φ/2)``, equal to ``n`` where
+  ``sin(φ/2) = 0``), so a voiced frame has unit RMS whatever its pitch.
+
+Unvoiced samples are 0 (the decoder's noise branch makes them). No gradient flows into F0.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+MAX_HARMONICS = 200
+
+
+def harmonic_excitation(f0: jax.Array, voiced: jax.Array, hop_length: int, sample_rate: int,
+                        max_harmonics: int = MAX_HARMONICS) -> jax.Array:
+  """``f0 [B, F]`` Hz and ``voiced [B, F]`` -> excitation ``e [B, F · hop]`` (float32)."""
+  f0 = jax.lax.stop_gradient(jnp.asarray(f0, jnp.float32))
+  voiced = jnp.asarray(voiced, bool) & (f0 > 0)
+  f = jnp.repeat(jnp.where(voiced, f0, 0.0), hop_length, axis=-1)                  # [B, T]
+  v = jnp.repeat(voiced, hop_length, axis=-1).astype(jnp.float32)
+  cycles = jnp.cumsum(f / float(sample_rate), axis=-1)
+  phi = 2.0 * jnp.pi * (cycles - jnp.floor(cycles))
+  n = jnp.clip(jnp.floor(0.5 * sample_rate / jnp.maximum(f, 1.0)), 1.0, float(max_harmonics))
+  half = jnp.sin(0.5 * phi)
+  near = jnp.abs(half) < 1e-4
+  dirichlet = jnp.sin(0.5 * n * phi) * jnp.cos(0.5 * (n + 1.0) * phi) / jnp.where(
+      near, 1.0, half)
+  pulse = jnp.where(near, n, dirichlet)
+  return v * pulse / jnp.sqrt(0.5 * n)
