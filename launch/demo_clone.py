@@ -5,6 +5,7 @@ decoder, our reference encoder) -> zero-shot synthesis for held-out speakers fro
 prompts' voices -> `jaxtts-eval zero-shot`. No codec: CLONE is end to end.
 
     python -m launch.demo --family clone --out runs/demo_clone [--clone-steps N]
+        [--clone-set model.excitation=True ...]
 
 Writes into OUT:
   corpus/     the espeak corpus (durations at hop 200)
@@ -45,7 +46,8 @@ def run(args) -> int:
       f"--config.data.dir={corpus}", f"--config.train.steps={steps}",
       f"--config.train.seed={args.seed}", "--config.data.eval_split=test_zero_shot",
       f"--config.train.sample_every_steps={steps}", f"--config.train.eval_every_steps={steps}",
-      f"--config.checkpoint.every_steps={steps}"], clone_dir)
+      f"--config.checkpoint.every_steps={steps}",
+      *[f"--config.{kv}" for kv in args.clone_set]], clone_dir)
 
   report = zero_shot_and_eval(clone_dir, corpus, out, args, metrics, t_start, 6.0,
                               "demo clone", "3/4,4/4")
@@ -60,3 +62,5 @@ def run(args) -> int:
 def add_arguments(parser) -> None:
   """The CLONE demo's own flag (beside launch/demo.py's shared corpus and evaluation flags)."""
   parser.add_argument("--clone-steps", type=int, default=2000, help="CLONE training steps")
+  parser.add_argument("--clone-set", action="append", default=[], metavar="KEY=VALUE",
+                      help="a config override for CLONE's training (e.g. model.excitation=True)")
