@@ -92,6 +92,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       # "dac": the paper's decoder (A.5). "vocos": jaxtts/nn/vocos.py, ConvNeXt blocks at the
       # latent frame rate and an inverse STFT; ours, for small compute (issue 12's sweep).
       decoder="dac",
+      # The source-filter Vocos head (jaxtts/nn/vocos.py, excitation=True; ours, issue 12): an
+      # F0 head on the latent drives a harmonic excitation. Needs a corpus with f0 and voiced.
+      excitation=False,
       vocos=ml_collections.ConfigDict(dict(
           dim=512, intermediate_dim=1536, num_layers=8,
           n_fft=0,  # 0 = 4 x hop (Vocos: 1024 at hop 256); also the "vocos" encoder's STFT
@@ -107,6 +110,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   cfg.loss = ml_collections.ConfigDict(dict(
       mel_weight=15.0,          # DAC's weight on the multi-scale mel L1
       prior_weight=50.0,        # λ of eq. 4 (applied to the per-dimension prior NLL)
+      f0_weight=1.0,            # model.excitation: the F0 head's log-F0 L1 (voiced frames)
+      voicing_weight=1.0,       # model.excitation: the F0 head's voicing cross-entropy
       mel_window_lengths=(32, 64, 128, 256, 512, 1024, 2048),
       mel_bins=(5, 10, 20, 40, 80, 160, 320),
       # APNet's losses on the Vocos head's spectrum (jaxtts/audio/phase.py), not in the

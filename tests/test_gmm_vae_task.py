@@ -228,6 +228,42 @@ def test_vocos_decoder_switch_trains():
   assert all(np.isfinite(v) and v > 0 for v in jax.tree.leaves(norms)), norms
 
 
+def test_excitation_switch_adds_the_f0_head_and_decodes_latents_at_its_f0():
+  """model.excitation: the F0 head's two terms enter the loss under their weights and train the
+  head and the harmonic filter; decoding latents alone uses the head's F0 (what codec decoding
+  and the GMM-LM's output get), and it differs from decoding at the recording's F0."""
+  cfg = build_config("configs/gmm_vae.py:tiny", TINY + [
+      "--config.model.decoder=vocos", "--config.model.vocos.dim=16",
+      "--config.model.vocos.intermediate_dim=24", "--config.model.vocos.num_layers=1",
+      "--config.model.excitation=True", "--config.loss.f0_weight=3.0",
+      "--config.loss.voicing_weight=5.0"])
+  task = GMMVAETask(cfg)
+  batch = _batch()
+  f = S // task.model.hop_length
+  batch["f0"] = jnp.asarray(np.repeat([[110.0], [150.0], [190.0], [230.0]], f, 1), jnp.float32)
+  batch["voiced"] = jnp.ones((4, f), bool)
+  params = nn.meta.unbox(jax.jit(task.init_params)(jax.random.key(0, impl="unsafe_rbg"), batch))
+
+  def objective(g):
+    loss, (metrics, _) = task.losses(g, batch)
+    return loss, metrics
+
+  (loss, m), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(params["generator"])
+  want = (cfg.loss.mel_weight * m["mel_loss"] + cfg.loss.prior_weight * m["prior_nll"]
+          + 3.0 * m["f0_loss"] + 5.0 * m["voicing_loss"])
+  np.testing.assert_allclose(float(loss), float(want), rtol=1e-5)
+  for tree in (grads["f0_head"], grads["decoder"]["harmonic_head"]):
+    assert float(sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(tree))) > 0
+  model, v = task.model, {"params": params["generator"]}
+  h = model.apply(v, batch["audio"], method=model.encode)
+  alone = model.apply(v, h, method=model.decode)
+  raw = model.apply(v, h, method=lambda mdl, x: mdl.f0_head(x))
+  head = model.apply(v, h, jnp.exp(raw[..., 0] + 5.0), raw[..., 1] > 0, method=model.decode)
+  forced = model.apply(v, h, batch["f0"], batch["voiced"], method=model.decode)
+  np.testing.assert_allclose(np.asarray(alone), np.asarray(head), atol=1e-6)
+  assert not np.allclose(np.asarray(alone), np.asarray(forced), atol=1e-4)
+
+
 def test_vocos_encoder_switch_trains():
   """model.encoder=vocos: the STFT encoder replaces the strided convolutions (no conv_in in
   the encoder's parameters), the latents come one per hop, and the mel loss's gradients reach

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 MAX_HARMONICS = 200
+F0_LOG_CENTRE = 5.0  # log(150 Hz): F0 features and F0 heads work on log(f0) - 5
 
 
 def harmonic_excitation(f0: jax.Array, voiced: jax.Array, hop_length: int, sample_rate: int,
@@ -44,3 +45,21 @@ def harmonic_excitation(f0: jax.Array, voiced: jax.Array, hop_length: int, sampl
       near, 1.0, half)
   pulse = jnp.where(near, n, dirichlet)
   return v * pulse / jnp.sqrt(0.5 * n)
+
+
+def f0_head_losses(raw: jax.Array, f0: jax.Array, voiced: jax.Array, frame_mask: jax.Array):
+  """The terms of an F0 head whose ``raw [B, F, 2]`` is ``(log f0 - F0_LOG_CENTRE, voicing
+  logit)``, against ``f0, voiced [B, F]``: ``(mean |raw_0 + F0_LOG_CENTRE - log f0|`` over
+  voiced frames, ``mean BCE(raw_1, voiced)`` over ``frame_mask``)."""
+  v = (jnp.asarray(voiced, bool) & (f0 > 0)).astype(jnp.float32)
+  fm = jnp.asarray(frame_mask, jnp.float32)
+  err = jnp.abs(raw[..., 0] + F0_LOG_CENTRE - jnp.log(jnp.maximum(f0, 1.0)))
+  f0_loss = jnp.sum(err * v) / jnp.maximum(jnp.sum(v), 1.0)
+  z = raw[..., 1]
+  bce = jnp.maximum(z, 0.0) - z * v + jnp.log1p(jnp.exp(-jnp.abs(z)))
+  return f0_loss, jnp.sum(bce * fm) / jnp.maximum(jnp.sum(fm), 1.0)
+
+
+def f0_from_head(raw: jax.Array):
+  """``raw [B, F, 2]`` of an F0 head -> ``(f0 Hz [B, F], voiced [B, F] bool)``."""
+  return jnp.exp(raw[..., 0] + F0_LOG_CENTRE), raw[..., 1] > 0

@@ -52,6 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtts.audio.excitation import f0_from_head
 from jaxtts.nn.conv import Conv1d, ConvTranspose1d
 from jaxtts.nn.dtypes import dtype_of
 from jaxtts.nn.mixture import diagonal_gmm_log_prob
@@ -347,6 +348,11 @@ class GMMVAE(nn.Module):
   vocos_intermediate_dim: int = 1536
   vocos_layers: int = 8
   vocos_n_fft: Optional[int] = None
+  # The source-filter Vocos head (ours, issue 12): an F0 head on the latent h predicts the
+  # frame F0 and voicing; the decoder is driven by the recording's in training, the head's when
+  # decoding latents alone (codec decode, the GMM-LM's output).
+  excitation: bool = False
+  sample_rate: int = 16000
   encoder_type: str = "dac"
   spectral_encoder_dim: int = 256
   spectral_encoder_intermediate_dim: int = 768
@@ -393,9 +399,16 @@ class GMMVAE(nn.Module):
                                    tuple(self.dilations), self.dtype, self.remat)
     elif self.decoder_type == "vocos":
       self.decoder = VocosDecoder(self.hop_length, self.vocos_dim, self.vocos_intermediate_dim,
-                                  self.vocos_layers, self.vocos_n_fft, self.dtype)
+                                  self.vocos_layers, self.vocos_n_fft,
+                                  excitation=self.excitation, sample_rate=self.sample_rate,
+                                  dtype=self.dtype)
     else:
       raise ValueError(f"model.decoder must be 'dac' or 'vocos', got {self.decoder_type!r}")
+    if self.excitation:
+      if self.decoder_type != "vocos":
+        raise ValueError(f"model.excitation drives the Vocos decoder; model.decoder is "
+                         f"{self.decoder_type!r}")
+      self.f0_head = nn.Dense(2, dtype=jnp.float32, name="f0_head")
     self.prior = GMMPrior(self.num_mixtures, self.resolved_latent_dim, self.learn_weights,
                           self.learn_scales)
 
@@ -408,9 +421,15 @@ class GMMVAE(nn.Module):
       wav = jnp.pad(wav, ((0, 0), (0, pad)))
     return self.encoder(wav)
 
-  def decode(self, h: jax.Array) -> jax.Array:
-    """``h [B, F, D] -> wav [B, F * hop]`` (float32)."""
-    return self.decoder(h)
+  def decode(self, h: jax.Array, f0: Optional[jax.Array] = None,
+             voiced: Optional[jax.Array] = None) -> jax.Array:
+    """``h [B, F, D] -> wav [B, F * hop]`` (float32); with ``excitation`` at ``f0, voiced
+    [B, F]`` (the F0 head's on ``h`` when not given)."""
+    if not self.excitation:
+      return self.decoder(h)
+    if f0 is None:
+      f0, voiced = f0_from_head(self.f0_head(h))
+    return self.decoder(h, f0=f0, voiced=voiced)
 
   def prior_nll(self, h: jax.Array, frame_mask: Optional[jax.Array] = None, *,
                 per_dim: bool = True) -> jax.Array:
@@ -418,7 +437,8 @@ class GMMVAE(nn.Module):
     return self.prior(h, frame_mask, per_dim=per_dim)
 
   def __call__(self, wav: jax.Array, train: bool = False, *,
-               frame_mask: Optional[jax.Array] = None) -> Dict[str, jax.Array]:
+               frame_mask: Optional[jax.Array] = None, f0: Optional[jax.Array] = None,
+               voiced: Optional[jax.Array] = None) -> Dict[str, jax.Array]:
     """Encodes and reconstructs ``wav`` [B, T].
 
     Returns:
@@ -426,14 +446,22 @@ class GMMVAE(nn.Module):
       multiple of the hop), ``reconstruction`` [B, T] float32 (decoder output cropped to T),
       and ``prior_nll``, the per-dimension GMM negative log-likelihood of the latents over the
       frames of ``frame_mask`` [B, F] (all frames when None); with the Vocos decoder also
-      its head's ``head_log_magnitude`` and ``head_phase`` [B, F, n_fft // 2 + 1].
+      its head's ``head_log_magnitude`` and ``head_phase`` [B, F, n_fft // 2 + 1]; with
+      ``excitation`` the F0 head's ``f0_raw`` [B, F, 2], the decoder driven by ``f0, voiced
+      [B, F]`` when given (training) and by the head's otherwise.
     """
     del train  # deterministic posterior
     h = self.encode(wav)
     out = {}
+    source = {}
+    if self.excitation:
+      out["f0_raw"] = self.f0_head(h)
+      if f0 is None:
+        f0, voiced = f0_from_head(out["f0_raw"])
+      source = dict(f0=f0, voiced=voiced)
     if self.decoder_type == "vocos":
       decoded, (out["head_log_magnitude"], out["head_phase"]) = self.decoder(
-          h, with_spectrum=True)
+          h, with_spectrum=True, **source)
     else:
       decoded = self.decode(h)
     return dict(latents=h, reconstruction=decoded[:, :wav.shape[-1]],
@@ -452,6 +480,8 @@ def from_config(cfg: Any) -> GMMVAE:
                 learn_scales=m.learn_scales, remat=m.remat,
                 dtype=dtype_of(cfg.train.compute_dtype),
                 decoder_type=m.get("decoder", "dac"),
+                excitation=bool(m.get("excitation", False)),
+                sample_rate=int(cfg.data.sample_rate),
                 vocos_dim=vocos.get("dim", 512),
                 vocos_intermediate_dim=vocos.get("intermediate_dim", 1536),
                 vocos_layers=vocos.get("num_layers", 8),

@@ -43,7 +43,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtts.audio.excitation import harmonic_excitation
+from jaxtts.audio.excitation import F0_LOG_CENTRE, harmonic_excitation
 from jaxtts.audio.spectral import istft, stft
 from jaxtts.nn.conv import depthwise_conv1d
 
@@ -51,7 +51,6 @@ _ACT = ("batch", "time", "embed")
 _INIT = nn.initializers.truncated_normal(0.02)
 MAX_MAGNITUDE = 1e2  # Vocos' clip of exp(log|S|): a bound on the first steps' spectra
 HARMONIC_LOG_GAIN = -3.0  # the harmonic filter's initial log|H|: the source starts quiet
-F0_LOG_CENTRE = 5.0  # log(150 Hz): the F0 input feature is log(f0) - 5 on voiced frames
 
 
 def _dense(features: int, axes, dtype, name: str) -> nn.Dense:

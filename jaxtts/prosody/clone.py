@@ -41,7 +41,8 @@ from jaxtts.nn.duration import DurationPredictor
 from jaxtts.nn.flow import CouplingFlow
 from jaxtts.nn.hifigan import HiFiGANDecoder
 from jaxtts.nn.transformer import TransformerStack
-from jaxtts.nn.vocos import F0_LOG_CENTRE, VocosDecoder
+from jaxtts.audio.excitation import f0_from_head
+from jaxtts.nn.vocos import VocosDecoder
 from jaxtts.nn.wavenet import WaveNet
 
 
@@ -250,7 +251,7 @@ class CLONE(nn.Module):
     """``f0_head`` on frame features ``[B, F, H]``: ``(f0 Hz [B, F], voiced [B, F] bool,
     raw [B, F, 2])`` with ``raw = (log f0 - F0_LOG_CENTRE, voicing logit)``."""
     raw = self.f0_head(ir.astype(jnp.float32))
-    return jnp.exp(raw[..., 0] + F0_LOG_CENTRE), raw[..., 1] > 0, raw
+    return (*f0_from_head(raw), raw)
 
   def align(self, h: jax.Array, phone_mask: jax.Array, mel: jax.Array, frame_mask: jax.Array):
     """Monotonic alignment search of ``mel [B, F, M]`` (log-mel frames) under per-phoneme

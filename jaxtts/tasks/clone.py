@@ -37,10 +37,10 @@ import numpy as np
 import optax
 
 from jaxtts.audio import spectral
+from jaxtts.audio.excitation import f0_head_losses
 from jaxtts.data import features as features_lib
 from jaxtts.data.source import read_manifest
 from jaxtts.nn.duration import duration_loss
-from jaxtts.nn.vocos import F0_LOG_CENTRE
 from jaxtts.nn.vocos import same_frames_stft
 from jaxtts.plots import display_mel
 from jaxtts.prosody import synthesis
@@ -89,17 +89,6 @@ def linear_spectrogram(audio: jax.Array, hop: int) -> jax.Array:
 def frame_lengths(audio_len: jax.Array, hop: int, num_frames: int) -> jax.Array:
   """Valid frames per row: ``min(ceil(audio_len / hop), F)``."""
   return jnp.minimum((audio_len + hop - 1) // hop, num_frames).astype(jnp.int32)
-
-
-def f0_losses(raw: jax.Array, f0: jax.Array, voiced: jax.Array, frame_mask: jax.Array):
-  """``f0_head``'s terms: ``(mean |raw_0 + F0_LOG_CENTRE - log f0|`` over voiced frames,
-  ``mean BCE(raw_1, voiced)`` over valid frames)``; ``raw [B, F, 2]``, the rest ``[B, F]``."""
-  v = (voiced & (f0 > 0)).astype(jnp.float32)
-  fm = frame_mask.astype(jnp.float32)
-  err = jnp.abs(raw[..., 0] + F0_LOG_CENTRE - jnp.log(jnp.maximum(f0, 1.0)))
-  f0_loss = jnp.sum(err * v) / jnp.maximum(jnp.sum(v), 1.0)
-  bce = optax.sigmoid_binary_cross_entropy(raw[..., 1], v)
-  return f0_loss, jnp.sum(bce * fm) / jnp.maximum(jnp.sum(fm), 1.0)
 
 
 def check_manifest(cfg: ml_collections.ConfigDict, data_dir: str) -> None:
@@ -259,7 +248,7 @@ class CLONETask(CorpusData):
             + lc.pp_weight * pp + lc.duration_weight * dur + lc.ir_match_weight * ir_match)
     metrics = {}
     if self.model.excitation:
-      f0_loss, voicing_loss = f0_losses(out["f0_raw"], x["source"]["f0"],
+      f0_loss, voicing_loss = f0_head_losses(out["f0_raw"], x["source"]["f0"],
                                         x["source"]["voiced"], x["frame_mask"])
       loss = loss + lc.f0_weight * f0_loss + lc.voicing_weight * voicing_loss
       metrics.update(f0_loss=f0_loss, voicing_loss=voicing_loss)

@@ -26,8 +26,11 @@ import numpy as np
 import optax
 
 from jaxtts.audio import spectral
+from jaxtts.audio.excitation import f0_head_losses
 from jaxtts.codec import losses as codec_losses
 from jaxtts.codec.gmm_vae import GMMVAE, frame_mask_from_lengths, from_config
+from jaxtts.data import features as features_lib
+from jaxtts.data.source import read_manifest
 from jaxtts.eval import codec_metrics
 from jaxtts.nn import mixture as mixture_lib
 from jaxtts.plots import display_mel
@@ -47,6 +50,13 @@ def build_model(cfg: ml_collections.ConfigDict) -> GMMVAE:
 class GMMVAETask(CorpusData):
 
   def __init__(self, cfg: ml_collections.ConfigDict):
+    if cfg.model.get("excitation", False):   # the task's own view: F0 frames in every batch
+      if cfg.data.dir:
+        features_lib.require(read_manifest(cfg.data.dir), ("f0", "voiced"),
+                             f"{cfg.data.dir}/manifest.json", flag="config.model.excitation")
+      cfg = ml_collections.ConfigDict(cfg.to_dict())
+      cfg.data.extra_features = tuple(dict.fromkeys(tuple(cfg.data.extra_features)
+                                                    + ("f0", "voiced")))
     self.cfg = cfg
     self.model = build_model(cfg)
     self.discriminators, self.groups, self.adversarial = adversarial.setup(
@@ -63,9 +73,14 @@ class GMMVAETask(CorpusData):
   # ------------------------------------------------------------------ shapes and init
   def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
     s = int(self.cfg.data.segment_samples)
-    return {"audio": np.zeros((batch_size, s), np.float32),
-            "audio_len": np.full((batch_size,), s, np.int32),
-            "speaker_id": np.zeros((batch_size,), np.int32)}
+    batch = {"audio": np.zeros((batch_size, s), np.float32),
+             "audio_len": np.full((batch_size,), s, np.int32),
+             "speaker_id": np.zeros((batch_size,), np.int32)}
+    if self.model.excitation:
+      f = s // self.model.hop_length
+      batch["f0"] = np.zeros((batch_size, f), np.float32)
+      batch["voiced"] = np.zeros((batch_size, f), bool)
+    return batch
 
   def init_params(self, rng: jax.Array, batch: Mapping[str, jax.Array]) -> dict[str, Any]:
     g_rng, d_rng = jax.random.split(rng)
@@ -86,7 +101,11 @@ class GMMVAETask(CorpusData):
     audio, lengths = batch["audio"], batch["audio_len"]
     frames = self.model.num_frames(audio.shape[-1])
     frame_mask = frame_mask_from_lengths(lengths, frames, self.model.hop_length)
-    out = self.model.apply({"params": params}, audio, frame_mask=frame_mask)
+    source = {}
+    if self.model.excitation:
+      source = dict(f0=jnp.where(frame_mask > 0, batch["f0"][:, :frames], 0.0),
+                    voiced=(frame_mask > 0) & batch["voiced"][:, :frames].astype(bool))
+    out = self.model.apply({"params": params}, audio, frame_mask=frame_mask, **source)
     sample_mask = (jnp.arange(audio.shape[-1])[None, :] < lengths[:, None])
     lc = self.cfg.loss
     mel = spectral.multiscale_mel_loss(
@@ -96,6 +115,11 @@ class GMMVAETask(CorpusData):
     loss = lc.mel_weight * mel + lc.prior_weight * out["prior_nll"]
     metrics = {"loss": loss, "mel_loss": mel, "prior_nll": out["prior_nll"],
                **self.latent_statistics(params, out["latents"], frame_mask)}
+    if self.model.excitation:
+      f0_loss, voicing_loss = f0_head_losses(out["f0_raw"], source["f0"], source["voiced"],
+                                             frame_mask)
+      loss = loss + lc.f0_weight * f0_loss + lc.voicing_weight * voicing_loss
+      metrics.update(loss=loss, f0_loss=f0_loss, voicing_loss=voicing_loss)
     if lc.spectrum_amplitude_weight or lc.spectrum_phase_weight:
       terms = self.spectrum_losses(out, audio * sample_mask, frame_mask)
       loss = (loss + lc.spectrum_amplitude_weight * terms["spectrum_amplitude_loss"]
