@@ -57,9 +57,9 @@ CODEC_CONFIG = "gmm_vae.py:cpu"
 CODEC_OVERRIDES = ["--config.eval.sample_metrics=('mel_distance','si_sdr')"]
 
 
-def codec_overrides(corpus: str, steps: int, seed: int) -> list[str]:
+def codec_overrides(corpus: str, steps: int, seed: int, extra=()) -> list[str]:
   return CODEC_OVERRIDES + [f"--config.data.dir={corpus}", f"--config.train.steps={steps}",
-                            f"--config.train.seed={seed}"]
+                            f"--config.train.seed={seed}", *[f"--config.{kv}" for kv in extra]]
 
 
 def lm_overrides(latents: str, steps: int, seed: int) -> list[str]:
@@ -70,6 +70,8 @@ def lm_overrides(latents: str, steps: int, seed: int) -> list[str]:
 
 
 def build_corpus(out: str, args) -> dict:
+  """The demos' espeak corpus (every family's), with frame F0 and voicing (``--f0``: FACodec's
+  prosody targets, the source-filter decoders' excitation); reused when it exists."""
   from data_pipelines import espeak_corpus  # pylint: disable=import-outside-toplevel
   manifest = os.path.join(out, "manifest.json")
   if os.path.exists(manifest):
@@ -78,7 +80,7 @@ def build_corpus(out: str, args) -> dict:
   espeak_corpus.main(["--out", out, "--speakers", str(args.speakers),
                       "--zero-shot-speakers", str(args.zero_shot_speakers),
                       "--utterances-per-speaker", str(args.utterances_per_speaker),
-                      "--seed", str(args.seed), "--workers", "2"])
+                      "--seed", str(args.seed), "--workers", "2", "--f0"])
   return {"reused": False, "build_seconds": time.perf_counter() - t0}
 
 
@@ -200,6 +202,8 @@ def main(argv=None) -> int:
   parser.add_argument("--utterances-per-speaker", type=int, default=30)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--codec-steps", type=int, default=1800)
+  parser.add_argument("--codec-set", action="append", default=[], metavar="KEY=VALUE",
+                      help="a config override for the codec's training (model.excitation=True)")
   parser.add_argument("--lm-steps", type=int, default=500)
   parser.add_argument("--reconstructions", type=int, default=6)
   parser.add_argument("--zero-shot", type=int, default=4, help="held-out syntheses")
@@ -229,7 +233,8 @@ def main(argv=None) -> int:
 
   print(f"[demo] 2/7 training the CPU GMM-VAE codec (Vocos head) -> {codec_dir}", flush=True)
   metrics["codec_train"] = train_stage(
-      CODEC_CONFIG, codec_overrides(corpus, args.codec_steps, args.seed), codec_dir)
+      CODEC_CONFIG, codec_overrides(corpus, args.codec_steps, args.seed, args.codec_set),
+      codec_dir)
 
   print(f"[demo] 3/7 reconstructing held-out speakers -> {out}/reconstructions", flush=True)
   metrics["reconstruction_test_zero_shot"] = reconstruct_held_out(

@@ -25,8 +25,7 @@ import logging
 import os
 import time
 
-from launch.demo import corpus_stats, eval_summary, train_stage, zero_shot_and_eval
-from launch.demo_facodec import build_corpus
+from launch.demo import build_corpus, corpus_stats, eval_summary, train_stage, zero_shot_and_eval
 
 CONFIG = "clone.py:espeak"
 

@@ -29,22 +29,11 @@ import jax
 from jaxtts.eval.codec_eval import evaluate_codec
 from jaxtts.train import config as config_lib
 from jaxtts.train import loop
+from launch.demo import build_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "facodec.py:espeak"
 METRICS = ("mel_distance", "stft_distance", "si_sdr", "pesq_wb", "stoi", "mcd")
-
-
-def build_corpus(out: str, args) -> dict:
-  from data_pipelines import espeak_corpus  # pylint: disable=import-outside-toplevel
-  if os.path.exists(os.path.join(out, "manifest.json")):
-    return {"reused": True}
-  t0 = time.perf_counter()
-  espeak_corpus.main(["--out", out, "--speakers", str(args.speakers),
-                      "--zero-shot-speakers", str(args.zero_shot_speakers),
-                      "--utterances-per-speaker", str(args.utterances_per_speaker),
-                      "--seed", str(args.seed), "--workers", "2", "--f0"])
-  return {"reused": False, "build_seconds": time.perf_counter() - t0}
 
 
 def run(args) -> int:

@@ -30,8 +30,7 @@ import os
 import time
 
 from jaxtts.codec import cli as codec_cli
-from launch import demo_facodec
-from launch.demo import corpus_stats, eval_summary, train_stage, zero_shot_and_eval
+from launch.demo import build_corpus, corpus_stats, eval_summary, train_stage, zero_shot_and_eval
 
 FACODEC_CONFIG = "facodec.py:espeak"
 NS3_CONFIG = "ns3.py:espeak"
@@ -45,7 +44,7 @@ def run(args) -> int:
   codes, ns3_dir = os.path.join(out, "codes"), os.path.join(out, "ns3")
   metrics: dict = {}
   print(f"[demo ns3] 1/6 corpus with F0 -> {corpus}", flush=True)
-  metrics["corpus"] = {**demo_facodec.build_corpus(corpus, args), **corpus_stats(corpus)}
+  metrics["corpus"] = {**build_corpus(corpus, args), **corpus_stats(corpus)}
 
   print(f"[demo ns3] 2/6 training FACodec ({FACODEC_CONFIG}) -> {facodec_dir}", flush=True)
   metrics["facodec_train"] = train_stage(FACODEC_CONFIG, [

@@ -242,11 +242,13 @@ def ns3_run(facodec_run, tmp_path_factory, worker_id):
 
 @pytest.fixture(scope="session")
 def clone_run(chain, tmp_path_factory, worker_id):
-  """A tiny CLONE (reference encoder) trained 8 steps through `jaxtts-train` on the chain's
-  espeak corpus, eval at steps 4 and 8 and samples at step 8 on the held-out speaker: the
-  CLONE training, generator and notebook tests' workdir (built once)."""
+  """A tiny CLONE (reference encoder, the source-filter decoder as in the espeak preset)
+  trained 8 steps through `jaxtts-train` on the chain's espeak corpus (with F0), eval at steps
+  4 and 8 and samples at step 8 on the held-out speaker: the CLONE training, generator and
+  notebook tests' workdir (built once)."""
   root = _build_once(tmp_path_factory, worker_id, "clone_run", lambda r: _train(
       "clone.py:tiny", str(r / "workdir"), f"--config.data.dir={chain['corpus']}",
+      "--config.model.excitation=True",
       "--config.train.steps=8", "--config.train.eval_every_steps=4",
       "--config.train.sample_every_steps=8", "--config.checkpoint.every_steps=8",
       "--config.data.eval_split=test_zero_shot"))
@@ -270,7 +272,7 @@ def chain(tmp_path_factory, worker_id):
 def _build_chain(corpus, codec, latents, lm):
   run_python("-m", "data_pipelines.espeak_corpus", "--out", corpus, "--speakers", 3,
              "--zero-shot-speakers", 1, "--utterances-per-speaker", 6, "--seed", 0,
-             "--no-progress")
+             "--f0", "--no-progress")  # F0: the demos' corpus, and CLONE's excitation
   _train("gmm_vae.py:tiny", codec, f"--config.data.dir={corpus}", "--config.train.steps=2",
          "--config.checkpoint.every_steps=2", "--config.discriminator.start_step=2",
          "--config.data.segment_samples=1600", "--config.model.decoder_dim=16",

@@ -20,10 +20,11 @@ from jaxtts.tasks import clone as task_lib
 # metric -> the loss weight that multiplies it (mel: both paths under one weight).
 WIRING = {"mel_posterior_loss": "mel_weight", "mel_acoustic_loss": "mel_weight",
           "kl_loss": "kl_weight", "pp_loss": "pp_weight", "duration_loss": "duration_weight",
-          "ir_match_loss": "ir_match_weight"}
+          "ir_match_loss": "ir_match_weight", "f0_loss": "f0_weight",
+          "voicing_loss": "voicing_weight"}
 MODULES = ("phone_embedding", "text_encoder", "reference_encoder", "prosody_predictor",
            "prosody_out", "posterior_encoder", "posterior_out", "flow", "duration_predictor",
-           "acoustic_encoder", "wave_posterior_encoder", "decoder")
+           "acoustic_encoder", "wave_posterior_encoder", "decoder", "f0_head")
 
 
 def _batch(task):
@@ -48,8 +49,10 @@ def _batch(task):
 
 
 def _task(**loss):
+  """The tiny preset with the espeak preset's source-filter decoder (``model.excitation``)."""
   cfg = clone_config.get_config("tiny")
   with cfg.unlocked():
+    cfg.model.excitation = True
     cfg.loss.update(loss)
   return task_lib.CLONETask(cfg)
 
@@ -64,25 +67,31 @@ def tiny():
 
 def test_every_loss_term_is_wired_with_its_weight_and_reaches_its_modules(tiny):
   """With distinct weights the loss equals the weighted sum of the task's terms, every term is
-  non-zero, and the gradient reaches every module of the model."""
+  non-zero, the gradient reaches every module of the model (the F0 head and the decoder's
+  harmonic filter included), and the decoded audio follows the F0 it is given (teacher
+  forcing; the F0 head's at synthesis)."""
   _, batch, params = tiny
   weights = dict(mel_weight=2.0, kl_weight=3.0, pp_weight=5.0, duration_weight=7.0,
-                 ir_match_weight=11.0)
+                 ir_match_weight=11.0, f0_weight=13.0, voicing_weight=17.0)
   task = _task(**weights)
   key = jax.random.key(3)
 
-  def total(p):
-    loss, (metrics, _, _) = task.losses(p, batch, key, True)
-    return loss, metrics
+  def total(p, b):
+    loss, (metrics, fake, _) = task.losses(p, b, key, True)
+    return loss, (metrics, fake)
 
-  (loss, metrics), grads = jax.jit(jax.value_and_grad(total, has_aux=True))(params["generator"])
+  step = jax.jit(jax.value_and_grad(total, has_aux=True))
+  (loss, (metrics, fake)), grads = step(params["generator"], batch)
   for name in WIRING:
     assert float(metrics[name]) != 0, name
   want = sum(weights[w] * float(metrics[m]) for m, w in WIRING.items())
   np.testing.assert_allclose(float(loss), want, rtol=1e-5)
-  for module in MODULES:
-    norm = float(jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads[module]))))
+  for module in (*MODULES, ("decoder", "harmonic_head")):
+    tree = grads[module[0]][module[1]] if isinstance(module, tuple) else grads[module]
+    norm = float(jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree))))
     assert np.isfinite(norm) and norm > 0, module
+  (_, (_, shifted)), _ = step(params["generator"], dict(batch, f0=batch["f0"] * 1.5))
+  assert not np.allclose(np.asarray(fake), np.asarray(shifted), atol=1e-4)
 
 
 def test_hifigan_decoder_and_multiband_discriminator_train_the_paper_pairing():
@@ -119,39 +128,11 @@ def test_hifigan_decoder_and_multiband_discriminator_train_the_paper_pairing():
     cfg.model.hifigan_upsample_kernel_sizes = (11, 11, 8)
   with pytest.raises(ValueError, match="model.hop_length is 200"):
     task_lib.CLONETask(cfg).init_params(jax.random.key(0), batch)
-
-
-def test_excitation_terms_are_wired_and_the_decoder_hears_the_f0():
-  """``model.excitation``: the F0 head's two terms enter the loss under their weights, the
-  gradient reaches the F0 head and the decoder's harmonic filter, and the decoded audio changes
-  with the F0 it is given (teacher forcing in training, the F0 head's at synthesis)."""
-  cfg = clone_config.get_config("tiny")
   with cfg.unlocked():
     cfg.model.excitation = True
-    cfg.loss.update(f0_weight=3.0, voicing_weight=5.0)
-  task = task_lib.CLONETask(cfg)
-  batch = _batch(task)
-  params = jax.jit(lambda r: nn.meta.unbox(task.init_params(r, batch)))(jax.random.key(0))
-
-  def total(p, b):
-    loss, (metrics, fake, _) = task.losses(p, b, jax.random.key(3), True)
-    return loss, (metrics, fake)
-
-  step = jax.jit(jax.value_and_grad(total, has_aux=True))
-  (loss, (metrics, fake)), grads = step(params["generator"], batch)
-  base = sum(float(cfg.loss[w]) * float(metrics[m]) for m, w in WIRING.items())
-  np.testing.assert_allclose(float(loss), base + 3.0 * float(metrics["f0_loss"])
-                             + 5.0 * float(metrics["voicing_loss"]), rtol=1e-5)
-  assert float(metrics["f0_loss"]) > 0 and float(metrics["voicing_loss"]) > 0
-  for tree in (grads["f0_head"], grads["decoder"]["harmonic_head"]):
-    assert float(sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(tree))) > 0
-  shifted = dict(batch, f0=batch["f0"] * 1.5)
-  (_, (_, fake2)), _ = step(params["generator"], shifted)
-  assert not np.allclose(np.asarray(fake), np.asarray(fake2), atol=1e-4)
-  with cfg.unlocked():
-    cfg.model.decoder = "hifigan"
+  excited = task_lib.CLONETask(cfg)
   with pytest.raises(ValueError, match="excitation=True drives the Vocos head"):
-    task_lib.CLONETask(cfg).init_params(jax.random.key(0), batch)
+    excited.init_params(jax.random.key(0), _batch(excited))
 
 
 def test_eq17_trains_the_predictor_only_when_the_posterior_is_detached(tiny):
@@ -160,7 +141,8 @@ def test_eq17_trains_the_predictor_only_when_the_posterior_is_detached(tiny):
   for detach in (True, False):
     # The undetached case also runs CLONE's speaker-ID table (speaker_encoder="table").
     task = _task(mel_weight=0.0, kl_weight=0.0, duration_weight=0.0, ir_match_weight=0.0,
-                 pp_weight=1.0, pp_detach_posterior=detach)
+                 f0_weight=0.0, voicing_weight=0.0, pp_weight=1.0,
+                 pp_detach_posterior=detach)
     if not detach:
       with task.cfg.unlocked():
         task.cfg.model.update(speaker_encoder="table", num_speakers=8)
