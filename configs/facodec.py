@@ -119,6 +119,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       # The DAC encoder/decoder's activation: Snake (the paper: "following DAC") or SnakeBeta
       # (the released ns3_codec; jaxtts/nn/snake.py, without its anti-aliased resampling).
       snake_beta=False,
+      # The source-filter Vocos head (jaxtts/nn/vocos.py excitation=True; ours, issue 12): an
+      # F0 head on the decoder input drives a harmonic excitation. Needs f0/voiced frames.
+      excitation=False,
       vocos=ml_collections.ConfigDict(dict(dim=512, intermediate_dim=1536, num_layers=8,
                                            n_fft=0)),  # 0 = 4 x hop
       vocos_encoder=ml_collections.ConfigDict(dict(dim=256, intermediate_dim=768,
@@ -140,6 +143,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       f0_std_floor=0.02,
       # APNet's log-amplitude L1 on the Vocos head's spectrum (ours; 0 = off).
       spectrum_amplitude_weight=0.0,
+      # model.excitation: the decoder F0 head's log-F0 L1 (voiced frames) and voicing BCE.
+      decoder_f0_weight=1.0,
+      decoder_voicing_weight=1.0,
   ))
   # Dead-code restarts (jaxtts/nn/quantize.py reset_dead_codes; ours, not in the paper or the
   # released code): every `every_steps` steps (0 = off, the paper), codes whose largest cosine

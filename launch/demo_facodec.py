@@ -50,7 +50,8 @@ def run(args) -> int:
       f"--config.data.dir={corpus}", f"--config.train.steps={args.steps}",
       f"--config.train.seed={args.seed}", "--config.train.eval_every_steps=500",
       "--config.train.sample_every_steps=1000",
-      "--config.eval.sample_metrics=('mel_distance',)"])
+      "--config.eval.sample_metrics=('mel_distance',)",
+      *[f"--config.{kv}" for kv in args.facodec_set]])
   t0 = time.perf_counter()
   result = loop.train(cfg, workdir)
   metrics["train"] = {"steps": result["step"], "wall_seconds": time.perf_counter() - t0,
@@ -78,5 +79,7 @@ def add_arguments(parser) -> None:
   """The FACodec demo's own flags (beside launch/demo.py's corpus, seed and
   ``--eval-utterances`` flags, which it shares)."""
   parser.add_argument("--steps", type=int, default=2000, help="FACodec training steps")
+  parser.add_argument("--facodec-set", action="append", default=[], metavar="KEY=VALUE",
+                      help="a config override for FACodec's training (model.excitation=True)")
   parser.add_argument("--vc-pairs", type=int, default=8)
   parser.add_argument("--probe-utterances", type=int, default=120)

@@ -83,6 +83,8 @@ WIRING = {
     "grl_prosody_phone_loss": "grl_phone_weight", "grl_detail_phone_loss": "grl_phone_weight",
     "grl_speaker_loss": "grl_speaker_weight",
     "spectrum_amplitude_loss": "spectrum_amplitude_weight",
+    # model.excitation (on in the test below): the decoder's F0 head.
+    "decoder_f0_loss": "decoder_f0_weight", "decoder_voicing_loss": "decoder_voicing_weight",
 }
 
 
@@ -90,11 +92,13 @@ def test_every_loss_term_is_wired_with_its_weight():
   """With distinct weights, the loss and its gradient equal those of the weighted sum of the
   task's individual terms, recombined here from the metric table above; every term is
   present and non-zero, and every weight is used. The batch holds a silent and a clipped
-  row; loss and gradients stay finite."""
+  row; loss and gradients stay finite. The source-filter decoder (``model.excitation``) is on,
+  so its F0 head's terms are among them, and decoding codes alone uses that head's F0."""
   weights = dict(zip(sorted(set(WIRING.values())), (2.0, 3.0, 5.0, 7.0, 11.0, 13.0, 17.0,
-                                                     19.0, 23.0, 29.0)))
-  assert len(weights) == 10
-  cfg = _config("tiny", *(f"--config.loss.{k}={v}" for k, v in weights.items()))
+                                                     19.0, 23.0, 29.0, 31.0, 37.0)))
+  assert len(weights) == 12
+  cfg = _config("tiny", "--config.model.excitation=True",
+                *(f"--config.loss.{k}={v}" for k, v in weights.items()))
   task = task_lib.FACodecTask(cfg)
   batch = facodec_batch(cfg.data.segment_samples, task.model.hop_length)
   # Row 2 is silent (and unvoiced), row 3 clipped to +-1: no NaN from either.
@@ -123,6 +127,7 @@ def test_every_loss_term_is_wired_with_its_weight():
   for g, r in zip(flat, ref_flat):
     np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4,
                                atol=1e-6 * float(np.abs(np.asarray(r)).max() + 1e-12))
+  assert float(jnp.sum(jnp.abs(grads["decoder"]["harmonic_head"]["kernel"]))) > 0
 
 
 def test_reset_codebooks_restarts_each_quantizer_from_its_own_encodings():

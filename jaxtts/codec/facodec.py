@@ -62,6 +62,7 @@ from jaxtts.nn.grl import reversed_features
 from jaxtts.nn.norm import ConditionalLayerNorm
 from jaxtts.nn.quantize import ResidualFVQ
 from jaxtts.nn.transformer import TransformerStack
+from jaxtts.audio.excitation import f0_from_head
 from jaxtts.nn.vocos import VocosDecoder, VocosEncoder
 
 PROSODY_MEL = dict(n_fft=1024, win_length=800, n_mels=80, fmax=8000.0, bins=20)
@@ -133,6 +134,10 @@ class FACodec(nn.Module):
   use_grl: bool = True
   head_norm: bool = True
   num_phones: int = 1
+  # The source-filter Vocos head (ours, issue 12): an F0 head on the decoder input (the CLN
+  # output, so timbre sets the register) drives a harmonic excitation; the recording's F0 in
+  # training, the head's when decoding codes (reconstruction, voice conversion, NS3).
+  excitation: bool = False
   num_speakers: int = 1
   sample_rate: int = 16000
   encoder_type: str = "dac"
@@ -179,9 +184,16 @@ class FACodec(nn.Module):
                                    dtype=self.dtype, snake_beta=self.snake_beta)
     elif self.decoder_type == "vocos":
       self.decoder = VocosDecoder(self.hop_length, self.vocos_dim, self.vocos_intermediate_dim,
-                                  self.vocos_layers, self.vocos_n_fft, dtype=self.dtype)
+                                  self.vocos_layers, self.vocos_n_fft,
+                                  excitation=self.excitation, sample_rate=self.sample_rate,
+                                  dtype=self.dtype)
     else:
       raise ValueError(f"model.decoder must be 'dac' or 'vocos', got {self.decoder_type!r}")
+    if self.excitation:
+      if self.decoder_type != "vocos":
+        raise ValueError(f"model.excitation drives the Vocos decoder; model.decoder is "
+                         f"{self.decoder_type!r}")
+      self.decoder_f0_head = nn.Dense(2, dtype=jnp.float32, name="decoder_f0_head")
     vq = lambda n, name: ResidualFVQ(self.hidden_dim, n, self.codebook_size,  # noqa: E731
                                      self.code_dim, self.bottleneck, self.normalize_codes,
                                      name=name)
@@ -258,7 +270,11 @@ class FACodec(nn.Module):
     q_p = self.prosody_vq.decode_codes(codes[..., :p])
     q_c = self.content_vq.decode_codes(codes[..., p:p + c])
     q_d = self.detail_vq.decode_codes(codes[..., p + c:]) if self.detail_vq else None
-    return self.decoder(self.combine(q_p, q_c, q_d, timbre))
+    z = self.combine(q_p, q_c, q_d, timbre)
+    if self.excitation:
+      f0, voiced = f0_from_head(self.decoder_f0_head(z))
+      return self.decoder(z, f0=f0, voiced=voiced)
+    return self.decoder(z)
 
   def branch_vectors(self, codes: jax.Array) -> Dict[str, jax.Array]:
     """``codes [B, F, num_codebooks]`` -> each branch's quantized vectors ``[B, F, H]``
@@ -311,13 +327,15 @@ class FACodec(nn.Module):
 
   # ------------------------------------------------------------------ training forward
   def __call__(self, wav: jax.Array, train: bool = False, *,
-               frame_mask: Optional[jax.Array] = None) -> Dict[str, Any]:
+               frame_mask: Optional[jax.Array] = None, f0: Optional[jax.Array] = None,
+               voiced: Optional[jax.Array] = None) -> Dict[str, Any]:
     """Encodes, quantizes and reconstructs ``wav [B, T]``; returns the reconstruction
     ``[B, T]``, ``codes``, ``timbre``, the summed ``commitment_loss`` and ``codebook_loss``,
     per-branch codes, the heads' outputs (``heads``: name -> ``[B, F, ·]`` or ``[B, ·]``) and,
     with the Vocos decoder, its spectrum ``head_log_magnitude`` / ``head_phase``
     ``[B, F, n_fft // 2 + 1]``.
-    With ``train``, detail dropout draws from the ``'dropout'`` rng."""
+    With ``train``, detail dropout draws from the ``'dropout'`` rng. With ``excitation``,
+    ``heads["decoder_f0"]`` and the decoder driven by ``f0, voiced [B, F]`` when given."""
     length = wav.shape[-1]
     wav = self._pad(wav)
     q = self.quantize(wav, frame_mask)
@@ -331,9 +349,14 @@ class FACodec(nn.Module):
                                   (wav.shape[0], 1, 1))
       dec_d = q_d * keep.astype(q_d.dtype)
     z = self.combine(dec_p, dec_c, dec_d, q["timbre"])
-    spectrum = {}
+    spectrum, source, excitation_heads = {}, {}, {}
+    if self.excitation:   # the recording's F0 when given (training), else the head's
+      excitation_heads["decoder_f0"] = self.decoder_f0_head(z)
+      if f0 is None:
+        f0, voiced = f0_from_head(excitation_heads["decoder_f0"])
+      source = dict(f0=f0, voiced=voiced)
     if self.decoder_type == "vocos":
-      reconstruction, (log_mag, phase) = self.decoder(z, with_spectrum=True)
+      reconstruction, (log_mag, phase) = self.decoder(z, with_spectrum=True, **source)
       spectrum = {"head_log_magnitude": log_mag, "head_phase": phase}
     else:
       reconstruction = self.decoder(z)
@@ -341,6 +364,7 @@ class FACodec(nn.Module):
     branches = [b for b in (q["prosody"], q["content"], q["detail"]) if b is not None]
     grl = lambda x: reversed_features(x, self.grl_alpha, self.use_grl)  # noqa: E731
     heads = {
+        **excitation_heads,
         "prosody_f0": self.prosody_f0_head(q_p),
         "content_phone": self.content_phone_head(q_c),
         "timbre_speaker": self.timbre_speaker_head(q["timbre"]),
@@ -381,7 +405,8 @@ def from_config(cfg: Any) -> FACodec:
       detach_prosody_content=m.detach_prosody_content, detail_dropout=m.detail_dropout,
       grl_alpha=m.grl_alpha, use_grl=m.use_grl, head_norm=m.head_norm, num_phones=m.num_phones,
       num_speakers=m.num_speakers, sample_rate=int(cfg.data.sample_rate),
-      encoder_type=m.encoder, decoder_type=m.decoder, snake_beta=m.get("snake_beta", False),
+      encoder_type=m.encoder, decoder_type=m.decoder,
+      excitation=bool(m.get("excitation", False)), snake_beta=m.get("snake_beta", False),
       vocos_dim=m.vocos.dim,
       vocos_intermediate_dim=m.vocos.intermediate_dim, vocos_layers=m.vocos.num_layers,
       vocos_n_fft=m.vocos.n_fft or None, spectral_encoder_dim=m.vocos_encoder.dim,

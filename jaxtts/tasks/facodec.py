@@ -48,6 +48,7 @@ import numpy as np
 import optax
 
 from jaxtts.audio import spectral
+from jaxtts.audio.excitation import f0_head_losses
 from jaxtts.codec import facodec as facodec_lib
 from jaxtts.codec import losses as codec_losses
 from jaxtts.codec.gmm_vae import frame_mask_from_lengths
@@ -115,7 +116,8 @@ class FACodecTask(CorpusData):
                        f"(model.encoder_strides={tuple(cfg.model.encoder_strides)})")
     lc = cfg.loss
     self.use_phone = bool(lc.phone_weight or lc.grl_phone_weight)
-    self.use_f0 = bool(lc.f0_weight or lc.grl_f0_weight)
+    self.use_f0 = bool(lc.f0_weight or lc.grl_f0_weight
+                       or cfg.model.get("excitation", False))
     if cfg.data.dir:
       self._check_manifest(cfg)
     extra = (("phone_labels",) if self.use_phone else ()) + (("f0", "voiced")
@@ -202,6 +204,9 @@ class FACodecTask(CorpusData):
       for name in ("prosody_f0", "grl_content_f0", "grl_detail_f0"):
         if name in heads:
           terms[f"{name}_loss"] = f0_loss(heads[name], z, z_mask, batch["voiced"], frame_mask)
+    if "decoder_f0" in heads:   # model.excitation: the decoder's F0 head, in log Hz
+      terms["decoder_f0_loss"], terms["decoder_voicing_loss"] = f0_head_losses(
+          heads["decoder_f0"], batch["f0"], batch["voiced"], frame_mask > 0)
     return terms
 
   def losses(self, params: Any, batch: Mapping[str, jax.Array], rng: jax.Array,
@@ -211,8 +216,12 @@ class FACodecTask(CorpusData):
     audio, lengths = batch["audio"], batch["audio_len"]
     hop = self.model.hop_length
     frame_mask = frame_mask_from_lengths(lengths, self.model.num_frames(audio.shape[-1]), hop)
+    source = {}
+    if self.model.excitation:   # teacher forcing: the decoder hears the recording's F0
+      source = dict(f0=jnp.where(frame_mask > 0, batch["f0"], 0.0),
+                    voiced=(frame_mask > 0) & batch["voiced"].astype(bool))
     out = self.model.apply({"params": params}, audio, train, frame_mask=frame_mask,
-                           rngs={"dropout": rng})
+                           rngs={"dropout": rng}, **source)
     sample_mask = jnp.arange(audio.shape[-1])[None, :] < lengths[:, None]
     lc = self.cfg.loss
     mel = spectral.multiscale_mel_loss(
@@ -228,7 +237,9 @@ class FACodecTask(CorpusData):
             + lc.grl_f0_weight * (get("grl_content_f0_loss") + get("grl_detail_f0_loss"))
             + lc.grl_phone_weight * (get("grl_prosody_phone_loss")
                                      + get("grl_detail_phone_loss"))
-            + lc.grl_speaker_weight * get("grl_speaker_loss"))
+            + lc.grl_speaker_weight * get("grl_speaker_loss")
+            + lc.get("decoder_f0_weight", 0.0) * get("decoder_f0_loss")
+            + lc.get("decoder_voicing_weight", 0.0) * get("decoder_voicing_loss"))
     metrics = {"mel_loss": mel, "codebook_loss": out["codebook_loss"],
                "commitment_loss": out["commitment_loss"], **terms}
     if lc.spectrum_amplitude_weight:
