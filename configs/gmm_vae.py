@@ -68,6 +68,20 @@ and curves in benchmarks/results/codec_sweep_2026-12-02b.{json,png}), from `voco
   mostly insertions and moves by tens of points between neighbouring variants; STOI and the
   distances are the steadier guides. Step rates of the 40-step calibration also vary by
   ~15 % between runs on this machine.
+
+The source-filter decoder (`model.excitation`: an F0 head on the latent drives a harmonic
+excitation through the Vocos head, `jaxtts/audio/excitation.py`; 2026-12-04, `make demo` with
+and without `--codec-set model.excitation=True`, the same corpus with F0, 1800 codec steps,
+6 held-out utterances, recordings 34.6 % WER, SIM 0.920, DNSMOS 2.53):
+
+  codec                 mel dist  STFT   PESQ  STOI   WER    SIM    DNSMOS  | GMM-LM WER  SIM
+  cpu                   2.08      2.18   1.08  0.705  63.5 %  0.549  2.37   | 100 %       0.560
+  cpu + excitation      2.19      2.37   1.05  0.678  78.8 %  0.667  2.53   | 410 %       0.609
+
+* The excitation puts pitch harmonics into the reconstructions and raises SIM (0.55 -> 0.67)
+  and DNSMOS (to the recordings' 2.53), but at this budget it costs STOI, the distances and
+  WER, and the GMM-LM's output (decoded at the F0 its latents imply) gets worse. So the
+  `cpu` preset keeps it off; it is there to be swept with longer budgets (`make quality`).
 """
 
 import ml_collections

@@ -242,7 +242,7 @@ def ns3_run(facodec_run, tmp_path_factory, worker_id):
 
 @pytest.fixture(scope="session")
 def clone_run(chain, tmp_path_factory, worker_id):
-  """A tiny CLONE (reference encoder, the source-filter decoder as in the espeak preset)
+  """A tiny CLONE (reference encoder, the source-filter decoder of ``model.excitation``)
   trained 8 steps through `jaxtts-train` on the chain's espeak corpus (with F0), eval at steps
   4 and 8 and samples at step 8 on the held-out speaker: the CLONE training, generator and
   notebook tests' workdir (built once)."""

@@ -49,7 +49,8 @@ def _batch(task):
 
 
 def _task(**loss):
-  """The tiny preset with the espeak preset's source-filter decoder (``model.excitation``)."""
+  """The tiny preset with the source-filter decoder (``model.excitation``), so the wiring
+  covers the F0 head too."""
   cfg = clone_config.get_config("tiny")
   with cfg.unlocked():
     cfg.model.excitation = True
