@@ -68,7 +68,7 @@ def run(args) -> int:
       f"--config.train.eval_every_steps={args.ns3_steps}",
       f"--config.checkpoint.every_steps={args.ns3_steps}"], ns3_dir)
 
-  report = zero_shot_and_eval(ns3_dir, corpus, out, args, metrics, t_start, 2.9,
+  report = zero_shot_and_eval(ns3_dir, corpus, out, args, metrics, t_start, 2.75,
                               "demo ns3", "5/6,6/6")
   print(report["markdown"])
   print(json.dumps({"demo_wall_seconds": round(metrics["demo_wall_seconds"], 1),

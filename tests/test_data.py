@@ -10,11 +10,13 @@ import os
 import shutil
 
 import grain
+import ml_collections
 import numpy as np
 import pytest
 from array_record.python import array_record_module
 
 from jaxtts.data import pipeline, records, source, synthetic
+from jaxtts.tasks.corpus_data import CorpusData
 
 BATCH = 4
 
@@ -518,3 +520,17 @@ def test_latent_iterator_state_roundtrip(tmp_path):
   fresh = pipeline.make_iterator(cfg, "train", **kw)
   fresh.set_state(state)
   _assert_batches_equal(expected, _take(fresh, 8))
+
+
+def test_eval_split_that_the_filters_empty_ends_with_a_warning(corpus, caplog):
+  """Every valid utterance is longer than the only bucket: `CorpusData.eval_batches` ends
+  after the batches there are (none here), naming the split, instead of raising."""
+  class Data(CorpusData):
+    cfg = ml_collections.ConfigDict({"data": _cfg(corpus[0], mode="bucket",
+                                                  bucket_samples=(1600,))})
+
+  with caplog.at_level(logging.WARNING):
+    batches = list(Data().eval_batches("valid", 2, 0, 10))
+  assert batches == []
+  assert any("eval split 'valid' gave 0 of its 2 batches" in r.getMessage()
+             for r in caplog.records), [r.getMessage() for r in caplog.records]

@@ -10,6 +10,7 @@ global arrays.
 
 from __future__ import annotations
 
+import logging
 from typing import Iterator
 
 import grain
@@ -18,6 +19,8 @@ import numpy as np
 
 from jaxtts.data import pipeline
 from jaxtts.data.source import read_manifest
+
+log = logging.getLogger(__name__)
 
 
 class CorpusData:
@@ -46,7 +49,10 @@ class CorpusData:
 
     Hosts read ``[process_index::process_count]`` of the split, so their example counts differ
     by up to one; the count is capped at ``num_eval_examples(split) // global_batch_size`` (the
-    same on every host) so no process waits in a collective that another never enters.
+    same on every host) so no process waits in a collective that another never enters. When
+    the pipeline drops utterances (too long for every bucket, or too many phonemes: filtered
+    and counted by `jaxtts.data.pipeline`) the split can end sooner; it then ends there, with a
+    warning naming the split, instead of failing the run.
     """
     count = min(int(limit), self.num_eval_examples(split) // int(global_batch_size))
     if count <= 0:
@@ -54,8 +60,15 @@ class CorpusData:
     it = iter(pipeline.make_dataset(self.cfg.data, split, global_batch_size=global_batch_size,
                                     seed=seed, train=False))
     try:
-      for _ in range(count):
-        yield next(it)
+      for i in range(count):
+        try:
+          batch = next(it)
+        except StopIteration:
+          log.warning("eval split %r gave %d of its %d batches of %d: the pipeline filtered "
+                      "some of its utterances (see its warnings)", split, i, count,
+                      global_batch_size)
+          return
+        yield batch
     finally:
       if hasattr(it, "close"):
         it.close()
