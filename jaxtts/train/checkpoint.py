@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import threading
 from typing import Any, Callable
 
 import grain
@@ -209,9 +210,22 @@ class Checkpointer:
   def wait(self) -> None:
     self.manager.wait_until_finished()
 
-  def close(self) -> None:
+  def close(self, timeout_s: float = 60.0) -> None:
+    """Waits for saves, closes the manager, then joins Orbax's background signalling threads.
+
+    `CheckpointManager.close` leaves some of those threads running (its background clean-up
+    of temporary directories, started when the manager opens). A run that exits right after
+    opening the manager, as a refused resume does, could reach interpreter shutdown while one
+    was still working, and the thread then printed "cannot schedule new futures after
+    interpreter shutdown" with a traceback under the one-line error (seen once in
+    `test_resume_refuses_data_and_model_changes` on a fresh clone). Each is joined for up to
+    ``timeout_s``."""
     self.manager.wait_until_finished()
     self.manager.close()
+    for thread in threading.enumerate():
+      if (thread is not threading.current_thread() and thread.is_alive()
+          and type(thread).__module__.startswith("orbax.")):
+        thread.join(timeout_s)
 
 
 def abstract_with_shardings(state: Any, shardings: Any) -> Any:
