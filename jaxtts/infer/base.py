@@ -66,8 +66,8 @@ class SynthesisRequest:
   ``prosody_reference_audio``: another reading of the target text whose prosody to transfer
   (CLONE's ``prosody=reference``; a path, or an array at ``prompt_sample_rate``), with
   ``prosody_reference_durations``, its frames per target phoneme, where the generator cannot
-  align it itself. ``sample_rate``: the output rate the caller needs (an error if the generator makes
-  another). ``max_seconds``: the longest output. ``id``: the caller's name for it.
+  align it itself. ``sample_rate``: the output rate the caller needs (an error if the
+  generator makes another). ``max_seconds``: the longest output. ``id``: the caller's name for it.
   """
   text: Optional[str] = None
   prompt_audio: Optional[AudioInput] = None

@@ -168,7 +168,8 @@ class CLONE(nn.Module):
           name="decoder")
       if self.wave_decoder.hop_length != self.hop_length:
         raise ValueError(f"CLONE: model.hifigan_upsample_rates "
-                         f"{tuple(self.hifigan_upsample_rates)} upsample by {self.wave_decoder.hop_length}, but model.hop_length is "
+                         f"{tuple(self.hifigan_upsample_rates)} upsample by "
+                         f"{self.wave_decoder.hop_length}, but model.hop_length is "
                          f"{self.hop_length}")
     else:
       raise ValueError(f"CLONE: decoder={self.decoder!r}; valid: vocos, hifigan")

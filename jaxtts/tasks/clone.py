@@ -59,7 +59,8 @@ MODEL_FIELDS = ("num_phones", "hidden", "prosody_dim", "speaker_dim", "speaker_e
                 "wave_posterior_layers", "alignment", "aligner_mels", "flows", "flow_layers",
                 "flow_mean_only",
                 "duration_filters", "duration_kernel_size", "duration_dropout", "hop_length",
-                "decoder", "excitation", "decoder_dim", "decoder_intermediate_dim", "decoder_layers",
+                "decoder", "excitation", "decoder_dim", "decoder_intermediate_dim",
+                "decoder_layers",
                 "hifigan_upsample_rates", "hifigan_upsample_kernel_sizes", "hifigan_channels",
                 "hifigan_resblock_kernel_sizes", "hifigan_resblock_dilations", "dropout")
 
@@ -199,7 +200,8 @@ class CLONETask(CorpusData):
     if self.model.excitation:
       source = {"f0": jnp.where(frame_mask, batch["f0"][:, :f], 0.0).astype(jnp.float32),
                 "voiced": frame_mask & batch["voiced"][:, :f].astype(bool)}
-    return {"audio": audio, "source": source, "sample_mask": sample_mask, "spec": spec, "frame_len": frame_len,
+    return {"audio": audio, "source": source, "sample_mask": sample_mask, "spec": spec,
+            "frame_len": frame_len,
             "frame_mask": frame_mask, "phone_mask": phone_mask, "durations": durations,
             "args": (batch["phonemes"], phone_mask, durations, spec, frame_mask,
                      batch["speaker_id"])}
