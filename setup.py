@@ -36,7 +36,10 @@ setup(
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "filelock>=3.12",
                 "nbclient>=0.10",
-                "nbformat>=5.10", "ipykernel>=6.29"],
+                "nbformat>=5.10", "ipykernel>=6.29",
+                # tests/test_tfds.py (TFDS without TensorFlow; tfds' code_path needs
+                # importlib_resources, which nothing else pulls on Python 3.11).
+                "tensorflow-datasets>=4.9.10", "importlib_resources>=6"],
         # Codec metrics (installed by `make test` and `make demo`).
         "eval": ["pesq>=0.0.4", "pystoi>=0.4.1", "visqol-python[lattice,accel]>=3.8",
                  "mel-cepstral-distance>=0.0.4",
@@ -53,7 +56,7 @@ setup(
                      "setuptools<81",
                      # optional WavLM x-vector SIM backend (a local model folder).
                      "transformers>=4.40"],
-        "tfds": ["tensorflow-datasets"],
+        "tfds": ["tensorflow-datasets>=4.9.10", "importlib_resources>=6"],
     },
     entry_points={
         "console_scripts": [

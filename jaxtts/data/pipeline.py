@@ -64,7 +64,7 @@ import numpy as np
 from ml_collections import config_dict
 
 from jaxtts.data import features as features_lib
-from jaxtts.data.source import MANIFEST, CorpusSource
+from jaxtts.data.source import MANIFEST, CorpusSource, open_source
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,10 @@ def default_data_config() -> ml_collections.ConfigDict:
   """The ``data`` block of every task config (copy it, then override fields).
 
   Fields:
-    dir: corpus directory (``manifest.json`` + shards); required.
+    dir: corpus directory (``manifest.json`` + shards); required with the default source.
+    source: ``'array_record'`` (``data.dir``) or ``'tfds'``: the TFDS dataset
+      ``tfds_name`` prepared in ``tfds_data_dir`` (None: TFDS's default) by
+      ``data_pipelines/tfds_builders.py`` (`jaxtts.data.tfds_source`); same batches.
     train_split / eval_split: split names for training and evaluation.
     sample_rate: Hz the model expects; a corpus or record at another rate is an error.
     mode: ``'crop'`` (codec: fixed random audio segments) or ``'bucket'`` (TTS: whole
@@ -114,6 +117,9 @@ def default_data_config() -> ml_collections.ConfigDict:
   """
   return ml_collections.ConfigDict({
       "dir": config_dict.placeholder(str),
+      "source": "array_record",
+      "tfds_name": config_dict.placeholder(str),
+      "tfds_data_dir": config_dict.placeholder(str),
       "train_split": "train",
       "eval_split": "valid",
       "sample_rate": 16000,
@@ -729,10 +735,7 @@ def make_dataset(
   batch_size = global_batch_size // process_count
   if batch_size <= 0:
     raise ValueError(f"global_batch_size must be positive, got {global_batch_size}")
-  if not data_cfg.dir:
-    raise ValueError("data.dir is not set: point it at a corpus directory")
-
-  source = CorpusSource(data_cfg.dir, split, sample_rate=data_cfg.sample_rate)
+  source = open_source(data_cfg, split)  # data.source: CorpusSource or TfdsSource.
   _check_config(data_cfg, source.hop_length)
   primary, extras = _layout(data_cfg, source)
 

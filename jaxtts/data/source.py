@@ -57,6 +57,11 @@ def read_manifest(corpus_dir: str | os.PathLike) -> dict[str, Any]:
       manifest = json.load(f)
   except (OSError, ValueError) as e:
     raise CorpusError(f"{path}: cannot read the manifest ({type(e).__name__}: {e})") from e
+  return validate_manifest(manifest, path)
+
+
+def validate_manifest(manifest: Any, path: str) -> dict[str, Any]:
+  """Checks a parsed manifest's top-level fields and splits; errors start with ``path``."""
   if not isinstance(manifest, dict):
     raise CorpusError(f"{path}: the manifest is a {type(manifest).__name__}, expected an object")
   missing = [k for k in _REQUIRED_MANIFEST_FIELDS if k not in manifest]
@@ -255,3 +260,21 @@ def write_speaker_index(corpus_dir: str | os.PathLike,
     np.save(path, ids)
     paths.append(path)
   return paths
+
+
+def open_source(data_cfg: Any, split: str) -> Any:
+  """The split's source for ``data.source``: `CorpusSource` over ``data.dir``
+  (``'array_record'``, the default) or `jaxtts.data.tfds_source.TfdsSource` over
+  ``data.tfds_name`` in ``data.tfds_data_dir`` (``'tfds'``)."""
+  kind = data_cfg.get("source", "array_record") or "array_record"
+  if kind == "array_record":
+    if not data_cfg.dir:
+      raise ValueError("data.dir is not set: point it at a corpus directory")
+    return CorpusSource(data_cfg.dir, split, sample_rate=data_cfg.sample_rate)
+  if kind == "tfds":
+    if not data_cfg.get("tfds_name"):
+      raise ValueError("data.tfds_name is not set: name the TFDS dataset (data.source='tfds')")
+    from jaxtts.data.tfds_source import TfdsSource  # pylint: disable=g-import-not-at-top
+    return TfdsSource(data_cfg.tfds_name, split, data_dir=data_cfg.get("tfds_data_dir") or None,
+                      sample_rate=data_cfg.sample_rate)
+  raise ValueError(f"data.source must be 'array_record' or 'tfds', got {kind!r}")
