@@ -11,7 +11,9 @@
 or ``"utterance"`` (one ``inner_shape`` vector per record, e.g. a codec's ``timbre``).
 Manifests written before this entry existed imply the base fields (and ``latents`` / ``codes``
 when they have a top-level ``latents`` / ``codes`` entry, CONTRACTS.md): `manifest_features`
-fills them in.
+fills them in. A manifest *with* the entry lists exactly what its records hold: ``phonemes`` and
+``durations`` are absent from a corpus without transcripts (LibriLight's VAD pieces) or without
+aligner output (a real corpus built without ``--alignments``); ``audio`` is always there.
 
 Two frame-level labels are *derived* from the base fields when a batch asks for them instead of
 being stored (a ``np.repeat``, cheaper than reading them):
@@ -41,7 +43,8 @@ class FeatureError(CorpusError):
 
 
 def base_specs(sample_rate: int, hop_length: int) -> dict[str, dict[str, Any]]:
-  """The specs of ``audio``, ``phonemes`` and ``durations`` (every corpus has them)."""
+  """The specs of ``audio``, ``phonemes`` and ``durations`` (a builder drops the ones its
+  records lack)."""
   return {
       "audio": {"dtype": "int16", "level": "sample", "shape": "[T]", "inner_shape": [],
                 "sample_rate": int(sample_rate), "multiple_of": int(hop_length)},
@@ -108,6 +111,9 @@ def latents_spec(dim: int, hop_length: int, sample_rate: int, **details: Any) ->
 def manifest_features(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
   """``name -> spec`` of every stored feature (base fields implied for older manifests)."""
   specs = base_specs(int(manifest["sample_rate"]), int(manifest["hop_length"]))
+  listed = manifest.get("features")
+  if listed:  # authoritative: a corpus without transcripts or alignments omits them
+    specs = {"audio": specs["audio"]}
   legacy = manifest.get("latents")
   if legacy:
     specs["latents"] = latents_spec(int(legacy["dim"]), int(legacy["hop_length"]),
@@ -145,6 +151,12 @@ def require(manifest: Mapping[str, Any], names: Iterable[str], manifest_path: st
   out = {}
   for name in names:
     if name in DERIVED:
+      needs = [n for n in (("phonemes", "durations") if name == "phone_labels"
+                           else ("durations",)) if n not in specs]
+      if needs:
+        raise FeatureError(f"{manifest_path}: {flag} asks for {name!r}, derived from "
+                           f"{needs}, which the manifest's 'features' does not list (a corpus "
+                           "built without aligner output has no durations)")
       continue
     if name not in specs:
       hint = (" (add it with `jaxtts-corpus derive f0 --data-dir DIR`)"
@@ -153,6 +165,11 @@ def require(manifest: Mapping[str, Any], names: Iterable[str], manifest_path: st
                          f"manifest's 'features' does not list (present: {sorted(specs)}){hint}")
     out[name] = specs[name]
   return out
+
+
+def has(manifest: Mapping[str, Any], name: str) -> bool:
+  """Whether the corpus of ``manifest`` stores ``name`` (e.g. ``"durations"``)."""
+  return name in manifest_features(manifest)
 
 
 def phone_labels(phonemes: np.ndarray, durations: np.ndarray) -> np.ndarray:

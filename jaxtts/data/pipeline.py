@@ -26,7 +26,9 @@ Host batches (numpy, B = global_batch_size // process_count):
   ``speaker_id`` int32 [B]; S = ``data.segment_samples``.
 * bucket mode (TTS): ``audio`` float32 [B, Tb], ``audio_len`` int32 [B], ``phonemes`` int32
   [B, P], ``phoneme_len`` int32 [B], ``durations`` int32 [B, P], ``speaker_id`` int32 [B];
-  Tb one of ``data.bucket_samples``, P = ``data.max_phonemes``.
+  Tb one of ``data.bucket_samples``, P = ``data.max_phonemes``. ``durations`` is absent when the
+  corpus stores none (built without aligner output); a corpus without ``phonemes`` (no
+  transcripts) is refused in bucket mode.
 * bucket mode with ``data.features='latents'`` (stage 2, on `jaxtts-codec encode-dataset`
   shards): ``latents`` float32 [B, Tb // hop, D] and ``latent_len`` int32 [B] instead of the
   audio fields (hop and D from the manifest's ``latents`` entry); the rest as above.
@@ -274,6 +276,7 @@ class _LoadExample:
     self.segment_samples = int(segment_samples)
     self.seed = int(seed)
     self.extras = tuple(extras)
+    self.durations = features_lib.has(source.manifest, "durations")
     self.stored = {f.name: f.spec for f in self.extras if not f.derived}
     if features != "audio":
       self.stored[features] = features_lib.manifest_features(source.manifest)[features]
@@ -324,7 +327,7 @@ class _LoadExample:
         **out,
         **{f.name: _full_value(f, ex) for f in self.extras},
         "phonemes": np.asarray(ex["phonemes"], np.int32),
-        "durations": np.asarray(ex["durations"], np.int32),
+        **({"durations": np.asarray(ex["durations"], np.int32)} if self.durations else {}),
         "speaker_id": np.int32(ex["speaker_id"]),
     }
 
@@ -346,9 +349,10 @@ class _StackCrops:
 
 def _pad_bucket(elements: Sequence[dict[str, Any]], batch_size: int, samples: int,
                 max_phonemes: int, latent_hop: int = 0, latent_dim: int = 0,
-                primary: _Field | None = None, extras: Sequence[_Field] = ()
-                ) -> dict[str, np.ndarray]:
-  """Bucket-mode batch of ``batch_size`` rows padded to ``samples`` / ``max_phonemes``.
+                primary: _Field | None = None, extras: Sequence[_Field] = (),
+                durations: bool = True) -> dict[str, np.ndarray]:
+  """Bucket-mode batch of ``batch_size`` rows padded to ``samples`` / ``max_phonemes``
+  (``durations`` only when the corpus stores them).
 
   The primary field is ``audio`` [B, samples], or ``primary`` (latents / codes) [B, samples
   // hop, *inner] (``latent_hop``/``latent_dim``: the latents, kept for callers of the old
@@ -370,7 +374,7 @@ def _pad_bucket(elements: Sequence[dict[str, Any]], batch_size: int, samples: in
   batch.update({
       "phonemes": np.zeros((batch_size, max_phonemes), np.int32),
       "phoneme_len": np.zeros((batch_size,), np.int32),
-      "durations": np.zeros((batch_size, max_phonemes), np.int32),
+      **({"durations": np.zeros((batch_size, max_phonemes), np.int32)} if durations else {}),
       "speaker_id": np.zeros((batch_size,), np.int32),
   })
   for b, e in enumerate(elements):
@@ -383,7 +387,8 @@ def _pad_bucket(elements: Sequence[dict[str, Any]], batch_size: int, samples: in
       else:
         batch[f.name][b] = e[f.name]
     batch["phonemes"][b, :p] = e["phonemes"]
-    batch["durations"][b, :p] = e["durations"]
+    if durations:
+      batch["durations"][b, :p] = e["durations"]
     batch["phoneme_len"][b] = p
     batch["speaker_id"][b] = e["speaker_id"]
   return batch
@@ -409,8 +414,9 @@ class BucketBatchIterDataset(grain.IterDataset):
   def __init__(self, parent: grain.IterDataset, *, bucket_samples: Sequence[int],
                batch_size: int, max_phonemes: int, drop_remainder: bool,
                latent_hop: int = 0, latent_dim: int = 0, primary: _Field | None = None,
-               extras: Sequence[_Field] = ()):
+               extras: Sequence[_Field] = (), durations: bool = True):
     super().__init__(parent)
+    self.durations = bool(durations)  # whether elements (and batches) carry durations
     if primary is None and latent_hop:
       primary = _Field("latents", int(latent_hop), (int(latent_dim),), "float32")
     self.primary = primary  # None: audio.
@@ -473,7 +479,8 @@ class _BucketBatchIterator(grain.DatasetIterator):
   def _emit(self, bucket: int, items: list[tuple[int, Any, dict]]) -> dict[str, np.ndarray]:
     return _pad_bucket([e for _, _, e in items], self._spec.batch_size,
                        self._spec.bucket_samples[bucket], self._spec.max_phonemes,
-                       primary=self._spec.primary, extras=self._spec.extras)
+                       primary=self._spec.primary, extras=self._spec.extras,
+                       durations=self._spec.durations)
 
   def __next__(self) -> dict[str, np.ndarray]:
     self._assert_not_closed()
@@ -605,10 +612,11 @@ def batch_shapes(data_cfg: ml_collections.ConfigDict, batch_size: int,
     else:
       main = {primary.name: ((b, t // primary.hop) + primary.inner, np.dtype(primary.dtype)),
               _LENGTH_KEY[primary.name]: ((b,), np.dtype(np.int32))}
+    durations = source is None or features_lib.has(source.manifest, "durations")
     out.append({**main, **extra_shapes(t),
                 "phonemes": ((b, p), np.dtype(np.int32)),
                 "phoneme_len": ((b,), np.dtype(np.int32)),
-                "durations": ((b, p), np.dtype(np.int32)),
+                **({"durations": ((b, p), np.dtype(np.int32))} if durations else {}),
                 "speaker_id": ((b,), np.dtype(np.int32))})
   return out
 
@@ -661,6 +669,11 @@ def _layout(cfg: ml_collections.ConfigDict, source: CorpusSource
   if len(set(names)) != len(names):
     raise ValueError(f"data.extra_features has repeated names: {names}")
   extras = _plan_fields(source, names)
+  if cfg.mode != "crop" and not features_lib.has(source.manifest, "phonemes"):
+    raise features_lib.FeatureError(
+        f"{source.corpus_dir}/{MANIFEST}: data.mode={cfg.mode!r} reads phonemes, and this "
+        "corpus has no transcripts (its 'features' lists no 'phonemes'); train a codec on it "
+        "(data.mode='crop')")
   if cfg.mode == "crop":
     bad = [f"{f.name} (hop {f.hop})" for f in extras if f.hop and int(cfg.segment_samples) % f.hop]
     if bad:
@@ -764,7 +777,8 @@ def make_dataset(
     it = BucketBatchIterDataset(it, bucket_samples=data_cfg.bucket_samples,
                                 batch_size=batch_size, max_phonemes=data_cfg.max_phonemes,
                                 drop_remainder=bool(data_cfg.drop_remainder),
-                                primary=primary, extras=extras)
+                                primary=primary, extras=extras,
+                                durations=features_lib.has(source.manifest, "durations"))
   if int(data_cfg.worker_count) > 0:
     _allow_unparsed_grain_flags()
     it = it.mp_prefetch(grain.MultiprocessingOptions(

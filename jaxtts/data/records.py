@@ -4,7 +4,10 @@ A record is a msgpack map with deterministic key order. NumPy arrays are stored 
 ``{"__nd__": True, "dtype": str, "shape": [..], "data": bytes}`` so that the same
 example always serializes to the same bytes (corpus determinism depends on it).
 
-Utterance fields (all builders write all of them):
+Utterance fields (every builder writes them; ``phonemes`` and ``durations`` only when the
+corpus has them: a manifest whose ``features`` entry omits them has records without them, e.g. a
+real corpus built without aligner output has no ``durations``, and LibriLight's untranscribed
+VAD pieces have neither; manifests without a ``features`` entry imply both):
 
 ======================  ============  =====================================================
 field                   type          meaning
@@ -45,12 +48,12 @@ from typing import Any, Mapping
 import msgpack
 import numpy as np
 
-REQUIRED_FIELDS = (
-    "id", "text", "phonemes", "durations", "audio", "sample_rate", "speaker_id", "speaker",
-)
+REQUIRED_FIELDS = ("id", "text", "audio", "sample_rate", "speaker_id", "speaker")
 
 # name -> (allowed dtypes, rank) of the optional fields.
 OPTIONAL_FIELDS = {
+    "phonemes": (("int32",), 1),
+    "durations": (("int32",), 1),
     "latents": (("float32",), 2),
     "codes": (("int16", "int32"), 2),
     "timbre": (("float32",), 1),

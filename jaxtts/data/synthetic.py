@@ -92,6 +92,7 @@ def write_synthetic_corpus(
     code_quantizers: int = 0,
     codebook_size: int = 1024,
     timbre_dim: int = 0,
+    store: Sequence[str] = ("phonemes", "durations"),
 ) -> dict[str, Any]:
   """Writes a synthetic corpus to ``out_dir`` and returns its manifest dict.
 
@@ -121,6 +122,9 @@ def write_synthetic_corpus(
     codebook_size: codes are in ``[0, codebook_size)``.
     timbre_dim: > 0 also stores a per-utterance ``timbre`` [timbre_dim] float32 (a speaker
       vector plus small noise), as FACodec's encoder gives.
+    store: which of ``phonemes`` / ``durations`` the records keep (and the manifest's
+      ``features`` lists): ``("phonemes",)`` is a corpus built without aligner output,
+      ``()`` one without transcripts. The audio and the other fields do not change.
 
   Returns:
     The manifest (the same object written to ``out_dir/manifest.json``).
@@ -209,6 +213,9 @@ def write_synthetic_corpus(
         if timbre_dim > 0:
           example["timbre"] = (timbre_table[s] + 0.05 * urng.standard_normal(timbre_dim)).astype(
               np.float32)
+      for name in ("phonemes", "durations"):
+        if name not in store:
+          del example[name]
       if spk["split"] == "test_zero_shot":
         split = "test_zero_shot"
       else:
@@ -272,6 +279,11 @@ def write_synthetic_corpus(
     manifest["build_args"]["timbre_dim"] = timbre_dim
     specs["timbre"] = features.utterance_spec("float32", (timbre_dim,), codec_workdir=None)
   manifest = features.with_features(manifest, specs)
+  for name in ("phonemes", "durations"):
+    if name not in store:
+      del manifest["features"][name]
+  if tuple(store) != ("phonemes", "durations"):
+    manifest["build_args"]["store"] = list(store)
   with open(os.path.join(os.fspath(out_dir), "manifest.json"), "w", encoding="utf-8") as f:
     json.dump(manifest, f, sort_keys=True, indent=1)
     f.write("\n")

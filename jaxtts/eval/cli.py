@@ -2,6 +2,7 @@
 
   zero-shot --workdir LM [--split test_zero_shot] [--prompt-seconds 3 8 15]
             [--samples-per-text K] [--limit N] [--out DIR]
+            [--protocol librispeech [--target-seconds 4 10] [--targets-per-speaker 1]]
       §5.1 prompts -> synthesis -> WER / SIM / DNSMOS table (Lin & He 2025, Table 2) with
       ground-truth and codec-resynthesis rows; report.json, report.md, plots/ in DIR
       (default LM/eval). See `jaxtts.eval.zero_shot`.
@@ -68,7 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
   z.add_argument("--corpus-dir", default=None, help="default: the workdir's config.data.dir")
   z.add_argument("--codec-workdir", default=None, help="default: from the latent manifest")
   z.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-  z.add_argument("--prompt-seconds", type=float, nargs="+", default=[3.0])
+  z.add_argument("--prompt-seconds", type=float, nargs="+", default=[3.0],
+                 help="prompt lengths of --protocol lin_he")
+  z.add_argument("--protocol", default="lin_he", choices=("lin_he", "librispeech"),
+                 help="lin_he: prompts of --prompt-seconds cut from other utterances (needs "
+                 "durations); librispeech: the test-clean protocol of VALL-E / NaturalSpeech 3, "
+                 "targets of --target-seconds each prompted by a whole other utterance of "
+                 "its speaker")
+  z.add_argument("--target-seconds", type=float, nargs=2, default=[4.0, 10.0],
+                 metavar=("MIN", "MAX"), help="target lengths of --protocol librispeech")
+  z.add_argument("--targets-per-speaker", type=int, default=1,
+                 help="--protocol librispeech: targets per speaker (0 = all; NS3 uses 1)")
   z.add_argument("--samples-per-text", type=int, default=1)
   z.add_argument("--limit", type=int, default=None, help="first N target utterances")
   z.add_argument("--max-seconds", type=float, default=None, help="generation budget")
@@ -114,7 +125,9 @@ def main(argv=None) -> int:
           prompt_seconds=args.prompt_seconds, samples_per_text=args.samples_per_text,
           limit=args.limit, out_dir=args.out, seed=args.seed, max_seconds=args.max_seconds,
           batch_size=args.batch_size, codec_workdir=args.codec_workdir, step=args.step,
-          plots=args.plots, progress=not args.no_progress, scorer=_scorer(args))
+          plots=args.plots, progress=not args.no_progress, scorer=_scorer(args),
+          protocol=args.protocol, target_seconds=tuple(args.target_seconds),
+          targets_per_speaker=args.targets_per_speaker or None)
     elif args.command == "codec":
       result = evaluate_codec(args.workdir, split=args.split, corpus_dir=args.corpus_dir,
                               limit=args.limit, out_dir=args.out, metrics=args.metrics,

@@ -49,6 +49,13 @@ from jaxtts.plots import save_mels
 log = logging.getLogger("jaxtts.eval")
 
 SYSTEMS = ("ground_truth", "codec_resynthesis", "generated")
+PROTOCOLS = ("lin_he", "librispeech")
+
+
+def _prompt_seconds(item: dict) -> float:
+  """The row's prompt length: the requested one (Lin & He), else the prompt's actual one."""
+  requested = item.get("requested_seconds")
+  return float(requested if requested is not None else item["prompt_seconds"])
 BAR_METRICS = (("wer", "WER (%)"), ("sim_prompt", "SIM vs prompt"),
                ("dnsmos_ovrl", "DNSMOS OVRL"))
 
@@ -121,10 +128,19 @@ def evaluate_zero_shot(workdir: str, *, split: str = "test_zero_shot",
                        max_seconds: Optional[float] = None, batch_size: int = 8,
                        codec_workdir: Optional[str] = None, step: Optional[int] = None,
                        components: Optional[dict[str, str]] = None,
-                       plots: int = 4, progress: bool = True, scorer=None) -> dict[str, Any]:
+                       plots: int = 4, progress: bool = True, scorer=None,
+                       protocol: str = "lin_he", target_seconds: Sequence[float] = (4.0, 10.0),
+                       targets_per_speaker: Optional[int] = 1) -> dict[str, Any]:
   """Runs the protocol of the module docstring; returns the report (also written to disk)
   with ``table`` (rows: ``prompt``, ``system``, ``n``, ``wer``, ``cer``, ``sim_prompt``,
-  ``sim_reference``, ``dnsmos_*``...), ``rows``, ``failures``, ``markdown``, ``out_dir``."""
+  ``sim_reference``, ``dnsmos_*``...), ``rows``, ``failures``, ``markdown``, ``out_dir``.
+
+  ``protocol``: ``"lin_he"`` (prompts of ``prompt_seconds``, `prompts.build_prompts`) or
+  ``"librispeech"``, the LibriSpeech test-clean protocol (targets of ``target_seconds`` =
+  (min, max), ``targets_per_speaker`` each, prompted by a whole other utterance of the speaker:
+  `prompts.build_cross_sentence_prompts`; ``prompt_seconds`` is then unused)."""
+  if protocol not in PROTOCOLS:
+    raise ValueError(f"--protocol must be one of {PROTOCOLS}, got {protocol!r}")
   if samples_per_text < 1:
     raise ValueError(f"--samples-per-text must be >= 1, got {samples_per_text}")
   if not prompt_seconds or min(prompt_seconds) <= 0:
@@ -144,8 +160,15 @@ def evaluate_zero_shot(workdir: str, *, split: str = "test_zero_shot",
                 for n in ("generated", "prompts", "ground_truth", "codec_resynthesis")}
   for d in (*audio_dirs.values(), os.path.join(out_dir, "plots")):
     os.makedirs(d, exist_ok=True)
-  items, num_empty = _select(prompts_lib.build_prompts(corpus_dir, split, prompt_seconds, seed),
-                             limit)
+  if protocol == "librispeech":
+    lo, hi = (float(x) for x in target_seconds)
+    planned = prompts_lib.build_cross_sentence_prompts(
+        corpus_dir, split, min_seconds=lo, max_seconds=hi,
+        targets_per_speaker=targets_per_speaker, seed=seed)
+  else:
+    planned = prompts_lib.build_prompts(corpus_dir, split, prompt_seconds, seed)
+  items, num_empty = _select(planned, limit)
+  groups = list(dict.fromkeys(it["prompt_group"] for it in items))
   if not items:
     raise ValueError(f"split {split!r} of {corpus_dir} has no utterance to evaluate (targets "
                      f"need another utterance of their speaker for the prompt)")
@@ -176,8 +199,8 @@ def evaluate_zero_shot(workdir: str, *, split: str = "test_zero_shot",
         continue
       rows.append({"id": f"{it['id']}-{system}", "wav": targets[tid][system], "text": it["text"],
                    "prompt_wav": prompt, "reference_wav": targets[tid]["ground_truth"],
-                   "system": system, "prompt_seconds": it["requested_seconds"],
-                   "item_id": it["id"]})
+                   "system": system, "prompt_seconds": _prompt_seconds(it),
+                   "prompt_group": it["prompt_group"], "item_id": it["id"]})
 
   # Generation.
   durations, synthesis = {}, []
@@ -199,8 +222,9 @@ def evaluate_zero_shot(workdir: str, *, split: str = "test_zero_shot",
                         "phonemes": len(out.get("phonemes", ())), "rtf": out["timings"]["rtf"]})
       rows.append({"id": name, "wav": wav, "text": it["text"], "prompt_wav": it["prompt_wav"],
                    "reference_wav": targets[it["target_id"]]["ground_truth"],
-                   "system": "generated", "prompt_seconds": it["requested_seconds"],
-                   "item_id": it["id"], "stopped_by": out.get("stopped_by")})
+                   "system": "generated", "prompt_seconds": _prompt_seconds(it),
+                   "prompt_group": it["prompt_group"], "item_id": it["id"],
+                   "stopped_by": out.get("stopped_by")})
       if k == 0 and n < plots:
         save_alignment_image(os.path.join(out_dir, "plots", f"alignment-{name}.png"), out,
                              title=f"{name}: alignment (prompt at 0.5)")
@@ -214,12 +238,12 @@ def evaluate_zero_shot(workdir: str, *, split: str = "test_zero_shot",
   scored, score_failures, empty_rows = scorer.score_rows(rows, progress)
   failures += score_failures
   table = []
-  for s in prompt_seconds:
+  for label in groups:
     for system in SYSTEMS:
       if system == "codec_resynthesis" and not any(r["system"] == system for r in rows):
         continue
-      group = [r for r in scored if r["system"] == system and r["prompt_seconds"] == float(s)]
-      line = {"prompt": f"{float(s):g} s", "system": system, **summarize(group)}
+      group = [r for r in scored if r["system"] == system and r["prompt_group"] == label]
+      line = {"prompt": label, "system": system, **summarize(group)}
       if system == "generated" and samples_per_text > 1:
         line.update(_diversity(group, durations))
       table.append(line)
@@ -229,7 +253,10 @@ def evaluate_zero_shot(workdir: str, *, split: str = "test_zero_shot",
   result = {
       "workdir": os.path.abspath(workdir), "generator": synth.describe(),
       "corpus_dir": os.path.abspath(corpus_dir),
-      "split": split, "prompt_seconds": [float(s) for s in prompt_seconds],
+      "split": split, "protocol": protocol,
+      "prompt_seconds": [float(s) for s in prompt_seconds] if protocol == "lin_he" else None,
+      "target_seconds": [float(s) for s in target_seconds] if protocol != "lin_he" else None,
+      "targets_per_speaker": targets_per_speaker if protocol != "lin_he" else None,
       "samples_per_text": samples_per_text, "seed": seed, "limit": limit,
       "num_targets": len(targets), "num_items": len(items),
       "num_failed": len(failures), "num_empty_text": num_empty + empty_rows,
@@ -243,9 +270,13 @@ def evaluate_zero_shot(workdir: str, *, split: str = "test_zero_shot",
       "out_dir": out_dir,
   }
   result["wall_seconds"] = time.perf_counter() - t_start
-  notes = [f"{len(targets)} target utterances of split `{split}`, prompts of "
-           f"{', '.join(f'{float(s):g}' for s in prompt_seconds)} s from other utterances of "
-           f"the same speaker, {samples_per_text} sample(s) per text, seed {seed}.",
+  prompts = (f"prompts of {', '.join(f'{float(s):g}' for s in prompt_seconds)} s from other "
+             "utterances of the same speaker" if protocol == "lin_he" else
+             f"targets of {target_seconds[0]:g} to {target_seconds[1]:g} s "
+             f"({targets_per_speaker or 'all'} per speaker), each prompted by a whole other "
+             "utterance of its speaker (LibriSpeech test-clean protocol)")
+  notes = [f"{len(targets)} target utterances of split `{split}`, {prompts}, "
+           f"{samples_per_text} sample(s) per text, seed {seed}.",
            "SIM (prompt) is the papers' SIM; SIM (ground truth) compares with the recording of "
            "the same text. DNSMOS is a no-reference MOS proxy, not a listening test.",
            f"Generation stopped by: {json.dumps(dict(stops))}."]

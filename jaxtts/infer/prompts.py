@@ -13,6 +13,11 @@ proportionally, so a prompt carries the exact phoneme ids of its audio
 (``prompt_phonemes``, with ``prompt_durations`` summing to the prompt's frames) instead of
 text; generators take them as the request's ``prompt_phonemes``.
 
+`build_cross_sentence_prompts` is the LibriSpeech test-clean protocol of the zero-shot papers
+(VALL-E §5.1, NaturalSpeech 3 §4.1, F5-TTS's cross-sentence task): targets of 4 to 10 s, each
+prompted by a *whole* other utterance of the same speaker with its own transcript. It needs no
+phoneme durations, so it runs on a corpus built without aligner output.
+
 `write_prompt_manifest` writes the prompts as wav files plus a JSONL manifest for
 ``jaxtts-synthesize --manifest`` (rows ``{"id", "text", "prompt_audio", "prompt_phonemes",
 ...}``).
@@ -28,6 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from jaxtts.audio.io import save_wav
+from jaxtts.data import features
 from jaxtts.data.source import CorpusSource
 from jaxtts.files import atomic_open
 
@@ -56,6 +62,11 @@ def build_prompts(source_dir: str, split: str, seconds: Sequence[float] = (3, 8,
   """
   source = CorpusSource(source_dir, split)
   rate, hop = source.sample_rate, source.hop_length
+  if not features.has(source.manifest, "durations"):
+    raise features.FeatureError(
+        f"{source_dir}/manifest.json lists no phoneme durations, which cutting a prompt at "
+        f"{list(seconds)} s needs; use the cross-sentence protocol (`jaxtts-eval zero-shot "
+        "--protocol librispeech`) or build the corpus with --alignments")
   meta = []
   for i in range(len(source)):
     ex = source.example(i)
@@ -95,7 +106,64 @@ def build_prompts(source_dir: str, split: str, seconds: Sequence[float] = (3, 8,
           "prompt_audio": np.asarray(audio, np.int16),
           "prompt_phonemes": phonemes[:keep], "prompt_durations": durations[:keep],
           "prompt_seconds": frames * hop / rate, "requested_seconds": float(s),
+          "prompt_group": f"{float(s):g} s",
           "source_ids": used_ids, "sample_rate": rate, "hop_length": hop})
+  return items
+
+
+def build_cross_sentence_prompts(source_dir: str, split: str, *, min_seconds: float = 4.0,
+                                 max_seconds: float = 10.0,
+                                 targets_per_speaker: int | None = 1,
+                                 seed: int = 0) -> list[dict[str, Any]]:
+  """The LibriSpeech test-clean protocol (module docstring) over a built corpus's ``split``.
+
+  Targets: utterances of ``min_seconds`` to ``max_seconds`` (NaturalSpeech 3 keeps one per
+  speaker: ``targets_per_speaker=1``; ``None`` keeps all), chosen in a seeded order. Prompt:
+  another utterance of the target's speaker (any length, seeded), whole, with its phonemes and
+  (when the corpus stores them) durations. Items have `build_prompts`' keys;
+  ``requested_seconds`` is None and ``prompt_group`` is ``"utterance"``. Speakers with a single
+  utterance are skipped (logged).
+  """
+  source = CorpusSource(source_dir, split)
+  rate, hop = source.sample_rate, source.hop_length
+  if not features.has(source.manifest, "phonemes"):
+    raise features.FeatureError(f"{source_dir}/manifest.json lists no phonemes: the split has "
+                                "no transcripts to synthesize")
+  with_durations = features.has(source.manifest, "durations")
+  meta, by_speaker = [], {}
+  for i in range(len(source)):
+    ex = source.example(i)
+    meta.append({"id": ex["id"], "text": ex["text"], "phonemes": ex["phonemes"],
+                 "durations": ex.get("durations"), "speaker": ex["speaker"],
+                 "speaker_id": int(ex["speaker_id"]), "seconds": len(ex["audio"]) / rate})
+    by_speaker.setdefault(int(ex["speaker_id"]), []).append(i)
+  rng = np.random.default_rng(seed)
+  items = []
+  for spk in sorted(by_speaker):
+    members = by_speaker[spk]
+    if len(members) < 2:
+      log.warning("prompts: speaker %r has one utterance in %s; skipped",
+                  meta[members[0]]["speaker"], split)
+      continue
+    eligible = [k for k in members if min_seconds <= meta[k]["seconds"] <= max_seconds]
+    eligible = [eligible[j] for j in rng.permutation(len(eligible))]
+    if targets_per_speaker is not None:
+      eligible = eligible[:int(targets_per_speaker)]
+    for k in sorted(eligible):
+      others = [j for j in members if j != k]
+      j = others[int(rng.integers(len(others)))]
+      target, prompt = meta[k], meta[j]
+      audio = np.asarray(source.example(j)["audio"], np.int16)
+      items.append({
+          "id": f"{target['id']}-prompt-{prompt['id']}", "target_id": target["id"],
+          "text": target["text"], "phonemes": np.asarray(target["phonemes"], np.int32),
+          "speaker": target["speaker"], "speaker_id": target["speaker_id"],
+          "prompt_audio": audio, "prompt_phonemes": np.asarray(prompt["phonemes"], np.int32),
+          "prompt_durations": (np.asarray(prompt["durations"], np.int32) if with_durations
+                               else None),
+          "prompt_text": prompt["text"], "prompt_seconds": len(audio) / rate,
+          "requested_seconds": None, "prompt_group": "utterance", "source_ids": [prompt["id"]],
+          "sample_rate": rate, "hop_length": hop})
   return items
 
 

@@ -114,6 +114,9 @@ def check_manifest(cfg: ml_collections.ConfigDict, data_dir: str) -> None:
                      f"speakers")
   if m.excitation:
     features_lib.require(manifest, ("f0", "voiced"), path, flag="config.model.excitation")
+  if m.alignment == "durations":  # MAS finds its own; the corpus's are only logged then
+    features_lib.require(manifest, ("durations",), path,
+                         flag="config.model.alignment='durations' (or use 'mas')")
   bad = [int(s) for s in cfg.data.bucket_samples if int(s) % int(m.hop_length)]
   if bad:
     raise ValueError(f"config.data.bucket_samples {bad} are not multiples of model.hop_length="
@@ -194,7 +197,9 @@ class CLONETask(CorpusData):
     frame_len = frame_lengths(batch["audio_len"], self.hop, f)
     frame_mask = jnp.arange(f)[None] < frame_len[:, None]
     phone_mask = jnp.arange(batch["phonemes"].shape[1])[None] < batch["phoneme_len"][:, None]
-    durations = jnp.where(phone_mask, batch["durations"], 0).astype(jnp.int32)
+    # A corpus without aligner output has no durations: MAS (model.alignment='mas') needs none.
+    recorded = batch.get("durations", jnp.zeros_like(batch["phonemes"]))
+    durations = jnp.where(phone_mask, recorded, 0).astype(jnp.int32)
     spec = spec * frame_mask[..., None]
     source = {}
     if self.model.excitation:
@@ -306,8 +311,14 @@ class CLONETask(CorpusData):
     syn = synthesis.synthesize(self.model, p, batch["phonemes"], x["phone_mask"],
                                jax.random.key(1), x["spec"].shape[1],
                                noise_scale=float(self.cfg.synthesis.noise_scale), **speaker)
+    durations = x["durations"]
+    if "durations" not in batch:  # no aligner output in the corpus: the model's own MAS path
+      mel = self.aligner_mel(x["audio"], x["spec"].shape[1])
+      durations = self.model.apply(p, method=lambda m: m.align(
+          m.encode_text(batch["phonemes"], x["phone_mask"]), x["phone_mask"], mel,
+          x["frame_mask"])[0])
     recon = synthesis.reconstruct(self.model, p, batch["phonemes"], x["phone_mask"],
-                                  x["durations"], x["spec"], x["frame_mask"], **speaker)
+                                  durations, x["spec"], x["frame_mask"], **speaker)
     return {"synthesis": syn["wav"], "synthesis_frames": syn["frame_len"],
             "durations": syn["durations"], "reconstruction": recon}
 
@@ -334,6 +345,8 @@ class CLONETask(CorpusData):
         writer.audio(step, f"sample_{i}/{kind}", wav, self.sample_rate)
         writer.image(step, f"sample_{i}/mel_{kind}", display_mel(wav, self.sample_rate),
                      xlabel="frame", ylabel="mel bin")
+      if "durations" not in batch:
+        continue
       writer.image(step, f"sample_{i}/durations_recorded_vs_predicted",
                    np.stack([batch["durations"][i, :p], outputs["durations"][i, :p]],
                             -1).astype(np.float32), xlabel="phoneme",

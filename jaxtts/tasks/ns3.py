@@ -37,6 +37,7 @@ import numpy as np
 import optax
 
 from jaxtts.codec.registry import load_codec
+from jaxtts.data import features as features_lib
 from jaxtts.data.source import read_manifest
 from jaxtts.diffusion import generate
 from jaxtts.diffusion.ns3 import NS3
@@ -294,6 +295,8 @@ def check_manifest(cfg: ml_collections.ConfigDict, data_dir: str) -> int:
   if symbols > int(m.num_phones):
     raise ValueError(f"config.model.num_phones={m.num_phones} is smaller than the "
                      f"{symbols}-symbol phoneme table of {path}")
+  features_lib.require(manifest, ("phonemes", "durations"), path,
+                       flag="the ns3 task (duration diffusion and the length regulator)")
   codes = manifest.get("codes")
   if not codes:
     raise ValueError(f"config.data.dir: {path} has no 'codes' entry; run `jaxtts-codec "
