@@ -26,6 +26,8 @@ setup(
         "tensorboardX>=2.6,<3",
         "matplotlib>=3.8",
         "tqdm>=4.66",
+        # MFA TextGrids for real-corpus durations (data_pipelines/alignments.py).
+        "praatio>=6.0,<7",
         "espeakng-loader>=0.2.4,<0.3",
         # F0 (WORLD DIO + StoneMask, jaxtts/audio/f0.py). PyPI has only the sdist for
         # Python 3.11: pip builds it with the system C++ compiler (~20 s). Its __init__

@@ -4,6 +4,7 @@
                   [--utterances-per-speaker 40] [--valid-fraction 0.1] [--seed 0]
                   [--shard-size 256] [--workers 1] [--f0] [--overwrite]
     jaxtts-corpus derive f0 --data-dir DIR [--out DIR2] [--workers N]   (data_pipelines.derive)
+    jaxtts-corpus librispeech|libritts|librilight --root DIR --out DIR ...  (real_corpus)
 
 Speakers. A speaker is an espeak voice variant (``espeak-ng-data/voices/!v``: m1..m8, f1..f5
 and the named human-sounding ones; robotic, whispering and echo voices are left out) with an
@@ -843,6 +844,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   if argv[:1] == ["derive"]:  # `jaxtts-corpus derive f0 ...`: add fields to a corpus
     from data_pipelines import derive  # pylint: disable=import-outside-toplevel
     return derive.main(argv[1:])
+  if argv[:1] and argv[0] in ("librispeech", "libritts", "librilight"):  # real corpora
+    from data_pipelines import real_corpus  # pylint: disable=import-outside-toplevel
+    return real_corpus.main(argv)
   p = argparse.ArgumentParser(prog="jaxtts-corpus", description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog="jaxtts-corpus derive f0 --data-dir DIR [--out DIR2]: add "
