@@ -96,3 +96,47 @@ def test_tfds_source_errors_name_the_field(converted, tmp_path):
   with pytest.raises(ValueError, match="data.source"):
     pipeline.make_iterator(cfg, "train", global_batch_size=2, seed=0, train=True,
                            process_index=0, process_count=1)
+
+
+@pytest.fixture(scope="module")
+def libri_trees(tmp_path_factory):
+  from data_pipelines import fixtures  # pylint: disable=g-import-not-at-top
+  return fixtures.build_all(str(tmp_path_factory.mktemp("libri_trees")))
+
+
+LIBRI_CASES = {
+    "librispeech": dict(split_subsets={"train": ["train-clean-100"],
+                                       "test_zero_shot": ["test-clean"]},
+                        alignments="alignments", f0=True),
+    "libritts": dict(split_subsets={"train": ["train-clean-100"],
+                                    "test_zero_shot": ["test-clean"]}),
+    "librilight": dict(split_subsets={},
+                       split_cuts={"train": ["small"], "test_zero_shot": ["test_clean"]}),
+}
+
+
+@pytest.mark.parametrize("corpus", sorted(LIBRI_CASES))
+def test_libri_builder_matches_jaxtts_corpus(libri_trees, tmp_path, corpus):
+  """The TFDS builder and `jaxtts-corpus <corpus>` give the same manifest, ids and records."""
+  from data_pipelines import real_corpus  # pylint: disable=g-import-not-at-top
+  case = dict(LIBRI_CASES[corpus])
+  root = libri_trees[corpus]
+  if "alignments" in case:
+    case["alignments"] = libri_trees["alignments"]
+  if "split_cuts" in case:
+    case["split_cuts"] = {s: [libri_trees["cuts"][k] for k in v]
+                          for s, v in case["split_cuts"].items()}
+  common = dict(seed=1, shard_size=2, valid_fraction=0.34, max_seconds=6.0, **case)
+  ours = str(tmp_path / "ours")
+  real_corpus.build(corpus, root, ours, progress=False, **common)
+  builder_cls = {"librispeech": tfds_builders.JaxttsLibrispeech,
+                 "libritts": tfds_builders.JaxttsLibritts,
+                 "librilight": tfds_builders.JaxttsLibrilight}[corpus]
+  data_dir = str(tmp_path / "tfds_data")
+  config = tfds_builders.LibriConfig(name="fixture", **common)
+  builder = builder_cls(config=config, data_dir=data_dir)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=root))
+  manifest = CorpusSource(ours, "train").manifest
+  assert manifest["filtered"] and manifest["bad_files"]  # the fixtures' bad items were met
+  assert builder.info.metadata["manifest"] == manifest
+  assert_same_corpus(ours, f"{builder.name}/fixture", data_dir)

@@ -4,8 +4,9 @@ The builders in ``data_pipelines/tfds_builders.py`` store our records (CONTRACTS
 examples in ArrayRecord files: ``audio`` as FLAC bytes (lossless for int16, decoded here with
 soundfile), ``id`` / ``text`` / ``speaker`` as Text, ``sample_rate`` / ``speaker_id`` as
 scalars, every other array field of the manifest's ``features`` as a Tensor feature, plus
-``index`` (the record's position in our split order). The manifest itself is the builder's
-``DatasetInfo.metadata["manifest"]``.
+``index`` (the record's position in our split order); other scalar record fields (e.g. the
+Libri builders' ``source_sample_rate``) as Text or int64 scalars. The manifest itself is the
+builder's ``DatasetInfo.metadata["manifest"]``. Reading follows the stored feature types.
 
 Builders set ``disable_shuffling`` and key every example by its ``index``, so TFDS stores
 records in our order; `TfdsSource.example` checks the stored ``index`` on every read, so the
@@ -23,7 +24,7 @@ import numpy as np
 
 from jaxtts.data.source import CorpusError, validate_manifest
 
-# Record fields stored as TFDS Text (bytes when read) and as int64 scalars.
+# Record fields every corpus has, stored as TFDS Text (bytes when read) and int64 scalars.
 TEXT_FIELDS = ("id", "text", "speaker")
 INT_FIELDS = ("sample_rate", "speaker_id")
 INDEX = "index"  # Position of the record in our split order (not a record field).
@@ -59,6 +60,17 @@ def decode_flac(data: bytes) -> np.ndarray:
     return np.zeros((0,), np.int16)
   audio, _ = sf.read(io.BytesIO(data), dtype="int16", always_2d=False)
   return audio
+
+
+def _kind(name: str, feature: Any, tfds: Any) -> str:
+  """How a stored feature reads back: ``text`` (str), ``int``, ``audio`` (FLAC) or ``array``."""
+  if name == "audio":
+    return "audio"
+  if isinstance(feature, tfds.features.Text):
+    return "text"
+  if tuple(feature.shape) == () and np.dtype(feature.np_dtype).kind in "iu":
+    return "int"
+  return "array"
 
 
 class TfdsSource:
@@ -102,6 +114,8 @@ class TfdsSource:
     self.phoneme_symbols: list[str] = list(self.manifest["phoneme_table"]["symbols"])
     self.speaker_ids: list[int] = [int(s) for s in splits[split].get("speaker_ids", [])]
     self._where = where
+    self._kinds = {name: _kind(name, feature, tfds)
+                   for name, feature in builder.info.features.items() if name != INDEX}
     self._ds = builder.as_data_source(split)
     expected = int(splits[split]["num_examples"])
     if len(self._ds) != expected:
@@ -151,14 +165,13 @@ class TfdsSource:
     """Record ``index`` as `CorpusSource.example` returns it (str text, int16 audio, ...)."""
     raw = self._raw(index)
     ex: dict[str, Any] = {}
-    for key, value in raw.items():
-      if key == INDEX:
-        continue
-      if key in TEXT_FIELDS:
+    for key, kind in self._kinds.items():
+      value = raw[key]
+      if kind == "text":
         ex[key] = value.decode("utf-8") if isinstance(value, bytes) else str(value)
-      elif key in INT_FIELDS:
+      elif kind == "int":
         ex[key] = int(value)
-      elif key == "audio":
+      elif kind == "audio":
         ex[key] = decode_flac(value)
       else:
         ex[key] = np.asarray(value)
