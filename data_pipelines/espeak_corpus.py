@@ -851,7 +851,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                               formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog="jaxtts-corpus derive f0 --data-dir DIR [--out DIR2]: add "
                               "per-frame f0 / voiced to an existing corpus (see "
-                              "`jaxtts-corpus derive --help`)")
+                              "`jaxtts-corpus derive --help`); jaxtts-corpus "
+                              "librispeech|libritts|librilight --root DIR --out DIR ...: a real "
+                              "corpus (see `jaxtts-corpus librispeech --help`)")
   p.add_argument("--out", required=True, help="output directory (created atomically)")
   p.add_argument("--speakers", type=int, default=12, help="training speakers (default 12)")
   p.add_argument("--zero-shot-speakers", type=int, default=3,

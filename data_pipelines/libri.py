@@ -299,7 +299,7 @@ def plan_corpus(corpus: str, root: str, *, split_subsets: Mapping[str, Sequence[
 
   ``split_subsets`` / ``split_cuts``: ``train`` and ``test_zero_shot`` -> subsets / cut files.
   ``valid`` takes ``round(valid_fraction * n)`` (at most n - 1) seeded utterances of each
-  training speaker; test items of training speakers are dropped (zero-shot means unseen).
+  training speaker; a test speaker that is also a training speaker is an error.
   Records of a shard keep plan order; shard of item k = its seeded position mod num_shards.
   """
   split_cuts = dict(split_cuts or {})
@@ -324,8 +324,11 @@ def plan_corpus(corpus: str, root: str, *, split_subsets: Mapping[str, Sequence[
               for s in ("train", "test_zero_shot")
               if split_subsets.get(s) or split_cuts.get(s)}
   train_spk = sorted({it.speaker for it in by_split["train"]}, key=_speaker_key)
-  test_items = [it for it in by_split.get("test_zero_shot", []) if it.speaker not in
-                set(train_spk)]
+  test_items = by_split.get("test_zero_shot", [])
+  shared = sorted({it.speaker for it in test_items} & set(train_spk), key=_speaker_key)
+  if shared:
+    raise ValueError(f"--split/--cuts test_zero_shot: speakers {shared[:10]} are also in train "
+                     "(zero-shot speakers must be held out)")
   test_spk = sorted({it.speaker for it in test_items}, key=_speaker_key)
   names = train_spk + test_spk
   speaker_ids = {name: k for k, name in enumerate(names)}

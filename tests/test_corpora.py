@@ -218,3 +218,7 @@ def test_user_errors_are_one_line(fx, tmp_path, capsys):
   with pytest.raises(ValueError, match="valid is carved"):
     libri.plan_corpus("librispeech", fx["librispeech"], split_subsets={"valid": ["test-clean"],
                       "train": ["train-clean-100"]}, seed=0, shard_size=4, valid_fraction=0.1)
+  with pytest.raises(ValueError, match="also in train"):
+    libri.plan_corpus("librispeech", fx["librispeech"], split_subsets={
+        "train": ["train-clean-100"], "test_zero_shot": ["train-clean-100"]}, seed=0,
+        shard_size=4, valid_fraction=0.1)
