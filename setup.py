@@ -6,7 +6,8 @@ setup(
     name="jaxtts",
     version="0.1.0",
     description="JAX/Flax training codebase for zero-shot text-to-speech.",
-    packages=find_packages(include=["jaxtts", "jaxtts.*", "data_pipelines", "configs"]),
+    packages=find_packages(include=["jaxtts", "jaxtts.*", "data_pipelines", "configs", "launch",
+                                    "launch.*"]),
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.7,<0.11",
@@ -67,6 +68,8 @@ setup(
             "jaxtts-codec=jaxtts.codec.cli:main",
             "jaxtts-synthesize=jaxtts.infer.cli:main",
             "jaxtts-eval=jaxtts.eval.cli:main",
+            "jaxtts-launch=launch.launcher:main",
+            "jaxtts-sweep=launch.sweep:main",
         ],
     },
 )
