@@ -45,6 +45,7 @@ from jaxtts.audio.io import resample
 from jaxtts.data import features
 from jaxtts.text import EmptyTextError, normalize_text, phonemize_clauses
 from jaxtts.text import default_phoneme_table
+from jaxtts.text.espeak import EspeakError
 from jaxtts.text.symbols import PhonemeTable, UnknownPhonemeError
 
 CORPORA = ("librispeech", "libritts", "librilight")
@@ -460,7 +461,7 @@ def make_record(planned: PlannedItem, plan: CorpusPlan, *,
     try:
       text = item_text(item)
       clauses = phonemize_clauses(text, language=LANGUAGE, table=table, normalize=False)
-    except (EmptyTextError, UnknownPhonemeError) as e:
+    except (EmptyTextError, UnknownPhonemeError, EspeakError) as e:
       raise BadItem(f"text: {e}") from e
     symbols = [s for c in clauses for s in c.symbols]
     phonemes = table.encode(symbols, text=text)

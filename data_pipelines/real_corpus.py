@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
+import glob
 import json
 import multiprocessing
 import os
@@ -190,9 +191,12 @@ def build(corpus: str, root: str, out_dir: str, *, split_subsets: Mapping[str, S
     for j in range(plan.num_shards[split]):
       if j % num_shards != shard:
         continue
-      if not overwrite and _complete(out_dir, libri.shard_name(split, j, plan.num_shards[split])):
+      name = libri.shard_name(split, j, plan.num_shards[split])
+      if not overwrite and _complete(out_dir, name):
         skipped += 1
         continue
+      for stale in glob.glob(glob.escape(os.path.join(out_dir, name)) + ".tmp-*"):
+        os.remove(stale)  # left by a killed call that owned this shard
       tasks.append((out_dir, split, j, by_shard.get((split, j), []), lite, f"{tag}-{len(tasks)}"))
   bar = tqdm(total=sum(len(t[3]) for t in tasks), desc=f"{corpus} corpus", unit="utt",
              disable=not progress, file=sys.stderr)

@@ -108,9 +108,11 @@ def test_determinism_hosts_and_resume(fx, ls_built, tmp_path):
   assert _files(two) == want  # same bytes from 2 calls (one with 2 workers) as from one
   victim = "train-00001-of-00003.array_record"
   os.remove(os.path.join(two, victim))
+  stale = os.path.join(two, victim + ".tmp-0-12345")
+  open(stale, "wb").write(b"killed mid-write")
   again = real_corpus.build("librispeech", fx["librispeech"], two, **args)
   assert again["shards_written"] == 1 and again["shards_skipped"] == 6
-  assert _files(two) == want
+  assert _files(two) == want and not os.path.exists(stale)
   other = str(tmp_path / "seed")
   real_corpus.build("librispeech", fx["librispeech"], other, **dict(args, seed=4))
   assert _files(other)["train-00000-of-00003.array_record"] != want[
