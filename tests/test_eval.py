@@ -205,3 +205,30 @@ def test_gmm_lm_samples_decode_a_mixture_sample(chain):
   [value] = [r["valid/teacher_forced_mel_distance"] for r in logged
              if "valid/teacher_forced_mel_distance" in r]
   assert np.isfinite(value) and value > 0
+
+
+def test_librispeech_protocol_prompts_with_whole_other_utterances(chain, scorer, tmp_path):
+  """`--protocol librispeech`: one target per speaker, each prompted by a whole other
+  utterance of its speaker (the prompt wav is that recording, sample for sample)."""
+  from jaxtts.eval.zero_shot import evaluate_zero_shot
+  report = evaluate_zero_shot(chain["lm"], protocol="librispeech", target_seconds=(0, 99),
+                              targets_per_speaker=1, out_dir=str(tmp_path),
+                              max_seconds=2.0, plots=0, progress=False, scorer=scorer)
+  assert {line["prompt"] for line in report["table"]} == {"utterance"}
+  src = CorpusSource(report["corpus_dir"], "test_zero_shot")
+  records = {src.example(i)["id"]: src.example(i) for i in range(len(src))}
+  counts = {}
+  for r in records.values():
+    counts[r["speaker_id"]] = counts.get(r["speaker_id"], 0) + 1
+  generated = [r for r in report["rows"] if r["system"] == "generated"]
+  assert report["failures"] == []
+  assert len(generated) == report["num_targets"] == sum(n > 1 for n in counts.values()) > 0
+  speakers = set()
+  for r in generated:
+    target_id, prompt_id = r["item_id"].split("-prompt-")
+    target, prompt = records[target_id], records[prompt_id]
+    assert prompt_id != target_id and prompt["speaker_id"] == target["speaker_id"]
+    speakers.add(target["speaker_id"])
+    np.testing.assert_array_equal(load_wav(r["prompt_wav"]),
+                                  prompt["audio"].astype(np.float32) / 32768.0)
+  assert len(speakers) == len(generated)
