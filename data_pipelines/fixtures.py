@@ -3,7 +3,8 @@ by espeak-ng (seconds to build): what the real-corpus tests and a dry run of the
 
     python -m data_pipelines.fixtures OUT_DIR
 
-``OUT_DIR/LibriSpeech/{train-clean-100,test-clean}``: 16 kHz FLAC + upper-case ``.trans.txt``.
+``OUT_DIR/LibriSpeech/{train-clean-100,test-clean}``: 16 kHz FLAC + upper-case ``.trans.txt``
+(+ ``SPEAKERS.TXT``).
 ``OUT_DIR/LibriTTS{,_R}/{train-clean-100,test-clean}``: 24 kHz WAV + ``.normalized.txt`` /
 ``.original.txt``. ``OUT_DIR/librilight/{small,medium}``: long 16 kHz FLAC files (utterances
 joined by silences) + ``.json`` with ``voice_activity``; ``OUT_DIR/libriheavy/
@@ -86,6 +87,11 @@ def _write_textgrid(path: str, text: str, voice: str, starts: list[float], end_s
 
 def librispeech(out: str) -> str:
   root = os.path.join(out, "LibriSpeech")
+  os.makedirs(root, exist_ok=True)
+  with open(os.path.join(root, "SPEAKERS.TXT"), "w", encoding="utf-8") as f:
+    f.write("; ID  |SEX| SUBSET           |MINUTES| NAME\n")
+    for (spk, _, voice), subset in zip(TRAIN + TEST, ["train-clean-100"] * 4 + ["test-clean"] * 2):
+      f.write(f"{spk:<5}| {'F' if '+f' in voice else 'M'} | {subset:<17}| 0.10 | Reader {spk}\n")
   for subset, speakers, offset in (("train-clean-100", TRAIN, 0), ("test-clean", TEST, 4)):
     for k, (spk, chapter, voice) in enumerate(speakers):
       d = os.path.join(root, subset, spk, chapter)

@@ -286,6 +286,22 @@ def list_items(corpus: str, root: str, subsets: Sequence[str], *, cuts: Sequence
   return items
 
 
+def speaker_genders(corpus: str, root: str) -> dict[str, str]:
+  """Speaker -> ``"female"`` / ``"male"`` from LibriSpeech's ``SPEAKERS.TXT`` (``ID | SEX |
+  ...``, ``;`` comments) or LibriTTS's ``speakers.tsv`` (``READER GENDER ...``) when the root
+  has one; empty otherwise."""
+  names = {"librispeech": ("SPEAKERS.TXT", "|"), "libritts": ("speakers.tsv", "\t")}
+  if corpus not in names or not os.path.isfile(os.path.join(root, names[corpus][0])):
+    return {}
+  out = {}
+  with open(os.path.join(root, names[corpus][0]), encoding="utf-8", errors="replace") as f:
+    for line in f:
+      cols = [c.strip() for c in line.split(names[corpus][1])]
+      if len(cols) >= 2 and not line.startswith(";") and cols[1].upper() in ("F", "M"):
+        out[cols[0]] = "female" if cols[1].upper() == "F" else "male"
+  return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Plan
 
@@ -336,8 +352,10 @@ def plan_corpus(corpus: str, root: str, *, split_subsets: Mapping[str, Sequence[
   subsets_of: dict[str, set] = {}
   for it in by_split["train"] + test_items:
     subsets_of.setdefault(it.speaker, set()).add(it.subset)
+  genders = speaker_genders(corpus, os.path.abspath(root))
   speakers = [{"id": k, "name": name, "split": "train" if k < len(train_spk) else
-               "test_zero_shot", "corpus": corpus, "subsets": sorted(subsets_of[name])}
+               "test_zero_shot", "corpus": corpus, "subsets": sorted(subsets_of[name]),
+               **({"gender": genders[name]} if name in genders else {})}
               for k, name in enumerate(names)]
 
   assigned: list[tuple[Item, str]] = []

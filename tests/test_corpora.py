@@ -61,6 +61,7 @@ def test_librispeech_records_match_source(fx, ls_built):
   assert summary["manifest_written"] and summary["utterances_per_s_per_worker"] > 0
   assert [s["name"] for s in m["speakers"]] == ["19", "26", "103", "1034", "121", "237"]
   assert [s["split"] for s in m["speakers"]] == ["train"] * 4 + ["test_zero_shot"] * 2
+  assert [s["gender"] for s in m["speakers"]] == ["male", "female"] * 3  # SPEAKERS.TXT
   assert sorted(m["features"]) == ["audio", "durations", "phonemes"]
   recs = _records(out)
   assert {r["speaker"] for r in recs["test_zero_shot"]} == {"121", "237"}
