@@ -1,0 +1,60 @@
+"""`jaxtts-train` on every real-corpus layout: each fixture tree (data_pipelines/fixtures.py) is
+built by `jaxtts-corpus <corpus>` in a child process, then the tiny codec trains on it
+(`python -m jaxtts.train`): LibriSpeech with TextGrid durations, LibriTTS resampled from 24 kHz
+without durations, LibriLight from LibriHeavy cuts, and LibriLight's untranscribed VAD pieces.
+The tiny codec's programs are the ones the trainer tests compile (shared compilation cache)."""
+
+import json
+import math
+import os
+
+import pytest
+
+from conftest import PYTHON
+from data_pipelines import fixtures
+from jaxtts.data.source import read_manifest
+from train_helpers import losses, run, train_cmd
+
+pytestmark = pytest.mark.slow
+
+COMMON = ["--seed", "0", "--shard-size", "4", "--valid-fraction", "0.34", "--max-seconds", "6",
+          "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory):
+  return fixtures.build_all(str(tmp_path_factory.mktemp("trees")))
+
+
+def _builds(fx):
+  return {
+      "librispeech": ["librispeech", "--root", fx["librispeech"], "--split",
+                      "train=train-clean-100", "--split", "test_zero_shot=test-clean",
+                      "--alignments", fx["alignments"]],
+      "libritts": ["libritts", "--root", fx["libritts"], "--split", "train=train-clean-100",
+                   "--split", "test_zero_shot=test-clean"],
+      "librilight": ["librilight", "--root", fx["librilight"], "--cuts",
+                     f"train={fx['cuts']['small']}", "--cuts",
+                     f"test_zero_shot={fx['cuts']['test_clean']}"],
+      "librilight_vad": ["librilight", "--root", fx["librilight"], "--split", "train=small",
+                         "--split", "test_zero_shot=medium"],
+  }
+
+
+@pytest.mark.parametrize("name", ["librispeech", "libritts", "librilight", "librilight_vad"])
+def test_jaxtts_train_trains_on_each_built_corpus(trees, tmp_path, name):
+  corpus = str(tmp_path / "corpus")
+  run([PYTHON, "-m", "data_pipelines.espeak_corpus", *_builds(trees)[name], "--out", corpus,
+       *COMMON])
+  manifest = read_manifest(corpus)
+  stored = set(manifest["features"])
+  assert ("durations" in stored) == (name == "librispeech")
+  assert ("phonemes" in stored) == (name != "librilight_vad")
+  assert manifest["splits"]["train"]["num_examples"] > 0
+  workdir = tmp_path / "train"
+  run(train_cmd(workdir, corpus, 2))
+  got = losses(workdir)
+  assert sorted(got) == [1, 2] and all(math.isfinite(v) for v in got.values())
+  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+    assert json.load(f)["data"]["dir"] == corpus
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
