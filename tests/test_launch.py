@@ -32,7 +32,7 @@ def _dry(capsys, *argv):
 def test_local_runs_two_processes_of_two_devices(synthetic_corpus, tmp_path):
   workdir = tmp_path / "run"
   proc = _launch("local", "--num-processes", "2", "--devices-per-process", "2", "--",
-                 *train_cmd(workdir, synthetic_corpus, 2)[3:])
+                 *train_cmd(workdir, synthetic_corpus, 2, **{"discriminator.enabled": False})[3:])
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert sorted(losses(workdir)) == [1, 2]
   assert (workdir / "checkpoints" / "2").is_dir()
@@ -214,3 +214,23 @@ def test_sweep_runs_skips_done_and_resumes_unfinished(synthetic_corpus, tmp_path
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.count(": skipped") == 4
   assert _mtimes(root) == second
+
+
+def test_sweep_decides_skip_resume_or_refuse(tmp_path):
+  spec = {"config": TINY, "overrides": {"train.steps": 2}, "grid": sweep.product(a=[1, 2])}
+  run = sweep.expand(spec, str(tmp_path))[0]
+  assert sweep.decide(run, resubmit=False) == "run"
+  sweep.write_mark(run, "running")
+  os.makedirs(os.path.join(run["workdir"], "checkpoints", "1"))
+  assert sweep.decide(run, resubmit=False) == "resume"  # interrupted: resumes
+  sweep.write_mark(run, "done", 0)
+  assert sweep.decide(run, resubmit=False) == "skip"
+  longer = sweep.expand({**spec, "overrides": {"train.steps": 4}}, str(tmp_path))[0]
+  assert sweep.decide(longer, resubmit=False) == "resume"  # base overrides changed
+  sweep.write_mark(run, "submitted", 0)
+  assert sweep.decide(run, resubmit=False) == "skip-submitted"
+  assert sweep.decide(run, resubmit=True) == "resume"
+  moved = {**sweep.expand({**spec, "grid": sweep.product(a=[2, 1])}, str(tmp_path))[0],
+           "workdir": run["workdir"]}
+  with pytest.raises(sweep.LaunchError, match="grid changed order"):
+    sweep.decide(moved, resubmit=False)
