@@ -80,6 +80,17 @@ def base_config() -> ml_collections.ConfigDict:
       every_steps=500,
       max_to_keep=3,
       async_save=True,
+      # An async save's background commit (all processes' writes and Orbax's barriers) must end
+      # within this; Orbax raises otherwise (its default, 20 minutes).
+      async_timeout_s=1200,
+  ))
+  # Multi-process runs (`jaxtts-train --distributed`; "When a host fails" in jaxtts/train/cli.py).
+  cfg.distributed = ml_collections.ConfigDict(dict(
+      init_timeout_s=300,       # jax.distributed.initialize: every process connects within this
+      heartbeat_timeout_s=100,  # the coordination service declares a silent process dead
+      shutdown_timeout_s=300,   # at exit, wait this long for the other processes to exit too
+      barrier_timeout_s=1800,   # each barrier (after every ahead-of-time compilation)
+      peer_timeout_s=30,        # watchdog: a peer silent this long is lost (exit 4, one line)
   ))
   cfg.logging = ml_collections.ConfigDict(dict(
       tensorboard=True,

@@ -107,13 +107,44 @@ def check_compatible(path: str, abstract_state: Any, limit: int = 8, saved: Any 
       "fresh --workdir.")
 
 
+def saved_process_count(step_dir: str) -> int | None:
+  """How many processes wrote the checkpoint in ``step_dir``: its ``data`` item holds one Grain
+  iterator state per process, ``process_<i>-of-<n>.json`` (None without a data item)."""
+  data = os.path.join(step_dir, "data")
+  names = os.listdir(data) if os.path.isdir(data) else []
+  counts = {int(n[:-len(".json")].rsplit("-of-", 1)[1]) for n in names
+            if n.startswith("process_") and n.endswith(".json") and "-of-" in n}
+  return max(counts) if counts else None
+
+
+def check_process_count(step_dir: str, step: int) -> None:
+  """Refuses (`CheckpointMismatchError`, one line naming both counts) a resume on another
+  number of processes than wrote checkpoint ``step``.
+
+  Each process saved its own iterator position over its own slice of the shards; with another
+  count the slices differ, so no state fits them (Grain's restore would miss its file, and
+  that read error would pass the checkpoint off as corrupt). The global batch does not depend
+  on the count; the per-process batch does."""
+  saved = saved_process_count(step_dir)
+  now = jax.process_count()
+  if saved is not None and saved != now:
+    raise CheckpointMismatchError(
+        f"checkpoint step {step} in {os.path.dirname(step_dir)} was written by {saved} "
+        f"processes, this run has {now}: each process saved its own data-iterator position, so "
+        f"an exact resume needs {saved} processes; resume with {saved} or train in a fresh "
+        "--workdir")
+
+
 class Checkpointer:
 
-  def __init__(self, directory: str, *, max_to_keep: int, async_save: bool):
+  def __init__(self, directory: str, *, max_to_keep: int, async_save: bool,
+               async_timeout_s: int = 1200, barrier_timeout_s: float = 1800):
     self.directory = os.path.abspath(directory)
+    self.barrier_timeout_s = barrier_timeout_s
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
-        cleanup_tmp_directories=True)
+        cleanup_tmp_directories=True,
+        async_options=ocp.AsyncOptions(timeout_secs=int(async_timeout_s)))
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=("state", "data"))
     self._quiet_steps: set[int] = set()  # steps whose late read errors are dropped
@@ -130,7 +161,9 @@ class Checkpointer:
 
   def check(self, step: int, abstract_state: Any) -> None:
     """`check_compatible` of checkpoint ``step`` against ``abstract_state`` (shapes only, e.g.
-    from `jax.eval_shape`, so a run can refuse another config before compiling anything)."""
+    from `jax.eval_shape`, so a run can refuse another config before compiling anything), and
+    `check_process_count`."""
+    check_process_count(os.path.join(self.directory, str(step)), step)
     check_compatible(os.path.join(self.directory, str(step), "state"), abstract_state)
 
   def restore(self, step: int, abstract_state: Any,
@@ -141,6 +174,8 @@ class Checkpointer:
     the mismatched keys (before Orbax reads any array).
     """
     path = os.path.join(self.directory, str(step), "state")
+    if data_iterator is not None:
+      check_process_count(os.path.dirname(path), step)
     saved = saved_tree(path)
     check_compatible(path, abstract_state, saved=saved)
     absent = _absent_empty_fields(abstract_state, saved)
@@ -203,7 +238,7 @@ class Checkpointer:
       os.makedirs(root, exist_ok=True)
       shutil.move(os.path.join(self.directory, str(step)), dest)
       log.warning("moved corrupt checkpoint step %d to %s", step, dest)
-    mesh_lib.barrier(f"quarantine/{step}/{n}")
+    mesh_lib.barrier(f"quarantine/{step}/{n}", self.barrier_timeout_s)
     self.manager.reload()
     return dest
 

@@ -54,13 +54,28 @@ class Preempted(SystemExit):
 
 
 class _SigtermFlag:
-  """Sets a flag on SIGTERM so the loop can save at a step boundary."""
+  """Tells the loop, at a step boundary, to save and exit because a SIGTERM arrived.
+
+  One process: a Python handler sets a flag. Several (`jax.distributed`): the SIGTERM may reach
+  only some of them, and all must save the same step (an Orbax save is collective). JAX's
+  preemption service does that: its C++ SIGTERM notifier (installed by
+  `jax.distributed.initialize`) tells the coordination service, which picks a step every
+  process reaches; `multihost_utils.reached_preemption_sync_point(step)` is true there, on all
+  of them. A Python handler would replace that notifier, so none is installed then. With the
+  service off (``jax_enable_preemption_service=False``) the processes instead all-gather their
+  flags at every step (a small host collective per step).
+  """
 
   def __init__(self):
     self.raised = False
     self._previous = None
+    self._sync = False
 
   def __enter__(self):
+    from jax._src import distributed  # pylint: disable=import-outside-toplevel
+    if jax.process_count() > 1 and distributed.global_state.preemption_sync_manager is not None:
+      self._sync = True
+      return self
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # not the main thread: no handler (the caller owns signals).
@@ -70,6 +85,15 @@ class _SigtermFlag:
   def _handle(self, signum, frame):
     del signum, frame
     self.raised = True
+
+  def reached(self, step: int) -> bool:
+    """Whether to save ``step`` and exit; called at every step boundary on every process."""
+    if self._sync:
+      self.raised = self.raised or multihost_utils.reached_preemption_sync_point(step)
+    elif jax.process_count() > 1:
+      flags = multihost_utils.process_allgather(np.asarray(self.raised, np.int32))
+      self.raised = bool(np.any(flags))
+    return self.raised
 
   def __exit__(self, *exc):
     if self._previous is not None:
@@ -107,6 +131,10 @@ class Trainer:
       self.abstract_boxed = jax.eval_shape(self._init_boxed, self._init_rng)
     self.state_shardings = mesh_lib.logical_to_shardings(self.abstract_boxed, self.mesh,
                                                          self.rules)
+
+  def _barrier_timeout_s(self) -> float:
+    """``config.distributed.barrier_timeout_s`` (1800 s for a config.json written before it)."""
+    return float(self.cfg.get("distributed", {}).get("barrier_timeout_s", 1800))
 
   def _batch_shards(self) -> int:
     return self.mesh.shape["data"] * self.mesh.shape["fsdp"]
@@ -191,7 +219,7 @@ class Trainer:
     if key not in self._aot_cache:
       with self._ctx():
         self._aot_cache[key] = jitted.lower(*args).compile()
-      mesh_lib.barrier(f"compiled/{name}/{len(self._aot_cache)}")
+      mesh_lib.barrier(f"compiled/{name}/{len(self._aot_cache)}", self._barrier_timeout_s())
     return self._aot_cache[key]
 
   def _compiled_step(self, state, batch):
@@ -246,9 +274,11 @@ class Trainer:
     is_main = jax.process_index() == 0
     self._compile()
     self._executables = {}
-    checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                         max_to_keep=cfg.checkpoint.max_to_keep,
-                                         async_save=cfg.checkpoint.async_save)
+    checkpointer = ckpt_lib.Checkpointer(
+        os.path.join(workdir, "checkpoints"), max_to_keep=cfg.checkpoint.max_to_keep,
+        async_save=cfg.checkpoint.async_save,
+        async_timeout_s=cfg.checkpoint.get("async_timeout_s", 1200),
+        barrier_timeout_s=self._barrier_timeout_s())
     latest = checkpointer.latest_step()
     if latest is not None:  # another config is refused before any compilation
       try:
@@ -292,7 +322,7 @@ class Trainer:
     try:
       acc, acc_n, t0 = None, 0, time.perf_counter()
       for step in range(start, steps):
-        if sigterm.raised:
+        if sigterm.reached(step):
           if checkpointer.latest_step() != step:
             checkpointer.save(step, state, train_iter, force=True)
           checkpointer.close()

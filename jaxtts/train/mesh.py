@@ -95,14 +95,29 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
           for k, v in local_batch.items()}
 
 
-def barrier(name: str, timeout_s: int = 1800) -> None:
+class BarrierTimeoutError(RuntimeError):
+  """A process did not reach a barrier in time (it hangs, or is far slower than the others)."""
+
+
+def barrier(name: str, timeout_s: float) -> None:
   """Waits until every process reaches ``name`` (coordination service; no device collective).
 
   The trainer calls it after each ahead-of-time compilation, so processes enter a program's
   first collective together: Gloo (CPU) and NCCL time out after ~30 s when one process is
-  still compiling. No-op for a single process. Names must be unique per run.
+  still compiling. No-op for a single process. Names must be unique per run. After
+  ``timeout_s`` (``config.distributed.barrier_timeout_s``) raises `BarrierTimeoutError` with
+  one line naming the barrier; a process that died is reported sooner by the watchdog
+  (`jaxtts.train.watchdog`).
   """
   if jax.process_count() == 1:
     return
   from jax._src import distributed  # pylint: disable=import-outside-toplevel
-  distributed.global_state.client.wait_at_barrier(f"jaxtts/{name}", timeout_s * 1000)
+  try:
+    distributed.global_state.client.wait_at_barrier(f"jaxtts/{name}", int(timeout_s * 1000))
+  except Exception as e:  # pylint: disable=broad-except  (jax.errors.JaxRuntimeError)
+    if "DEADLINE_EXCEEDED" not in str(e):
+      raise
+    raise BarrierTimeoutError(
+        f"process {jax.process_index()}: barrier {name!r} timed out after {timeout_s:g} s "
+        f"(another of the {jax.process_count()} processes hangs or is much slower; raise "
+        f"config.distributed.barrier_timeout_s if it is still compiling)") from None

@@ -1,0 +1,114 @@
+"""When a host fails: two `jax.distributed` processes of a tiny-codec run on localhost.
+
+- SIGKILL one mid-run: the other exits 4 within the watchdog's ``peer_timeout_s`` with one
+  line naming the lost process (before: a Gloo traceback, then the coordination service's
+  LOG(FATAL) page and SIGABRT 61 s later).
+- SIGTERM to one process only: both save the same step and exit 143; a resume on one process
+  is refused with one line naming both counts; a resume on two continues to the end with the
+  losses of the uninterrupted 1-device `reference_run`.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, subprocess_env
+from train_helpers import losses, run, train_cmd
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _start_two(workdir, data_dir, steps, **extra) -> list[subprocess.Popen]:
+  port = _free_port()
+  return [subprocess.Popen(
+      train_cmd(workdir, data_dir, steps, **extra) + [
+          "--coordinator-address", f"localhost:{port}", "--num-processes", "2",
+          "--process-id", str(pid)],
+      env=subprocess_env(1), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True) for pid in range(2)]
+
+
+def _wait_for(path, procs, timeout=300.0) -> None:
+  deadline = time.time() + timeout
+  while time.time() < deadline and all(p.poll() is None for p in procs):
+    if os.path.exists(path) and os.path.getsize(path) > 0:
+      return
+    time.sleep(0.05)
+  for p in procs:
+    if p.poll() is not None:
+      raise AssertionError(f"a process ended early ({p.returncode}): {p.communicate()[1][-3000:]}")
+  raise AssertionError(f"{path} did not appear in {timeout} s")
+
+
+def _jaxtts_lines(stderr: str) -> list[str]:
+  return [line for line in stderr.splitlines() if line.startswith("jaxtts-train:")]
+
+
+@pytest.mark.multiprocess
+def test_a_killed_process_ends_the_other_with_one_line(synthetic_corpus, tmp_path):
+  """SIGKILL process 1 once training runs: process 0 exits 4 within 120 s (about
+  ``peer_timeout_s`` = 8 s), its stderr one line naming process 1 (no traceback, no C++
+  LOG(FATAL))."""
+  procs = _start_two(tmp_path, synthetic_corpus, 1000, **{"checkpoint.every_steps": 10000,
+                                                          "distributed.peer_timeout_s": 8})
+  try:
+    _wait_for(tmp_path / "metrics.jsonl", procs)  # process 0 logged step 1: mid-run
+    procs[1].send_signal(signal.SIGKILL)
+    killed = time.time()
+    _, err = procs[0].communicate(timeout=120)
+    elapsed = time.time() - killed
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  assert procs[0].returncode == 4, err[-3000:]
+  assert elapsed < 120
+  [line] = _jaxtts_lines(err)
+  assert line.startswith("jaxtts-train: lost process 1 (no heartbeat for "), line
+  assert "Traceback" not in err and "Check failure" not in err, err[-3000:]
+  print(f"survivor exited {elapsed:.1f} s after the kill")
+
+
+@pytest.mark.multiprocess
+def test_sigterm_to_one_process_saves_one_step_on_both(reference_run, synthetic_corpus,
+                                                       tmp_path):
+  """SIGTERM to process 1 only: both exit 143 having saved the same step (the only
+  checkpoint: every_steps is 100); a 1-process resume is refused (status 2, one line with
+  both counts, the checkpoint kept); a 2-process resume ends at step 6 with the reference
+  losses (1e-4: the batch is split over two devices, as in test_train_resume)."""
+  extra = {"checkpoint.every_steps": 100}
+  procs = _start_two(tmp_path, synthetic_corpus, 6, **extra)
+  _wait_for(tmp_path / "config.json", procs)
+  procs[1].send_signal(signal.SIGTERM)
+  errs = [p.communicate(timeout=300)[1] for p in procs]
+  assert [p.returncode for p in procs] == [143, 143], [e[-2000:] for e in errs]
+  saved = [int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()]
+  assert len(saved) == 1 and 0 <= saved[0] < 6, saved
+  step_dir = tmp_path / "checkpoints" / str(saved[0])
+  assert sorted(n for n in os.listdir(step_dir / "data") if n.endswith(".json")) == [
+      "process_0-of-2.json", "process_1-of-2.json"]  # one iterator state per process
+
+  proc = run(train_cmd(tmp_path, synthetic_corpus, 6, **extra), num_devices=2, check=False)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  [line] = _jaxtts_lines(proc.stderr)
+  assert f"step {saved[0]}" in line and "written by 2 processes, this run has 1" in line, line
+  assert "Traceback" not in proc.stderr
+  assert not os.path.exists(tmp_path / "corrupt_checkpoints")  # refused, not quarantined
+
+  procs = _start_two(tmp_path, synthetic_corpus, 6, **extra)
+  errs = [p.communicate(timeout=300)[1] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for e in errs]
+  ref, got = losses(reference_run), losses(tmp_path)
+  assert sorted(got) == sorted(ref)
+  np.testing.assert_allclose([got[s] for s in sorted(ref)], [ref[s] for s in sorted(ref)],
+                             rtol=1e-4)
