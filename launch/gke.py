@@ -43,7 +43,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--max-restarts", type=int, default=3,
                       help="JobSet: restarts of the whole JobSet after a failure (resume)")
   parser.add_argument("--out", default=None,
-                      help="JobSet: where to write the manifest (default <workload>.yaml)")
+                      help="JobSet: where to write the manifest (default <workload>.yaml; "
+                           "under jaxtts-sweep a folder for each run's <workload>.yaml)")
 
 
 def workload_name(args: argparse.Namespace, train: TrainArgs, name: str | None) -> str:
@@ -154,7 +155,8 @@ def plan(args: argparse.Namespace, train: TrainArgs, name: str | None = None) ->
             + join(cmd))
     return Plan(text, lambda: _run(cmd))
   text = jobset_yaml(args, train, name)
-  out = args.out or f"{workload_name(args, train, name)}.yaml"
+  out = f"{workload_name(args, train, name)}.yaml"
+  out = os.path.join(args.out, out) if args.out and name else args.out or out
 
   def execute() -> int:
     with open(out, "w") as f:

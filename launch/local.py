@@ -1,9 +1,10 @@
 """`jaxtts-launch local`: N jaxtts-train processes on this machine, joined by jax.distributed on a
 free localhost port.
 
-Each process writes `<workdir>/logs/process_<i>.log` (appended across retries). The launcher
-waits for all; when one exits non-zero it sends SIGTERM to the rest, SIGKILLs those still alive
-after `--kill-timeout` seconds, and exits with the failed process's status, naming it and its log.
+Each process writes `<workdir>/logs/process_<i>.log` (or under `--log-dir`; appended across
+retries). The launcher waits for all; when one exits non-zero it sends SIGTERM to the rest,
+SIGKILLs those still alive after `--kill-timeout` seconds, and exits with the failed process's
+status, naming it and its log.
 `--retries R` reruns the whole group (the trainer resumes from the workdir's checkpoints), except
 after exit 2 (a bad config, which a rerun repeats).
 """
@@ -21,7 +22,7 @@ import sys
 import threading
 import time
 
-from launch.args import LaunchError, Plan, TrainArgs, join
+from launch.args import LaunchError, Plan, TrainArgs, is_url, join
 
 PROG = "jaxtts-launch local"
 
@@ -36,6 +37,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                       help="reruns (resumes) after a failed attempt (default 0)")
   parser.add_argument("--kill-timeout", type=float, default=30.0,
                       help="seconds the other processes get after SIGTERM once one failed")
+  parser.add_argument("--log-dir", default=None,
+                      help="where process_<i>.log go (default <workdir>/logs)")
   parser.add_argument("--trainer", default=None,
                       help="the trainer command (default: this Python -m jaxtts.train)")
 
@@ -66,8 +69,16 @@ def commands(args: argparse.Namespace, train: TrainArgs, port: int) -> list:
           for i in range(args.num_processes)]
 
 
-def log_path(workdir: str, i: int) -> str:
-  return os.path.join(workdir, "logs", f"process_{i}.log")
+def log_dir(args: argparse.Namespace, train: TrainArgs) -> str:
+  if getattr(args, "log_dir", None):
+    return args.log_dir
+  if is_url(train.workdir):
+    raise LaunchError(f"{PROG}: workdir {train.workdir} is not a local path; give --log-dir")
+  return os.path.join(train.workdir, "logs")
+
+
+def log_path(logs: str, i: int) -> str:
+  return os.path.join(logs, f"process_{i}.log")
 
 
 def _stop(procs: list, timeout: float) -> None:
@@ -100,7 +111,8 @@ def attempt(args: argparse.Namespace, train: TrainArgs, attempt_no: int, env: di
             quiet: bool = False, stop: threading.Event | None = None) -> tuple:
   """One run of all processes; returns (exit status, index of the failed process or None).
   Setting `stop` (else SIGTERM / SIGINT here) stops them (they save) and returns 143."""
-  os.makedirs(os.path.join(train.workdir, "logs"), exist_ok=True)
+  logs_dir = log_dir(args, train)
+  os.makedirs(logs_dir, exist_ok=True)
   cmds = commands(args, train, free_port())
   procs, logs = [], []
   previous = {}
@@ -111,7 +123,7 @@ def attempt(args: argparse.Namespace, train: TrainArgs, attempt_no: int, env: di
         previous[sig] = signal.signal(sig, lambda *_: stop.set())
   try:
     for i, cmd in enumerate(cmds):
-      log = open(log_path(train.workdir, i), "a")  # pylint: disable=consider-using-with
+      log = open(log_path(logs_dir, i), "a")  # pylint: disable=consider-using-with
       log.write(f"=== jaxtts-launch local: attempt {attempt_no}: {join(cmd)}\n")
       log.flush()
       logs.append(log)
@@ -129,8 +141,8 @@ def attempt(args: argparse.Namespace, train: TrainArgs, attempt_no: int, env: di
         i = failed[0]
         if not quiet:
           print(f"{PROG}: process {i} of {len(procs)} exited {codes[i]} (log: "
-                f"{log_path(train.workdir, i)}); stopped the others\n"
-                f"{_tail(log_path(train.workdir, i))}", file=sys.stderr, end="")
+                f"{log_path(logs_dir, i)}); stopped the others\n"
+                f"{_tail(log_path(logs_dir, i))}", file=sys.stderr, end="")
         return codes[i], i
       if all(c == 0 for c in codes):
         return 0, None
@@ -151,7 +163,7 @@ def run(args: argparse.Namespace, train: TrainArgs, env: dict | None = None,
     if rc == 0:
       if not quiet:
         print(f"{PROG}: {args.num_processes} process(es) finished (logs: "
-              f"{os.path.join(train.workdir, 'logs')})", file=sys.stderr)
+              f"{log_dir(args, train)})", file=sys.stderr)
       return 0
     if rc in (2, 143) or k == args.retries:
       return rc
@@ -170,16 +182,16 @@ def plan(args: argparse.Namespace, train: TrainArgs, name: str | None = None,
   if args.devices_per_process is not None and args.devices_per_process < 1:
     raise LaunchError(f"{PROG}: --devices-per-process must be >= 1, "
                       f"got {args.devices_per_process}")
-  port = "PORT" if args.num_processes > 1 else 0
+  port, logs = ("PORT" if args.num_processes > 1 else 0), log_dir(args, train)
   lines = [f"# {args.num_processes} process(es) on this machine; PORT is a free localhost port "
            "picked at launch.",
            f"# Resume key: the workdir {train.workdir} (rerun the same command to resume).",
-           f"mkdir -p {shlex.quote(os.path.join(train.workdir, 'logs'))}"]
+           f"mkdir -p {shlex.quote(logs)}"]
   prefix = ""
   if args.devices_per_process is not None:
     prefix = (f"XLA_FLAGS=--xla_force_host_platform_device_count={args.devices_per_process} "
               "JAX_PLATFORMS=cpu ")
   for i, cmd in enumerate(commands(args, train, port)):
-    lines.append(f"{prefix}{join(cmd)} >> {shlex.quote(log_path(train.workdir, i))} 2>&1 &")
+    lines.append(f"{prefix}{join(cmd)} >> {shlex.quote(log_path(logs, i))} 2>&1 &")
   lines.append("wait")
   return Plan("\n".join(lines), lambda: run(args, train, env, quiet, stop))

@@ -38,7 +38,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--repo", default=".", help="the jaxtts checkout on the shared filesystem")
   parser.add_argument("--log-dir", default=None, help="default <workdir>/logs")
   parser.add_argument("--out", default=None,
-                      help="the script's path (default <log-dir>/<job>.sbatch)")
+                      help="the script's path (default <log-dir>/<job>.sbatch; under "
+                           "jaxtts-sweep a folder for each run's <job>.sbatch)")
   parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                       help="environment of the trainer (repeatable)")
 
@@ -108,7 +109,9 @@ def plan(args: argparse.Namespace, train: TrainArgs, name: str | None = None,
          on_success: str = "") -> Plan:
   text = script(args, train, name, on_success)
   logs = log_dir(args, train)
-  out = args.out or os.path.join(logs, f"{job_name(args, train, name)}.sbatch")
+  out = os.path.join(args.out or logs, f"{job_name(args, train, name)}.sbatch")
+  if args.out and name is None:  # one launch: --out is the script's path
+    out = args.out
 
   def execute() -> int:
     os.makedirs(logs, exist_ok=True)

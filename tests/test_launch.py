@@ -1,6 +1,7 @@
 """launch/: the local launcher runs and stops real multi-process trainings, the cloud and SLURM
 launchers' dry runs carry the flags multi-host runs need, and sweeps skip what is done."""
 
+import glob
 import json
 import os
 import subprocess
@@ -83,11 +84,14 @@ def test_local_retries_resume_after_a_failure(tmp_path):
 
 
 def test_local_dry_run_and_flag_errors(capsys):
-  out = _dry(capsys, "local", "--num-processes", "2", "--devices-per-process", "4")
+  out = _dry(capsys, "local", "--num-processes", "2", "--devices-per-process", "4",
+             "--log-dir", "/tmp/logs")
   assert "--coordinator-address localhost:PORT --num-processes 2 --process-id 1" in out
-  assert "xla_force_host_platform_device_count=4" in out and "gs://bucket/gmm_lm/logs" in out
+  assert "xla_force_host_platform_device_count=4" in out and "/tmp/logs/process_1.log" in out
   assert launcher.main(["local", "--", "--config", TINY]) == 2
   assert "--workdir" in capsys.readouterr().err
+  assert launcher.main(["local", "--dry-run", "--", *TRAIN]) == 2  # logs need a local path
+  assert "give --log-dir" in capsys.readouterr().err
 
 
 def test_tpu_vm_dry_run(capsys):
@@ -234,3 +238,15 @@ def test_sweep_decides_skip_resume_or_refuse(tmp_path):
            "workdir": run["workdir"]}
   with pytest.raises(sweep.LaunchError, match="grid changed order"):
     sweep.decide(moved, resubmit=False)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "launch", "sweeps",
+                                                               "*.py"))))
+def test_example_sweeps_build_their_configs(path):
+  from jaxtts.train import config as config_lib  # pylint: disable=import-outside-toplevel
+  spec = sweep.load(path)
+  runs = sweep.expand(spec, "/tmp/unused", ["--config.data.dir=/data"])
+  assert len({r["name"] for r in runs}) == len(runs) > 1
+  for run in runs:
+    overrides = [a for a in run["argv"] if a.startswith("--config.")]
+    config_lib.build_config(os.path.join(ROOT, spec["config"]), overrides)
