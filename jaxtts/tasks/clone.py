@@ -161,7 +161,7 @@ class CLONETask(CorpusData):
     if self.model.excitation:
       batch["f0"] = np.zeros((batch_size, f), np.float32)
       batch["voiced"] = np.zeros((batch_size, f), bool)
-    return batch
+    return self.without_absent_fields(batch)
 
   def init_params(self, rng: jax.Array, batch: Mapping[str, jax.Array]) -> dict[str, Any]:
     g_rng, d_rng, f_rng = jax.random.split(rng, 3)

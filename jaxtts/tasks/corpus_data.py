@@ -11,13 +11,14 @@ global arrays.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Iterator
 
 import grain
 import ml_collections
 import numpy as np
 
-from jaxtts.data import pipeline
+from jaxtts.data import features, pipeline
 from jaxtts.data.source import read_manifest
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,16 @@ log = logging.getLogger(__name__)
 class CorpusData:
   """`train_iterator`, `num_eval_examples` and `eval_batches` from ``self.cfg.data``."""
   cfg: ml_collections.ConfigDict
+
+  def without_absent_fields(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``batch`` (an `example_batch`) less the fields the corpus does not store, so the
+    trainer's compiled step takes the pipeline's keys: ``durations`` of a corpus built without
+    aligner output (`jaxtts.data.features.has`). Unchanged without a corpus (inference)."""
+    if not self.cfg.data.get("dir") or not os.path.isdir(self.cfg.data.dir):
+      return batch
+    manifest = read_manifest(self.cfg.data.dir)
+    return {k: v for k, v in batch.items()
+            if k != "durations" or features.has(manifest, "durations")}
 
   def train_iterator(self, global_batch_size: int, seed: int) -> grain.DatasetIterator:
     """The checkpointable, endless iterator of training batches of ``data.train_split``

@@ -110,12 +110,13 @@ class GMMLMTask(CorpusData):
   def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
     f, d, p = self.frames_per_bucket[-1], int(self.cfg.model.latent_dim), int(
         self.cfg.data.max_phonemes)
-    return {"latents": np.zeros((batch_size, f, d), np.float32),
-            "latent_len": np.full((batch_size,), f, np.int32),
-            "phonemes": np.ones((batch_size, p), np.int32),
-            "phoneme_len": np.full((batch_size,), p, np.int32),
-            "durations": np.zeros((batch_size, p), np.int32),
-            "speaker_id": np.zeros((batch_size,), np.int32)}
+    return self.without_absent_fields({
+        "latents": np.zeros((batch_size, f, d), np.float32),
+        "latent_len": np.full((batch_size,), f, np.int32),
+        "phonemes": np.ones((batch_size, p), np.int32),
+        "phoneme_len": np.full((batch_size,), p, np.int32),
+        "durations": np.zeros((batch_size, p), np.int32),
+        "speaker_id": np.zeros((batch_size,), np.int32)})
 
   def flops_per_step(self, batch_shapes: Mapping[str, tuple[int, ...]]) -> float:
     """Model FLOPs of one train step on a global batch (`jaxtts.tasks.flops`): 3x the
