@@ -1,4 +1,4 @@
-"""TFDS builders and ``data.source='tfds'``: the same records and batches as our ArrayRecord path."""
+"""TFDS builders and ``data.source='tfds'``: the records and batches of our ArrayRecord path."""
 
 import os
 
