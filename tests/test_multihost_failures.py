@@ -3,6 +3,7 @@
 - SIGKILL one mid-run: the other exits 4 within the watchdog's ``peer_timeout_s`` with one
   line naming the lost process (before: a Gloo traceback, then the coordination service's
   LOG(FATAL) page and SIGABRT 61 s later).
+- A barrier one process never reaches raises `BarrierTimeoutError` (one line) after its timeout.
 - SIGTERM to one process only: both save the same step and exit 143; a resume on one process
   is refused with one line naming both counts; a resume on two continues to the end with the
   losses of the uninterrupted 1-device `reference_run`.
@@ -12,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -53,13 +55,47 @@ def _jaxtts_lines(stderr: str) -> list[str]:
   return [line for line in stderr.splitlines() if line.startswith("jaxtts-train:")]
 
 
+_BARRIER = """
+import sys, time
+import jax
+pid, port = int(sys.argv[1]), sys.argv[2]
+jax.distributed.initialize(f"localhost:{port}", 2, pid)
+from jaxtts.train import mesh
+if pid == 0:
+  start = time.time()
+  try:
+    mesh.barrier("only-process-0", 2)
+  except mesh.BarrierTimeoutError as e:
+    print(f"{time.time() - start:.1f}", e)
+mesh.barrier("both", 60)
+"""
+
+
+@pytest.mark.multiprocess
+def test_a_barrier_times_out_with_one_line():
+  """Process 0 waits at a barrier process 1 skips: `BarrierTimeoutError` after the 2 s timeout
+  (well under 30 s), naming the barrier; both then meet at the next barrier and exit 0."""
+  port = _free_port()
+  procs = [subprocess.Popen([sys.executable, "-c", _BARRIER, str(pid), str(port)],
+                            env=subprocess_env(1), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for pid in range(2)]
+  outs = [p.communicate(timeout=120) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outs]
+  seconds, message = outs[0][0].strip().split(" ", 1)
+  assert 2 <= float(seconds) < 30, seconds
+  assert message.startswith("process 0: barrier 'only-process-0' timed out after 2 s"), message
+
+
 @pytest.mark.multiprocess
 def test_a_killed_process_ends_the_other_with_one_line(synthetic_corpus, tmp_path):
   """SIGKILL process 1 once training runs: process 0 exits 4 within 120 s (about
   ``peer_timeout_s`` = 8 s), its stderr one line naming process 1 (no traceback, no C++
   LOG(FATAL))."""
+  # Without discriminators: one parameter group compiles faster (multi-process CPU programs
+  # miss the persistent compilation cache).
   procs = _start_two(tmp_path, synthetic_corpus, 1000, **{"checkpoint.every_steps": 10000,
-                                                          "distributed.peer_timeout_s": 8})
+                                                          "distributed.peer_timeout_s": 8,
+                                                          "discriminator.enabled": False})
   try:
     _wait_for(tmp_path / "metrics.jsonl", procs)  # process 0 logged step 1: mid-run
     procs[1].send_signal(signal.SIGKILL)
@@ -112,3 +148,15 @@ def test_sigterm_to_one_process_saves_one_step_on_both(reference_run, synthetic_
   assert sorted(got) == sorted(ref)
   np.testing.assert_allclose([got[s] for s in sorted(ref)], [ref[s] for s in sorted(ref)],
                              rtol=1e-4)
+
+
+def test_peer_timeout_must_be_below_the_heartbeat_timeout(synthetic_corpus, tmp_path):
+  """The watchdog must name a lost process before the coordination service aborts every
+  process: a ``peer_timeout_s`` at or above ``heartbeat_timeout_s`` is refused (status 2, one
+  line) before `jax.distributed.initialize`."""
+  proc = run(train_cmd(tmp_path, synthetic_corpus, 2, **{"distributed.peer_timeout_s": 100}) + [
+      "--coordinator-address", f"localhost:{_free_port()}", "--num-processes", "2",
+      "--process-id", "0"], check=False, timeout=120)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  [line] = _jaxtts_lines(proc.stderr)
+  assert "peer_timeout_s=100 must be below heartbeat_timeout_s=100" in line, line

@@ -21,6 +21,10 @@ When a host fails (several processes; every timeout is a `config.distributed` ke
   s); exiting`` and status 4, instead of a Gloo traceback followed by the service's
   LOG(FATAL) page (measured before: SIGABRT 61 s after the kill; now about
   ``peer_timeout_s``). A collective that fails because a peer died waits for that verdict.
+  Process 0 holds the coordination service: when it dies, JAX's client aborts the others
+  within about a second (SIGABRT, its own C++ message; measured 0.6 s). That abort is the
+  client's ``missed_heartbeat_callback``, which `jax.distributed.initialize` does not expose
+  and which cannot be a Python function in jax 0.10.2 (std::bad_cast, tried).
 - Every barrier (after each ahead-of-time compilation, the corrupt-checkpoint quarantine) has
   ``barrier_timeout_s`` (1800); async checkpoint commits ``checkpoint.async_timeout_s`` (1200).
   Orbax's own save barriers are device collectives without a timeout here (its client
