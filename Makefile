@@ -26,7 +26,7 @@ $(STAMP): setup.py
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -rs --durations=20 -n 2 --dist loadfile --max-worker-restart=0 tests
+	$(BIN)/python -m pytest -q -rs --durations=40 -n 2 --dist loadfile --max-worker-restart=0 tests
 
 demo: $(STAMP)
 	$(BIN)/python -m launch.demo --family $(FAMILY) --out $(DEMO_DIR)

@@ -146,8 +146,10 @@ def profile_stages(data_cfg, split: str, *, batch_size: int, examples: int) -> d
   assemble = (time.perf_counter() - t0) / max(rows, 1)
   groups = np.bincount(source.record_speaker_ids())
   return {"examples": n, "index_us": round(index * 1e6, 1),
-          "index_note": "grain index_shuffle cycle-walks a >= 2**16 domain: ~50 ms / (group "
-                        "or corpus size) per call, so tiny synthetic corpora overstate it",
+          "index_note": "speaker balancing draws from cached per-speaker permutations; the "
+                        "global shuffle's grain index_shuffle cycle-walks a >= 2**16 domain "
+                        "(~50 ms / corpus size per call), so tiny synthetic corpora overstate "
+                        "it",
           "utterances_per_speaker_median": int(np.median(groups[groups > 0])),
           "read_decode_us": round(decode * 1e6, 1),
           "map_us": round(mapped * 1e6, 1),

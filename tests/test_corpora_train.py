@@ -1,8 +1,9 @@
 """`jaxtts-train` on every real-corpus layout: each fixture tree (data_pipelines/fixtures.py) is
-built by `jaxtts-corpus <corpus>` in a child process, then the tiny codec trains on it
+built once by `jaxtts-corpus <corpus>` (its `main`, in this process), then the tiny codec trains on it
 (`python -m jaxtts.train`): LibriSpeech with TextGrid durations, LibriTTS resampled from 24 kHz
 without durations, LibriLight from LibriHeavy cuts, and LibriLight's untranscribed VAD pieces.
-The tiny codec's programs are the ones the trainer tests compile (shared compilation cache)."""
+The codec trains without discriminators (one compiled step: tracing, which the compilation
+cache does not save, is most of a 2-step run); the trainer tests cover both parameter groups."""
 
 import json
 import math
@@ -12,6 +13,7 @@ import pytest
 
 from conftest import PYTHON
 from data_pipelines import fixtures
+from data_pipelines.espeak_corpus import main as corpus_main
 from jaxtts.data.source import read_manifest
 from train_helpers import losses, run, train_cmd
 
@@ -41,18 +43,31 @@ def _builds(fx):
   }
 
 
+@pytest.fixture(scope="module")
+def built(trees, tmp_path_factory):
+  """name -> corpus dir, each built on first use (`jaxtts-corpus` exit status 0)."""
+  out = {}
+
+  def get(name):
+    if name not in out:
+      corpus = str(tmp_path_factory.mktemp(name) / "corpus")
+      assert corpus_main([*_builds(trees)[name], "--out", corpus, *COMMON]) == 0
+      out[name] = corpus
+    return out[name]
+
+  return get
+
+
 @pytest.mark.parametrize("name", ["librispeech", "libritts", "librilight", "librilight_vad"])
-def test_jaxtts_train_trains_on_each_built_corpus(trees, tmp_path, name):
-  corpus = str(tmp_path / "corpus")
-  run([PYTHON, "-m", "data_pipelines.espeak_corpus", *_builds(trees)[name], "--out", corpus,
-       *COMMON])
+def test_jaxtts_train_trains_on_each_built_corpus(built, tmp_path, name):
+  corpus = built(name)
   manifest = read_manifest(corpus)
   stored = set(manifest["features"])
   assert ("durations" in stored) == (name == "librispeech")
   assert ("phonemes" in stored) == (name != "librilight_vad")
   assert manifest["splits"]["train"]["num_examples"] > 0
   workdir = tmp_path / "train"
-  run(train_cmd(workdir, corpus, 2))
+  run(train_cmd(workdir, corpus, 2, **{"discriminator.enabled": False}))
   got = losses(workdir)
   assert sorted(got) == [1, 2] and all(math.isfinite(v) for v in got.values())
   with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
@@ -60,13 +75,11 @@ def test_jaxtts_train_trains_on_each_built_corpus(trees, tmp_path, name):
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
 
 
-def test_clone_trains_by_mas_on_a_corpus_without_durations(trees, tmp_path):
+def test_clone_trains_by_mas_on_a_corpus_without_durations(built, tmp_path):
   """A TTS family on a real layout: CLONE with its own monotonic alignment search
   (``model.alignment='mas'``) on the LibriTTS corpus, which has no durations; the sample step
   reconstructs through the model's MAS path instead of recorded durations."""
-  corpus = str(tmp_path / "corpus")
-  run([PYTHON, "-m", "data_pipelines.espeak_corpus", *_builds(trees)["libritts"], "--out",
-       corpus, *COMMON])
+  corpus = built("libritts")
   workdir = tmp_path / "clone"
   run([PYTHON, "-m", "jaxtts.train", "--config", "configs/clone.py:tiny", "--workdir",
        str(workdir), f"--config.data.dir={corpus}", "--config.model.alignment=mas",

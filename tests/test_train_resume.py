@@ -8,45 +8,39 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, subprocess_env
+from conftest import PYTHON, ROOT, subprocess_env
 from train_helpers import assert_params_close, final_params, losses, run, train_cmd
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
 
 
 @pytest.mark.multiprocess
 def test_two_processes_on_a_sharded_mesh_match_single_device(reference_run, synthetic_corpus,
                                                             tmp_path):
-  """Two `jax.distributed` processes on localhost with four CPU devices each, the trainer's
-  (data, fsdp, tensor) = (2, 2, 2) mesh over all eight, vs the 1-device reference run.
+  """`jaxtts-launch local`: two `jax.distributed` processes on localhost with four CPU devices
+  each, the trainer's (data, fsdp, tensor) = (2, 2, 2) mesh over all eight, vs the 1-device
+  reference run.
 
-  One run checks both multi-process training and every mesh axis (the data axis spans the
-  processes). Tolerance: reductions split over devices change float32 summation order, so
-  losses agree to 1e-4 relative and parameters to 1e-4 absolute after 6 Adam-type steps."""
-  port = _free_port()
-  procs = []
+  One run checks the local launcher (a coordinator on a free port, one log per process), both
+  multi-process training and every mesh axis (the data axis spans the processes). Tolerance:
+  reductions split over devices change float32 summation order, so losses agree to 1e-4
+  relative and parameters to 1e-4 absolute after 6 Adam-type steps."""
   mesh = {"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}
-  for pid in range(2):
-    cmd = train_cmd(tmp_path, synthetic_corpus, 6, **mesh) + [
-        "--coordinator-address", f"localhost:{port}", "--num-processes", "2",
-        "--process-id", str(pid)]
-    procs.append(subprocess.Popen(cmd, env=subprocess_env(4), cwd=ROOT,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-  for p in procs:
-    _, err = p.communicate(timeout=600)
-    assert p.returncode == 0, err[-4000:]
+  proc = subprocess.run(
+      [PYTHON, "-m", "launch", "local", "--num-processes", "2", "--devices-per-process", "4",
+       "--", *train_cmd(tmp_path, synthetic_corpus, 6, **mesh)[3:]],
+      env=subprocess_env(1), cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  for i in range(2):
+    log = (tmp_path / "logs" / f"process_{i}.log").read_text()
+    assert f"--process-id {i}" in log and "--coordinator-address localhost:" in log, log[-2000:]
+  assert json.loads((tmp_path / "config.json").read_text())["mesh"]["tensor"] == 2
   ref, got = losses(reference_run), losses(tmp_path)
+  assert sorted(got) == sorted(ref)
   np.testing.assert_allclose([got[s] for s in sorted(ref)], [ref[s] for s in sorted(ref)],
                              rtol=1e-4)
   assert_params_close(final_params(reference_run)[1], final_params(tmp_path)[1], atol=1e-4)

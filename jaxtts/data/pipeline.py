@@ -171,6 +171,12 @@ class SpeakerBalancedMapDataset(grain.MapDataset):
   repetition inside a cycle. Apply `shuffle` afterwards to mix the speakers.
 
   Elements are ``parent[i]`` for the chosen parent index ``i``.
+
+  The cycle's permutation is a NumPy permutation from ``(seed, speaker, cycle)``, kept per
+  speaker until its next cycle (memory: one int per record). Grain's ``index_shuffle`` would
+  need no memory, but it cycle-walks a domain of at least 2**16 indices, so one call costs
+  ~50 ms / group size (3.6 ms for a speaker with 14 utterances, 0.23 ms for 150, measured on
+  this project's CPU), more than reading and decoding the record.
   """
 
   def __init__(self, parent: grain.MapDataset, speaker_of_index: np.ndarray, *, seed: int):
@@ -183,12 +189,22 @@ class SpeakerBalancedMapDataset(grain.MapDataset):
     self._length = len(parent)
     self._per_epoch = math.ceil(self._length / len(self._groups))
     self._seed = int(seed)
+    self._cycles: dict[int, tuple[int, np.ndarray]] = {}  # speaker -> (cycle, permutation)
 
   def __len__(self) -> int:
     return self._length
 
   def __str__(self) -> str:
     return f"SpeakerBalancedMapDataset(speakers={len(self._groups)})"
+
+  def _permutation(self, s: int, cycle: int) -> np.ndarray:
+    """Speaker ``s``'s utterance order in ``cycle``: a permutation of its group positions."""
+    cached = self._cycles.get(s)
+    if cached is not None and cached[0] == cycle:
+      return cached[1]
+    perm = np.random.default_rng(_mix(self._seed, s, cycle)).permutation(len(self._groups[s]))
+    self._cycles[s] = (cycle, perm)  # Atomic under the read threads; a race recomputes.
+    return perm
 
   def parent_index(self, index: int) -> int:
     """The parent index drawn for element ``index`` (any non-negative int)."""
@@ -198,8 +214,7 @@ class SpeakerBalancedMapDataset(grain.MapDataset):
     k = epoch * self._per_epoch + j // len(self._groups)
     cycle, pos = divmod(k, len(group))
     if len(group) > 1:
-      pos = grain.experimental.index_shuffle(
-          pos, max_index=len(group) - 1, seed=_mix(self._seed, s, cycle), rounds=4)
+      pos = int(self._permutation(s, cycle)[pos])
     return int(group[pos])
 
   def __getitem__(self, index):
