@@ -99,6 +99,33 @@ def test_zero_shot_notebook_on_clone(clone_run, chain, kernel_env, tmp_path):
   assert [m for m in _data(outputs, "text/markdown") if "WER" in m]
 
 
+def test_zero_shot_notebook_on_ns3(ns3_run, kernel_env, tmp_path):
+  """The same notebook on the tiny NS3 chain (FACodec codes -> masked diffusion): the prompt's
+  codes and timbre come from FACodec, its durations from aligning the prompt transcript on
+  FACodec's phone posteriors; the synthesis' phone durations are printed."""
+  from jaxtts.audio.io import save_wav
+  from jaxtts.data.source import CorpusSource
+  source = CorpusSource(ns3_run["corpus"], "test_zero_shot")
+  prompt_ex = source.example(0)
+  target = min((source.example(i)["phonemes"] for i in range(1, len(source))), key=len)
+  prompt = tmp_path / "prompt.wav"
+  save_wav(prompt, prompt_ex["audio"].astype(np.float32) / 32768.0, 16000)
+  out_dir = tmp_path / "outputs"
+  for key, value in {"WORKDIR": ns3_run["ns3"], "PROMPT_AUDIO": prompt,
+                     # The synthetic corpus' table has no text frontend: phoneme ids.
+                     "PROMPT_PHONEMES": " ".join(map(str, prompt_ex["phonemes"])),
+                     "TARGET_PHONEMES": " ".join(map(str, target)),
+                     "MAX_SECONDS": 2, "EVAL_LIMIT": 1, "OUTPUT_DIR": out_dir}.items():
+    kernel_env.setenv(f"JAXTTS_{key}", str(value))
+  outputs = _execute("zero_shot_colab.ipynb", tmp_path)
+  text = _stdout(outputs)
+  assert '"generator": "ns3"' in text and "durations (frames):" in text, text
+  assert os.path.getsize(out_dir / "synthesis.wav") > 44
+  assert len([h for h in _data(outputs, "text/html") if "<audio" in h]) == 2
+  tables = [m for m in _data(outputs, "text/markdown") if "WER" in m]
+  assert len(tables) == 1 and "|" in tables[0], _data(outputs, "text/markdown")
+
+
 def test_zero_shot_notebook(chain, kernel_env, tmp_path):
   from jaxtts.audio.io import save_wav
   prompt = tmp_path / "prompt.wav"
