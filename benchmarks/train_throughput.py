@@ -3,7 +3,11 @@
     python benchmarks/train_throughput.py --config configs/gmm_vae.py:tiny --steps 50 \
         [--data-dir DIR] [--config.a.b=value ...]
 
-Without --data-dir a synthetic corpus is written to a temp dir. Figures: steps/s, audio
+Without --data-dir the synthetic corpus the preset's task reads (audio, latents, or FACodec
+codes + timbre + phone prosody codes: `benchmarks/input_consumption.preset_corpus`) is written
+to a temp dir, utterances of --min-seconds to --max-seconds. ``frames_per_sec`` counts the
+batch's unpadded frames (tokens of the primary field: codes / latents frames, audio frames at
+the corpus hop), ``padded_frames_per_sec`` the frames the step computes. Figures: steps/s, audio
 seconds/s (crop mode), per-device TFLOP/s from the compiled step's cost analysis (counts
 rematerialisation: ``hfu``) and from the task's analytic model FLOPs (``mfu``, MaxText's
 convention: matmuls, backward = 2x forward, no remat), both over the chip's dense bf16 peak
@@ -27,10 +31,11 @@ import tempfile
 import time
 
 import jax
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxtts.data.synthetic import write_synthetic_corpus  # noqa: E402
+from benchmarks import input_consumption  # noqa: E402
 from jaxtts.train import config as config_lib  # noqa: E402
 from jaxtts.train import loop, mesh as mesh_lib, mfu  # noqa: E402
 
@@ -40,13 +45,16 @@ def main(argv=None) -> int:
   parser.add_argument("--config", default="configs/gmm_vae.py:tiny")
   parser.add_argument("--steps", type=int, default=50)
   parser.add_argument("--data-dir", default=None)
+  parser.add_argument("--min-seconds", type=float, default=1.0)
+  parser.add_argument("--max-seconds", type=float, default=4.0)
   args, rest = parser.parse_known_args(argv)
   tmp = tempfile.mkdtemp(prefix="jaxtts-bench-")
   data_dir = args.data_dir
   if data_dir is None:
     data_dir = os.path.join(tmp, "corpus")
-    write_synthetic_corpus(data_dir, num_speakers=4, utterances_per_speaker=16,
-                           min_seconds=1.0, max_seconds=4.0, f0=True)  # FACodec's F0 labels
+    input_consumption.preset_corpus(
+        config_lib.build_config(args.config, rest), data_dir, speakers=4,
+        utterances_per_speaker=16, min_seconds=args.min_seconds, max_seconds=args.max_seconds)
   cfg = config_lib.build_config(args.config, [f"--config.data.dir={data_dir}", *rest])
   trainer = loop.Trainer(cfg, os.path.join(tmp, "workdir"))
   trainer._compile()  # pylint: disable=protected-access
@@ -61,9 +69,16 @@ def main(argv=None) -> int:
   compile_s = time.perf_counter() - t0
   state, m = compiled(state, batch)
   jax.block_until_ready(m)
+  primary, length_key = next((p, k) for p, k in (("codes", "code_len"), ("latents", "latent_len"),
+                                                 ("audio", "audio_len")) if k in batch)
+  hop = 200 if primary == "audio" else 1  # audio frames at the corpora's 80 Hz hop
+  frames = padded = 0
   t0 = time.perf_counter()
   for _ in range(args.steps):
-    batch = mesh_lib.global_batch(next(it), trainer.mesh)
+    host = next(it)
+    frames += int(np.sum(host[length_key])) // hop
+    padded += int(np.prod(np.shape(host[primary])[:2])) // hop
+    batch = mesh_lib.global_batch(host, trainer.mesh)
     state, m = compiled(state, batch)
   jax.block_until_ready(m)
   dt = time.perf_counter() - t0
@@ -76,6 +91,7 @@ def main(argv=None) -> int:
       "compile_seconds": round(compile_s, 2), "steps_per_sec": round(steps_per_sec, 3),
       "audio_seconds_per_sec": (round(steps_per_sec * audio_s, 2)
                                 if cfg.data.mode == "crop" else None),
+      "frames_per_sec": round(frames / dt, 1), "padded_frames_per_sec": round(padded / dt, 1),
       # cost_analysis of an SPMD executable counts the per-device program.
       "flops_per_step": flops,
       "tflops_per_device": round(flops * steps_per_sec / 1e12, 4),
