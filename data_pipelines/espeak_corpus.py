@@ -749,7 +749,7 @@ def build(out_dir: str, *, speakers: int = 12, zero_shot_speakers: int = 3,
   skipped = {s: 0 for s in SPLITS}
   try:
     writers = {(s, i): ArrayRecordWriter(os.path.join(tmp, shard_name(s, i, num_shards[s])),
-                                         "group_size:1")
+                                         records.WRITER_OPTIONS)
                for s in SPLITS for i in range(num_shards[s])}
     bar = tqdm(total=len(utts), desc="espeak corpus", unit="utt", disable=not progress,
                file=sys.stderr)

@@ -61,7 +61,7 @@ def write_shard(out_dir: str, split: str, index: int, items: Sequence[libri.Plan
   bad: list[dict] = []
   rates: dict[str, int] = {}
   speaker_ids, samples = [], 0
-  writer = ArrayRecordWriter(tmp, "group_size:1")
+  writer = ArrayRecordWriter(tmp, records.WRITER_OPTIONS)
   try:
     for p in items:
       try:

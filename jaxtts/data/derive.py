@@ -62,7 +62,7 @@ def derive_shard(src: str, dst: str, fn: Callable[[dict], Mapping[str, Any]],
   """
   tmp = f"{dst}.tmp-{tag}"
   reader = array_record_module.ArrayRecordReader(src)
-  writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
+  writer = array_record_module.ArrayRecordWriter(tmp, records.WRITER_OPTIONS)
   names = set(new_features)
   try:
     n = int(reader.num_records())

@@ -48,6 +48,13 @@ from typing import Any, Mapping
 import msgpack
 import numpy as np
 
+# ArrayRecord writer options of every shard we write. One record per chunk (``group_size:1``)
+# so a random read decodes one record. Uncompressed: ArrayRecord's default, zstd level 3, saves
+# ~7 % on int16 PCM and float32 latents (both near-incompressible) and costs 4-5x the read
+# (measured here: 1.86 ms against 0.35 ms per 1.1 MB latent + audio record, one CPU core),
+# which is most of the input pipeline's per-example time.
+WRITER_OPTIONS = "group_size:1,uncompressed"
+
 REQUIRED_FIELDS = ("id", "text", "audio", "sample_rate", "speaker_id", "speaker")
 
 # name -> (allowed dtypes, rank) of the optional fields.

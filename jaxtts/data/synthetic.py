@@ -229,7 +229,7 @@ def write_synthetic_corpus(
     names = shard_names(split, num_shards)
     for i, name in enumerate(names):
       writer = array_record_module.ArrayRecordWriter(
-          os.path.join(os.fspath(out_dir), name), "group_size:1")
+          os.path.join(os.fspath(out_dir), name), records.WRITER_OPTIONS)
       for ex in exs[i * shard_size:(i + 1) * shard_size]:
         writer.write(records.encode_example(ex))
       writer.close()
