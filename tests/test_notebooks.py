@@ -102,7 +102,8 @@ def test_zero_shot_notebook_on_clone(clone_run, chain, kernel_env, tmp_path):
 def test_zero_shot_notebook_on_ns3(ns3_run, kernel_env, tmp_path):
   """The same notebook on the tiny NS3 chain (FACodec codes -> masked diffusion): the prompt's
   codes and timbre come from FACodec, its durations from aligning the prompt transcript on
-  FACodec's phone posteriors; the synthesis' phone durations are printed."""
+  FACodec's phone posteriors; the synthesis' phone durations are printed. The evaluation cell
+  is off (RUN_EVAL=0): its NS3 report is test_ns3's, the notebook's cell the other two tests'."""
   from jaxtts.audio.io import save_wav
   from jaxtts.data.source import CorpusSource
   source = CorpusSource(ns3_run["corpus"], "test_zero_shot")
@@ -115,15 +116,15 @@ def test_zero_shot_notebook_on_ns3(ns3_run, kernel_env, tmp_path):
                      # The synthetic corpus' table has no text frontend: phoneme ids.
                      "PROMPT_PHONEMES": " ".join(map(str, prompt_ex["phonemes"])),
                      "TARGET_PHONEMES": " ".join(map(str, target)),
-                     "MAX_SECONDS": 2, "EVAL_LIMIT": 1, "OUTPUT_DIR": out_dir}.items():
+                     "MAX_SECONDS": 2, "RUN_EVAL": 0, "OUTPUT_DIR": out_dir}.items():
     kernel_env.setenv(f"JAXTTS_{key}", str(value))
   outputs = _execute("zero_shot_colab.ipynb", tmp_path)
   text = _stdout(outputs)
   assert '"generator": "ns3"' in text and "durations (frames):" in text, text
   assert os.path.getsize(out_dir / "synthesis.wav") > 44
   assert len([h for h in _data(outputs, "text/html") if "<audio" in h]) == 2
-  tables = [m for m in _data(outputs, "text/markdown") if "WER" in m]
-  assert len(tables) == 1 and "|" in tables[0], _data(outputs, "text/markdown")
+  assert os.path.getsize(out_dir / "synthesis.alignment.png") > 0
+  assert not [m for m in _data(outputs, "text/markdown") if "WER" in m]  # RUN_EVAL=0
 
 
 def test_zero_shot_notebook(chain, kernel_env, tmp_path):
