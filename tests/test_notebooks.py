@@ -41,6 +41,12 @@ def kernel_env(tmp_path, monkeypatch):
   return monkeypatch
 
 
+def _set_params(kernel_env, params):
+  """The notebook's parameters as the ``JAXTTS_<NAME>`` variables its kernel inherits."""
+  for key, value in params.items():
+    kernel_env.setenv(f"JAXTTS_{key}", str(value))
+
+
 # nbclient runs in a child process: its asyncio loop, zmq sockets and their threads then never
 # share a pytest worker with the JAX, torch and CTranslate2 runtimes of the other tests.
 _RUNNER = """
@@ -89,9 +95,8 @@ def test_zero_shot_notebook_on_clone(clone_run, chain, kernel_env, tmp_path):
   prompt = tmp_path / "prompt.wav"
   save_wav(prompt, chain["prompt_audio"], 16000)
   out_dir = tmp_path / "outputs"
-  for key, value in {"WORKDIR": clone_run, "PROMPT_AUDIO": prompt, "TEXT": "Good morning.",
-                     "MAX_SECONDS": 2, "EVAL_LIMIT": 1, "OUTPUT_DIR": out_dir}.items():
-    kernel_env.setenv(f"JAXTTS_{key}", str(value))
+  _set_params(kernel_env, {"WORKDIR": clone_run, "PROMPT_AUDIO": prompt, "TEXT": "Good morning.",
+                           "MAX_SECONDS": 2, "EVAL_LIMIT": 1, "OUTPUT_DIR": out_dir})
   outputs = _execute("zero_shot_colab.ipynb", tmp_path)
   text = _stdout(outputs)
   assert '"generator": "clone"' in text and "durations (frames):" in text, text
@@ -112,12 +117,11 @@ def test_zero_shot_notebook_on_ns3(ns3_run, kernel_env, tmp_path):
   prompt = tmp_path / "prompt.wav"
   save_wav(prompt, prompt_ex["audio"].astype(np.float32) / 32768.0, 16000)
   out_dir = tmp_path / "outputs"
-  for key, value in {"WORKDIR": ns3_run["ns3"], "PROMPT_AUDIO": prompt,
-                     # The synthetic corpus' table has no text frontend: phoneme ids.
-                     "PROMPT_PHONEMES": " ".join(map(str, prompt_ex["phonemes"])),
-                     "TARGET_PHONEMES": " ".join(map(str, target)),
-                     "MAX_SECONDS": 2, "RUN_EVAL": 0, "OUTPUT_DIR": out_dir}.items():
-    kernel_env.setenv(f"JAXTTS_{key}", str(value))
+  _set_params(kernel_env, {"WORKDIR": ns3_run["ns3"], "PROMPT_AUDIO": prompt,
+                           # The synthetic corpus' table has no text frontend: phoneme ids.
+                           "PROMPT_PHONEMES": " ".join(map(str, prompt_ex["phonemes"])),
+                           "TARGET_PHONEMES": " ".join(map(str, target)),
+                           "MAX_SECONDS": 2, "RUN_EVAL": 0, "OUTPUT_DIR": out_dir})
   outputs = _execute("zero_shot_colab.ipynb", tmp_path)
   text = _stdout(outputs)
   assert '"generator": "ns3"' in text and "durations (frames):" in text, text
@@ -132,11 +136,10 @@ def test_zero_shot_notebook(chain, kernel_env, tmp_path):
   prompt = tmp_path / "prompt.wav"
   save_wav(prompt, chain["prompt_audio"], 16000)
   out_dir = tmp_path / "outputs"
-  for key, value in {"WORKDIR": chain["lm"], "PROMPT_AUDIO": prompt,
-                     "PROMPT_TEXT": chain["prompt_text"], "TEXT": "Good morning.",
-                     "MAX_SECONDS": 2, "EVAL_LIMIT": 1, "OUTPUT_DIR": out_dir}.items():
-    kernel_env.setenv(f"JAXTTS_{key}", str(value))  # the codec: from the latent manifest
-
+  _set_params(kernel_env, {"WORKDIR": chain["lm"], "PROMPT_AUDIO": prompt,
+                           "PROMPT_TEXT": chain["prompt_text"], "TEXT": "Good morning.",
+                           "MAX_SECONDS": 2, "EVAL_LIMIT": 1, "OUTPUT_DIR": out_dir})
+  # The codec: from the latent manifest.
   outputs = _execute("zero_shot_colab.ipynb", tmp_path)
 
   text = _stdout(outputs)
@@ -163,9 +166,8 @@ def test_codec_notebook(chain, kernel_env, tmp_path):
   audio = tmp_path / "utterance.wav"
   save_wav(audio, chain["prompt_audio"], 16000)
   out_dir = tmp_path / "outputs"
-  for key, value in {"CODEC_WORKDIR": chain["codec"], "AUDIO": audio, "EVAL_LIMIT": 1,
-                     "OUTPUT_DIR": out_dir}.items():
-    kernel_env.setenv(f"JAXTTS_{key}", str(value))
+  _set_params(kernel_env, {"CODEC_WORKDIR": chain["codec"], "AUDIO": audio, "EVAL_LIMIT": 1,
+                           "OUTPUT_DIR": out_dir})
 
   outputs = _execute("codec_colab.ipynb", tmp_path)
 
@@ -194,11 +196,11 @@ def test_codec_notebook_on_facodec(facodec_run, kernel_env, tmp_path):
   for name, ex in (("utterance", first), ("prompt", last)):
     save_wav(tmp_path / f"{name}.wav", ex["audio"].astype(np.float32) / 32768.0, 16000)
   out_dir = tmp_path / "outputs"
-  for key, value in {"CODEC_WORKDIR": facodec_run["workdir"], "AUDIO": tmp_path / "utterance.wav",
-                     "PROMPT": tmp_path / "prompt.wav", "EVAL_LIMIT": 1, "EVAL_ASR": "none",
-                     "EVAL_VC_PAIRS": 1, "EVAL_PROBE_UTTERANCES": 4,
-                     "OUTPUT_DIR": out_dir}.items():
-    kernel_env.setenv(f"JAXTTS_{key}", str(value))
+  _set_params(kernel_env, {"CODEC_WORKDIR": facodec_run["workdir"],
+                           "AUDIO": tmp_path / "utterance.wav",
+                           "PROMPT": tmp_path / "prompt.wav", "EVAL_LIMIT": 1, "EVAL_ASR": "none",
+                           "EVAL_VC_PAIRS": 1, "EVAL_PROBE_UTTERANCES": 4,
+                           "OUTPUT_DIR": out_dir})
 
   outputs = _execute("codec_colab.ipynb", tmp_path)
 
