@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import input_consumption  # noqa: E402
+from jaxtts.data.source import read_manifest  # noqa: E402
 from jaxtts.train import config as config_lib  # noqa: E402
 from jaxtts.train import loop, mesh as mesh_lib, mfu  # noqa: E402
 
@@ -71,7 +72,7 @@ def main(argv=None) -> int:
   jax.block_until_ready(m)
   primary, length_key = next((p, k) for p, k in (("codes", "code_len"), ("latents", "latent_len"),
                                                  ("audio", "audio_len")) if k in batch)
-  hop = 200 if primary == "audio" else 1  # audio frames at the corpora's 80 Hz hop
+  hop = int(read_manifest(data_dir)["hop_length"]) if primary == "audio" else 1  # audio frames
   frames = padded = 0
   t0 = time.perf_counter()
   for _ in range(args.steps):
