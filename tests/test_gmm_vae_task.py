@@ -264,6 +264,50 @@ def test_excitation_switch_adds_the_f0_head_and_decodes_latents_at_its_f0():
   assert not np.allclose(np.asarray(alone), np.asarray(forced), atol=1e-4)
 
 
+def test_f0_source_latent_carries_the_pitch_in_the_last_two_channels():
+  """model.f0_source='latent': the latent's last two channels are ``v (log f0 - 5)`` and
+  ``2 v - 1`` of the given F0 (NumPy), the prior sees only the learned channels, there is no
+  F0 head and no F0 loss, and decoding the latent alone equals decoding at the given F0."""
+  cfg = build_config("configs/gmm_vae.py:tiny", TINY + [
+      "--config.model.decoder=vocos", "--config.model.vocos.dim=16",
+      "--config.model.vocos.intermediate_dim=24", "--config.model.vocos.num_layers=1",
+      "--config.model.excitation=True", "--config.model.f0_source=latent"])
+  task = GMMVAETask(cfg)
+  batch = _batch()
+  f = S // task.model.hop_length
+  f0 = np.repeat([[110.0], [150.0], [190.0], [230.0]], f, 1) * np.linspace(0.9, 1.1, f)
+  voiced = (np.arange(f)[None] + np.arange(4)[:, None]) % 3 > 0
+  batch["f0"] = jnp.asarray(np.where(voiced, f0, 0.0), jnp.float32)
+  batch["voiced"] = jnp.asarray(voiced)
+  params = nn.meta.unbox(jax.jit(task.init_params)(jax.random.key(0, impl="unsafe_rbg"), batch))
+  g = params["generator"]
+  assert "f0_head" not in g and g["prior"]["means"].shape == (3, cfg.model.latent_dim - 2)
+  (loss, (m, _)) = jax.jit(task.losses)(g, batch)
+  assert "f0_loss" not in m
+  np.testing.assert_allclose(float(loss), float(cfg.loss.mel_weight * m["mel_loss"]
+                                                + cfg.loss.prior_weight * m["prior_nll"]),
+                             rtol=1e-5)
+  model, v = task.model, {"params": g}
+  h = np.asarray(model.apply(v, batch["audio"], batch["f0"], batch["voiced"],
+                             method=model.encode))
+  assert h.shape == (4, f, cfg.model.latent_dim)
+  want = np.stack([voiced * (np.log(np.where(voiced, f0, 1.0)) - 5.0), 2.0 * voiced - 1.0], -1)
+  np.testing.assert_allclose(h[..., -2:], want, atol=1e-5)
+  moved = h.copy()
+  moved[..., -2:] += 3.0
+  nll = lambda x: float(model.apply(v, jnp.asarray(x), method=model.prior_nll))  # noqa: E731
+  np.testing.assert_allclose(nll(moved), nll(h), rtol=1e-6)
+  alone = model.apply(v, jnp.asarray(h), method=model.decode)
+  forced = model.apply(v, jnp.asarray(h), batch["f0"], batch["voiced"], method=model.decode)
+  # exp(log f0) drifts the excitation's cumulative phase by ~1e-4 over 1600 samples; a 5 %
+  # pitch change moves the output by orders of magnitude more
+  np.testing.assert_allclose(np.asarray(alone), np.asarray(forced), atol=2e-3)
+  sharp = model.apply(v, jnp.asarray(h), batch["f0"] * 1.05, batch["voiced"], method=model.decode)
+  assert np.max(np.abs(np.asarray(sharp) - np.asarray(forced))) > 2e-2
+  with pytest.raises(ValueError, match="needs the frame f0 and voiced"):
+    model.apply(v, batch["audio"], method=model.encode)
+
+
 def test_vocos_encoder_switch_trains():
   """model.encoder=vocos: the STFT encoder replaces the strided convolutions (no conv_in in
   the encoder's parameters), the latents come one per hop, and the mel loss's gradients reach

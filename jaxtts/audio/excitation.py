@@ -63,3 +63,23 @@ def f0_head_losses(raw: jax.Array, f0: jax.Array, voiced: jax.Array, frame_mask:
 def f0_from_head(raw: jax.Array):
   """``raw [B, F, 2]`` of an F0 head -> ``(f0 Hz [B, F], voiced [B, F] bool)``."""
   return jnp.exp(raw[..., 0] + F0_LOG_CENTRE), raw[..., 1] > 0
+
+
+PITCH_CHANNELS = 2  # a latent's pitch channels: (voiced · (log f0 - F0_LOG_CENTRE), 2 voiced - 1)
+
+
+def pitch_channels(f0: jax.Array, voiced: jax.Array) -> jax.Array:
+  """``f0 [B, F]`` Hz and ``voiced [B, F]`` -> the latent's pitch channels ``[B, F, 2]``
+  (float32): ``voiced · (log f0 - F0_LOG_CENTRE)`` (0 when unvoiced; about ±0.7 over 75-300 Hz)
+  and ``2 voiced - 1`` (±1), the range of the learned channels, for the GMM-LM to model."""
+  f0 = jax.lax.stop_gradient(jnp.asarray(f0, jnp.float32))
+  v = (jnp.asarray(voiced, bool) & (f0 > 0)).astype(jnp.float32)
+  log_f0 = v * (jnp.log(jnp.maximum(f0, 1.0)) - F0_LOG_CENTRE)
+  return jnp.stack([log_f0, 2.0 * v - 1.0], axis=-1)
+
+
+def pitch_from_channels(channels: jax.Array):
+  """The inverse of `pitch_channels`: ``[..., 2]`` -> ``(f0 Hz [...], voiced [...] bool)``;
+  a generated latent is voiced where its voicing channel is above 0."""
+  voiced = channels[..., 1] > 0
+  return jnp.where(voiced, jnp.exp(channels[..., 0] + F0_LOG_CENTRE), 0.0), voiced

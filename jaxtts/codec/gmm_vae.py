@@ -52,7 +52,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtts.audio.excitation import f0_from_head
+from jaxtts.audio.excitation import (PITCH_CHANNELS, f0_from_head, pitch_channels,
+                                     pitch_from_channels)
 from jaxtts.nn.conv import Conv1d, ConvTranspose1d
 from jaxtts.nn.dtypes import dtype_of
 from jaxtts.nn.mixture import diagonal_gmm_log_prob
@@ -352,6 +353,10 @@ class GMMVAE(nn.Module):
   # frame F0 and voicing; the decoder is driven by the recording's in training, the head's when
   # decoding latents alone (codec decode, the GMM-LM's output).
   excitation: bool = False
+  # Where the excitation's F0 comes from when decoding latents alone (model.f0_source):
+  # "head", the F0 head on the learned latent; "latent", the last PITCH_CHANNELS channels of
+  # the latent, which `encode` fills from the F0 it is given (WORLD's, `jaxtts.audio.f0`).
+  f0_source: str = "head"
   sample_rate: int = 16000
   encoder_type: str = "dac"
   spectral_encoder_dim: int = 256
@@ -369,6 +374,16 @@ class GMMVAE(nn.Module):
     return self.encoder_dim * 2 ** len(self.encoder_strides)
 
   @property
+  def pitch_in_latent(self) -> bool:
+    """Whether the latent's last `PITCH_CHANNELS` channels carry the F0 (``f0_source``)."""
+    return self.excitation and self.f0_source == "latent"
+
+  @property
+  def learned_latent_dim(self) -> int:
+    """The encoder's channels: the latent minus its pitch channels; the prior's dims."""
+    return self.resolved_latent_dim - (PITCH_CHANNELS if self.pitch_in_latent else 0)
+
+  @property
   def resolved_decoder_strides(self) -> Tuple[int, ...]:
     if self.decoder_strides is not None:
       return tuple(self.decoder_strides)
@@ -383,12 +398,18 @@ class GMMVAE(nn.Module):
     if int(np.prod(self.resolved_decoder_strides)) != self.hop_length:
       raise ValueError(f"decoder strides {self.resolved_decoder_strides} do not invert encoder "
                        f"strides {tuple(self.encoder_strides)}")
+    if self.f0_source not in ("head", "latent"):
+      raise ValueError(f"model.f0_source must be 'head' or 'latent', got {self.f0_source!r}")
+    if self.learned_latent_dim < 1:
+      raise ValueError(f"model.latent_dim={self.resolved_latent_dim} leaves no learned "
+                       f"channels beside the {PITCH_CHANNELS} pitch channels "
+                       f"(model.f0_source='latent')")
     if self.encoder_type == "dac":
       self.encoder = GMMVAEEncoder(self.encoder_dim, tuple(self.encoder_strides),
-                                   self.resolved_latent_dim, tuple(self.dilations), self.dtype,
+                                   self.learned_latent_dim, tuple(self.dilations), self.dtype,
                                    self.remat)
     elif self.encoder_type == "vocos":
-      self.encoder = VocosEncoder(self.hop_length, self.resolved_latent_dim,
+      self.encoder = VocosEncoder(self.hop_length, self.learned_latent_dim,
                                   self.spectral_encoder_dim,
                                   self.spectral_encoder_intermediate_dim,
                                   self.spectral_encoder_layers, self.vocos_n_fft, self.dtype)
@@ -408,18 +429,29 @@ class GMMVAE(nn.Module):
       if self.decoder_type != "vocos":
         raise ValueError(f"model.excitation drives the Vocos decoder; model.decoder is "
                          f"{self.decoder_type!r}")
-      self.f0_head = nn.Dense(2, dtype=jnp.float32, name="f0_head")
-    self.prior = GMMPrior(self.num_mixtures, self.resolved_latent_dim, self.learn_weights,
+      if not self.pitch_in_latent:
+        self.f0_head = nn.Dense(2, dtype=jnp.float32, name="f0_head")
+    self.prior = GMMPrior(self.num_mixtures, self.learned_latent_dim, self.learn_weights,
                           self.learn_scales)
 
-  def encode(self, wav: jax.Array) -> jax.Array:
-    """``wav [B, T] -> h [B, ceil(T / hop), D]`` (float32). Like DAC's ``preprocess``, the
-    waveform is zero-padded on the right to a multiple of the hop first."""
+  def encode(self, wav: jax.Array, f0: Optional[jax.Array] = None,
+             voiced: Optional[jax.Array] = None) -> jax.Array:
+    """``wav [B, T] -> h [B, F = ceil(T / hop), D]`` (float32). Like DAC's ``preprocess``,
+    the waveform is zero-padded on the right to a multiple of the hop first. With
+    ``f0_source="latent"``, ``f0, voiced [B, F']`` (frames of `jaxtts.audio.f0`, cut or
+    zero-padded to F) fill the last `PITCH_CHANNELS` channels (`pitch_channels`)."""
     length = wav.shape[-1]
-    pad = self.num_frames(length) * self.hop_length - length
+    frames = self.num_frames(length)
+    pad = frames * self.hop_length - length
     if pad:
       wav = jnp.pad(wav, ((0, 0), (0, pad)))
-    return self.encoder(wav)
+    h = self.encoder(wav)
+    if not self.pitch_in_latent:
+      return h
+    if f0 is None or voiced is None:
+      raise ValueError("GMMVAE(f0_source='latent').encode needs the frame f0 and voiced")
+    fit = lambda x: jnp.pad(x[:, :frames], ((0, 0), (0, max(0, frames - x.shape[1]))))  # noqa: E731
+    return jnp.concatenate([h, pitch_channels(fit(f0), fit(voiced))], axis=-1)
 
   def decode(self, h: jax.Array, f0: Optional[jax.Array] = None,
              voiced: Optional[jax.Array] = None) -> jax.Array:
@@ -428,13 +460,15 @@ class GMMVAE(nn.Module):
     if not self.excitation:
       return self.decoder(h)
     if f0 is None:
-      f0, voiced = f0_from_head(self.f0_head(h))
+      f0, voiced = (pitch_from_channels(h[..., -PITCH_CHANNELS:]) if self.pitch_in_latent
+                    else f0_from_head(self.f0_head(h)))
     return self.decoder(h, f0=f0, voiced=voiced)
 
   def prior_nll(self, h: jax.Array, frame_mask: Optional[jax.Array] = None, *,
                 per_dim: bool = True) -> jax.Array:
-    """Eq. 4's prior term for latents ``h`` [B, F, D] (see ``gmm_prior_nll``)."""
-    return self.prior(h, frame_mask, per_dim=per_dim)
+    """Eq. 4's prior term for latents ``h`` [B, F, D] (see ``gmm_prior_nll``), over the
+    learned channels (pitch channels are data, not the encoder's)."""
+    return self.prior(h[..., :self.learned_latent_dim], frame_mask, per_dim=per_dim)
 
   def __call__(self, wav: jax.Array, train: bool = False, *,
                frame_mask: Optional[jax.Array] = None, f0: Optional[jax.Array] = None,
@@ -448,13 +482,16 @@ class GMMVAE(nn.Module):
       frames of ``frame_mask`` [B, F] (all frames when None); with the Vocos decoder also
       its head's ``head_log_magnitude`` and ``head_phase`` [B, F, n_fft // 2 + 1]; with
       ``excitation`` the F0 head's ``f0_raw`` [B, F, 2], the decoder driven by ``f0, voiced
-      [B, F]`` when given (training) and by the head's otherwise.
+      [B, F]`` when given (training) and by the head's otherwise; with ``f0_source="latent"``
+      ``f0, voiced`` are required and go through the latent's pitch channels (no head).
     """
     del train  # deterministic posterior
-    h = self.encode(wav)
+    h = self.encode(wav, f0, voiced)
     out = {}
     source = {}
-    if self.excitation:
+    if self.pitch_in_latent:
+      source = dict(zip(("f0", "voiced"), pitch_from_channels(h[..., -PITCH_CHANNELS:])))
+    elif self.excitation:
       out["f0_raw"] = self.f0_head(h)
       if f0 is None:
         f0, voiced = f0_from_head(out["f0_raw"])
@@ -465,7 +502,7 @@ class GMMVAE(nn.Module):
     else:
       decoded = self.decode(h)
     return dict(latents=h, reconstruction=decoded[:, :wav.shape[-1]],
-                prior_nll=self.prior(h, frame_mask), **out)
+                prior_nll=self.prior_nll(h, frame_mask), **out)
 
 
 def from_config(cfg: Any) -> GMMVAE:
@@ -481,6 +518,7 @@ def from_config(cfg: Any) -> GMMVAE:
                 dtype=dtype_of(cfg.train.compute_dtype),
                 decoder_type=m.get("decoder", "dac"),
                 excitation=bool(m.get("excitation", False)),
+                f0_source=str(m.get("f0_source", "head")),
                 sample_rate=int(cfg.data.sample_rate),
                 vocos_dim=vocos.get("dim", 512),
                 vocos_intermediate_dim=vocos.get("intermediate_dim", 1536),

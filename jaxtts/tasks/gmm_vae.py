@@ -84,10 +84,18 @@ class GMMVAETask(CorpusData):
 
   def init_params(self, rng: jax.Array, batch: Mapping[str, jax.Array]) -> dict[str, Any]:
     g_rng, d_rng = jax.random.split(rng)
-    params = {"generator": self.model.init(g_rng, batch["audio"])["params"]}
+    params = {"generator": self.model.init(g_rng, batch["audio"],
+                                           **self.pitch_inputs(batch))["params"]}
     if self.discriminators is not None:
       params["discriminator"] = self.discriminators.init(d_rng, batch["audio"])["params"]
     return params
+
+  def pitch_inputs(self, batch: Mapping[str, jax.Array]) -> dict:
+    """``{f0, voiced}`` of the batch for a model whose latent carries them
+    (``model.f0_source="latent"``: every call encodes with them), else ``{}``."""
+    if not self.model.pitch_in_latent:
+      return {}
+    return {"f0": batch["f0"], "voiced": batch["voiced"]}
 
   def flops_per_step(self, batch_shapes: Mapping[str, tuple[int, ...]]) -> float:
     """Model FLOPs of one train step on a global batch (`jaxtts.tasks.flops`)."""
@@ -115,7 +123,7 @@ class GMMVAETask(CorpusData):
     loss = lc.mel_weight * mel + lc.prior_weight * out["prior_nll"]
     metrics = {"loss": loss, "mel_loss": mel, "prior_nll": out["prior_nll"],
                **self.latent_statistics(params, out["latents"], frame_mask)}
-    if self.model.excitation:
+    if self.model.excitation and not self.model.pitch_in_latent:
       f0_loss, voicing_loss = f0_head_losses(out["f0_raw"], source["f0"], source["voiced"],
                                              frame_mask)
       loss = loss + lc.f0_weight * f0_loss + lc.voicing_weight * voicing_loss
@@ -149,7 +157,7 @@ class GMMVAETask(CorpusData):
     logits = prior.get("logits", jnp.zeros(means.shape[:1]))
     scales = jnp.exp(prior["log_scales"]) if "log_scales" in prior else jnp.ones_like(means)
     mix = mixture_lib.MixtureParams(logits=logits, means=means, scales=scales)
-    resp = mixture_lib.responsibilities(mix, h)                             # [B, F, L]
+    resp = mixture_lib.responsibilities(mix, h[..., :means.shape[-1]])      # [B, F, L]
     usage = jnp.sum(resp * w, axis=(0, 1)) / n
     stats = {"latent/rms": jnp.sqrt(jnp.sum(jnp.square(h) * w) / (n * h.shape[-1])),
              "latent/mean_abs": jnp.mean(jnp.abs(mean)), "latent/var_mean": jnp.mean(var),
@@ -187,12 +195,13 @@ class GMMVAETask(CorpusData):
     return self.losses(params["generator"], batch)[1][0]
 
   # ------------------------------------------------------------------ samples
-  def reconstruct(self, params: Mapping[str, Any], audio: jax.Array) -> jax.Array:
-    """``audio [B, T] -> [B, T]`` through encoder and decoder."""
-    return self.model.apply({"params": params["generator"]}, audio)["reconstruction"]
+  def reconstruct(self, params: Mapping[str, Any], audio: jax.Array, **pitch) -> jax.Array:
+    """``audio [B, T] -> [B, T]`` through encoder and decoder (``pitch``: `pitch_inputs`)."""
+    return self.model.apply({"params": params["generator"]}, audio, **pitch)["reconstruction"]
 
   def sample_step(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array]) -> dict:
-    out = self.model.apply({"params": params["generator"]}, batch["audio"])
+    out = self.model.apply({"params": params["generator"]}, batch["audio"],
+                           **self.pitch_inputs(batch))
     return {"reconstruction": out["reconstruction"], "latents": out["latents"]}
 
   def log_mel(self, audio: np.ndarray) -> np.ndarray:
