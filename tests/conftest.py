@@ -275,8 +275,14 @@ def _build_chain(corpus, codec, latents, lm):
              "--f0", "--no-progress")  # F0: the demos' corpus, and CLONE's excitation
   _train("gmm_vae.py:tiny", codec, f"--config.data.dir={corpus}", "--config.train.steps=2",
          "--config.checkpoint.every_steps=2", "--config.discriminator.start_step=2",
-         "--config.data.segment_samples=1600", "--config.model.decoder_dim=16",
-         "--config.model.encoder_strides=(8,25)")
+         "--config.data.segment_samples=1600", "--config.model.encoder_strides=(8,25)",
+         # `make demo`'s codec form (configs/gmm_vae.py:cpu) at tiny sizes: the source-filter
+         # Vocos head and the pitch in the latent's last two channels, so encode-dataset
+         # (WORLD F0 on the host), the GMM-LM on those latents and decoding from them are the
+         # chain's path
+         "--config.model.decoder=vocos", "--config.model.vocos.dim=16",
+         "--config.model.vocos.intermediate_dim=24", "--config.model.vocos.num_layers=1",
+         "--config.model.excitation=True", "--config.model.f0_source=latent")
   run_python("-m", "jaxtts.codec.cli", "encode-dataset", "--workdir", codec, "--data-dir",
              corpus, "--out", latents)
   # One length bucket (6 s): one compiled train step; the two longer utterances are filtered.

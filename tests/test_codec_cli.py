@@ -129,3 +129,24 @@ def test_workdir_errors_are_one_line(workdir, tmp_path):
                tmp_path / "x.npy", check=False)
   assert proc.returncode == 2 and "missing.wav" in proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+def test_pitch_in_latent_is_the_world_f0_of_each_utterance(chain):
+  """The chain's codec (`make demo`'s form: ``model.f0_source='latent'``): every latent shard
+  written by encode-dataset ends in ``(v (log f0 - 5), 2 v - 1)`` of WORLD's F0 of that
+  utterance's audio (`jaxtts.audio.f0.compute_f0`, NumPy), and `Codec.encode` of the same audio
+  gives the same latents."""
+  from jaxtts.audio.f0 import compute_f0  # pylint: disable=import-outside-toplevel
+  from jaxtts.codec.registry import load_codec  # pylint: disable=import-outside-toplevel
+  source = CorpusSource(chain["latents"], "test_zero_shot")
+  model = load_codec(chain["codec"])
+  assert model.model.pitch_in_latent
+  for i in range(2):
+    ex = source.example(i)
+    audio = ex["audio"].astype(np.float32) / 32768.0
+    f0, voiced = compute_f0(audio, 16000, 200)
+    n = min(len(f0), ex["latents"].shape[0])
+    want = np.stack([voiced * (np.log(np.where(voiced, f0, 1.0)) - 5.0), 2.0 * voiced - 1.0], -1)
+    np.testing.assert_allclose(ex["latents"][:n, -2:], want[:n], atol=1e-5)
+    assert np.all(ex["latents"][n:, -1] == -1.0)  # frames past WORLD's: unvoiced
+    np.testing.assert_allclose(model.encode(audio)["latents"], ex["latents"], atol=1e-5)

@@ -19,6 +19,7 @@ def test_presets_load_and_are_locked():
   assert config_lib.load_config("configs/gmm_vae.py:paper").model.decoder == "dac"
   cpu = config_lib.load_config("configs/gmm_vae.py:cpu")
   assert cpu.model.decoder == "vocos" and cpu.loss.prior_weight == 0.1
+  assert cpu.model.excitation and cpu.model.f0_source == "latent"
   assert cpu.model.encoder == "vocos" and config_lib.load_config(
       "configs/gmm_vae.py:paper").model.encoder == "dac"
 

@@ -303,7 +303,7 @@ def test_f0_source_latent_carries_the_pitch_in_the_last_two_channels():
   # pitch change moves the output by orders of magnitude more
   np.testing.assert_allclose(np.asarray(alone), np.asarray(forced), atol=2e-3)
   sharp = model.apply(v, jnp.asarray(h), batch["f0"] * 1.05, batch["voiced"], method=model.decode)
-  assert np.max(np.abs(np.asarray(sharp) - np.asarray(forced))) > 2e-2
+  assert np.max(np.abs(np.asarray(sharp) - np.asarray(forced))) > 0.1
   with pytest.raises(ValueError, match="needs the frame f0 and voiced"):
     model.apply(v, batch["audio"], method=model.encode)
 

@@ -49,10 +49,9 @@ class GMMVAECodec(Codec):
     self._decode = jax.jit(lambda p, h: model.apply({"params": p}, h, method=model.decode))
 
   def _encode_padded(self, wav: np.ndarray, num_frames: int) -> dict[str, np.ndarray]:
-    del num_frames  # every latent frame is per-frame; the padding's frames are cut by encode
     pitch = ()
-    if self.model.pitch_in_latent:
-      f0, voiced = compute_f0(wav, self.sample_rate, self.hop)
+    if self.model.pitch_in_latent:  # F0 of the real frames only: independent of the padding
+      f0, voiced = compute_f0(wav[:num_frames * self.hop], self.sample_rate, self.hop)
       pitch = (f0[None].astype(np.float32), voiced[None])
     return {"latents": np.asarray(self._encode(self.params, wav[None], *pitch))[0]}
 
