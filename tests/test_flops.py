@@ -10,6 +10,7 @@ import pytest
 
 from jaxtts.codec.discriminators import build_discriminators
 from jaxtts.tasks import flops
+from jaxtts.tasks.clone import CLONETask
 from jaxtts.tasks.gmm_lm import build_model as build_gmm_lm
 from jaxtts.tasks.gmm_vae import GMMVAETask, build_model as build_gmm_vae
 from jaxtts.train import mfu
@@ -232,3 +233,69 @@ def test_vocos_encoder_count_equals_traced_products():
   assert flops.gmm_vae_forward(cfg.model, 2, 4000) == encoder + decoder
   assert matmul_flops(jax.make_jaxpr(forward)(params, audio).jaxpr) == pytest.approx(
       encoder + decoder, rel=1e-9)
+
+
+# ------------------------------------------------------------------------------ CLONE --------
+
+_CLONE_HIFIGAN = [  # rates (2, 10, 10): the first stage's padding 3 > its stride 2
+    "--config.model.decoder=hifigan", "--config.model.hifigan_upsample_rates=(2,10,10)",
+    "--config.model.hifigan_upsample_kernel_sizes=(8,20,10)",
+    "--config.model.hifigan_channels=16", "--config.model.hifigan_resblock_kernel_sizes=(3,5)",
+    "--config.model.hifigan_resblock_dilations=((1,3),(1,2))"]
+
+
+@pytest.mark.parametrize("overrides", [
+    [],                                                          # tiny: Vocos, reference encoder
+    _CLONE_HIFIGAN + ["--config.model.speaker_encoder=table", "--config.model.num_speakers=4",
+                      "--config.model.alignment=mas", "--config.model.aligner_mels=12",
+                      "--config.model.flow_mean_only=True"],
+    ["--config.model.excitation=True"],                          # source-filter Vocos, F0 head
+], ids=["vocos", "hifigan_table_mas", "vocos_excitation"])
+def test_clone_count_equals_traced_loss_products(overrides):
+  """`flops.clone_forward` equals the dot/conv products of the task's whole training loss
+  (traced, not compiled; parameters from eval_shape) once the products that are not model
+  FLOPs are added back: the three log-mels of the mel losses on the ``seg + 1`` frames of the
+  window and, with MAS, the aligner's log-mel of the whole clip (mel filterbanks,
+  ``2 hop + 1`` bins at n_fft 4 hop), and ``phone_pool``'s one-hot per-phoneme mean
+  ``2 B F P H``."""
+  cfg = build_config("configs/clone.py:tiny", overrides)
+  task = CLONETask(cfg)
+  batch = {k: jnp.asarray(v) for k, v in task.example_batch(2).items()}
+  params = jax.eval_shape(task.init_params, jax.random.key(0), batch)["generator"]
+  loss = lambda p, x: task.losses(p, x, jax.random.key(1), True)[0]
+  traced = matmul_flops(jax.make_jaxpr(loss)(params, batch).jaxpr)
+  m, (b, s), p = cfg.model, batch["audio"].shape, batch["phonemes"].shape[1]
+  hop, bins = m.hop_length, 2 * m.hop_length + 1
+  f, seg = s // hop, min(cfg.loss.segment_frames, s // hop)
+  not_model = 3 * 2.0 * b * (seg + 1) * bins * cfg.loss.mel_bins + 2.0 * b * f * p * m.hidden
+  if m.alignment == "mas":
+    not_model += 2.0 * b * (s // hop + 1) * bins * m.aligner_mels
+  assert traced == pytest.approx(flops.clone_forward(cfg, b, s, p) + not_model, rel=1e-9)
+
+
+def test_clone_discriminators_count_equals_traced_products():
+  """The paper preset's discriminators (DAC's periods, no STFT bands, 2 PQMF sub-bands) on a
+  decoded window: exact once the PQMF analysis (a fixed filterbank, 63 taps per band output)
+  is added back; and a HiFi-GAN transposed conv by hand (3 inputs, stride 2, K 8, padding 3:
+  24 taps less 3 + 1 off each end)."""
+  assert flops.conv_transpose1d(1, 3, 2, 1, 1, kernel=8, padding=3, output_padding=0) == 32
+  dc = build_config("configs/clone.py:paper").discriminator
+  disc = build_discriminators(dc)
+  audio = jnp.zeros((4, 1600))
+  params = jax.eval_shape(disc.init, jax.random.key(0), audio)["params"]
+  traced = matmul_flops(jax.make_jaxpr(lambda q, x: disc.apply({"params": q}, x))(
+      params, audio).jaxpr)
+  pqmf = 2.0 * 4 * 800 * 2 * 63
+  assert traced == pytest.approx(flops.discriminators_forward(dc, 4, 1600) + pqmf, rel=1e-9)
+
+
+def test_clone_task_step_counts_three_forwards_and_the_gan():
+  """3 F_G on the batch and 9 F_D on the ``2B`` decoded and real windows of ``seg hop``
+  samples (both paths' windows, and the recording's twice, `CLONETask.losses`)."""
+  cfg = build_config("configs/clone.py:tiny", ["--config.discriminator.enabled=True"])
+  task = CLONETask(cfg)
+  g = flops.clone_forward(cfg, 8, 48000, 96)
+  d = flops.discriminators_forward(cfg.discriminator, 16, 8 * 200)
+  shapes = {"audio": (8, 48000), "audio_len": (8,), "phonemes": (8, 96), "durations": (8, 96)}
+  assert task.flops_per_step(shapes) == 3 * g + 9 * d
+  assert CLONETask(build_config("configs/clone.py:tiny")).flops_per_step(shapes) == 3 * g

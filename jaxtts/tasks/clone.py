@@ -47,6 +47,7 @@ from jaxtts.prosody import synthesis
 from jaxtts.prosody.clone import CLONE
 from jaxtts.prosody.kl import flow_prior_kl, prosody_predictor_kl
 from jaxtts.tasks import adversarial
+from jaxtts.tasks import flops as flops_lib
 from jaxtts.tasks.corpus_data import CorpusData
 from jaxtts.train import state as state_lib
 
@@ -177,6 +178,13 @@ class CLONETask(CorpusData):
       params["discriminator"] = self.discriminators.init(
           d_rng, jnp.zeros((1, self.segment_frames(inputs["spec"].shape[1]) * self.hop)))["params"]
     return params
+
+  def flops_per_step(self, batch_shapes: Mapping[str, tuple[int, ...]]) -> float:
+    """Model FLOPs of one train step on a global batch (`jaxtts.tasks.flops.clone_train_step`:
+    3x the generator forward, 9x the discriminators on the decoded windows)."""
+    b, s = flops_lib.shape_of(batch_shapes, "audio")
+    p = flops_lib.shape_of(batch_shapes, "phonemes")[1]
+    return flops_lib.clone_train_step(self.cfg, b, s, p)
 
   # ------------------------------------------------------------------ loss
   def segment_frames(self, num_frames: int) -> int:
