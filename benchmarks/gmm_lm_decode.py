@@ -40,6 +40,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxtts.gmm_lm import decode as decode_lib  # noqa: E402
+from jaxtts.gmm_lm import stacking  # noqa: E402
 from jaxtts.gmm_lm.model import GMMLM  # noqa: E402
 from jaxtts.gmm_lm.model import from_config  # noqa: E402
 from jaxtts.nn.dtypes import DTYPES  # noqa: E402
@@ -70,8 +71,10 @@ def main(argv=None) -> int:
   cfg = config_lib.build_config(args.config, overrides)
   model = from_config(cfg, dropout=0.0)
   stay_mode = args.stay_mode or cfg.synthesis.stay_mode
-  frame_rate = cfg.data.sample_rate / cfg.model.latent_hop
-  b, d = args.batch, int(cfg.model.latent_dim)
+  # Decoder steps of model.frames_per_step codec frames each: "frames" below are steps.
+  r = stacking.frames_per_step(cfg)
+  frame_rate = cfg.data.sample_rate / cfg.model.latent_hop / r
+  b, d = args.batch, int(cfg.model.latent_dim) * r
   p = max(1, int(round(args.prompt_seconds * frame_rate)))
   max_frames = max(1, int(round(args.seconds * frame_rate)))
   j = max(2, int(round(args.phoneme_slack * args.phonemes_per_second
@@ -139,7 +142,8 @@ def main(argv=None) -> int:
       "benchmark": "gmm_lm_decode", "config": args.config, "overrides": rest,
       "platform": dev.platform, "device_kind": dev.device_kind, "devices": jax.device_count(),
       "compute_dtype": cfg.train.compute_dtype, "stay_mode": stay_mode,
-      "params": count_params(params), "latent_dim": d, "latent_frame_rate": frame_rate,
+      "params": count_params(params), "latent_dim": d, "frames_per_step": r,
+      "step_rate": frame_rate,
       "batch": b, "prompt_frames": p, "phonemes": j, "max_frames": max_frames,
       "compile_seconds": round(compile_s, 2), "repeats": args.repeats,
       "generated_frames_per_row": round(frames / (b * args.repeats), 1),

@@ -235,6 +235,44 @@ def test_alignment_metrics_score_the_corpus_durations(latent_corpus):
                                                                               rel=1e-6)
 
 
+def test_frames_per_step_stacks_r_frames_per_decoder_step(latent_corpus):
+  """``model.frames_per_step=2``: the task's loss equals that of the same network applied by
+  hand to NumPy-stacked steps ``[h_0; h_1], [h_2; h_3], ...`` (odd tails dropped), and
+  `unstack_frames` inverts the stacking."""
+  from jaxtts.gmm_lm import stacking
+  from jaxtts.tasks.gmm_lm import GMMLMTask
+  cfg = build_config("configs/gmm_lm.py:tiny", [
+      f"--config.data.dir={latent_corpus}", "--config.model.encoder_layers=1",
+      "--config.model.decoder_layers=1", "--config.model.frames_per_step=2"])
+  task = GMMLMTask(cfg)
+  rng = np.random.default_rng(0)
+  lat = rng.normal(size=(2, 11, 16)).astype(np.float32)
+  batch = {"latents": lat, "latent_len": np.array([11, 6], np.int32),
+           "phonemes": np.array([[3, 4, 5, 6], [7, 8, 9, 0]], np.int32),
+           "phoneme_len": np.array([4, 3], np.int32),
+           "durations": np.array([[3, 3, 3, 2], [2, 2, 2, 0]], np.int32)}
+  params = nn.meta.unbox(task.init_params(jax.random.key(0), batch))["model"]
+  assert params["head"]["kernel"].shape[-1] == 3 * (1 + 2 * 32)  # 3 components over 2 x 16
+  loss, (metrics, out) = task.losses(params, batch, jax.random.key(1), jnp.float32(0.5), True)
+  stacked = np.stack([np.concatenate([lat[:, 2 * k], lat[:, 2 * k + 1]], -1)
+                      for k in range(5)], 1)                              # [2, 5, 32]
+  lens = np.array([5, 3])
+  np.testing.assert_array_equal(stacking.stack_frames(lat, batch["latent_len"], 2)[0], stacked)
+  np.testing.assert_array_equal(stacking.unstack_frames(stacked, 2), lat[:, :10])
+  lmask = np.arange(5)[None] < lens[:, None]
+  pmask = np.arange(4)[None] < batch["phoneme_len"][:, None]
+  a_rng, d_rng = jax.random.split(jax.random.key(1))
+  ref = task.model.apply({"params": params}, stacked, lmask, batch["phonemes"], pmask, 0.5,
+                         True, rngs={"alignment": a_rng, "dropout": d_rng})
+  mask = lmask.astype(np.float32)
+  want = (mixture_lib.mixture_nll(ref["mixture"], stacked, mask, per_dim=True)
+          + cfg.loss.stop_weight * stop_loss(ref["stop_logits"], lens, mask,
+                                             cfg.loss.stop_pos_weight))
+  assert float(loss) == pytest.approx(float(want), rel=1e-6)
+  assert out["alpha"].shape == (2, 5, 4)
+  assert task.duration_scale == 0.5  # corpus frames -> decoder steps
+
+
 def test_tiny_training_on_latent_shards_reduces_loss(tmp_path, latent_corpus):
   corpus = latent_corpus
   workdir = tmp_path / "lm"

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtts.alignment import monotonic
+from jaxtts.gmm_lm import stacking
 from jaxtts.nn.conformer import ConformerStack
 from jaxtts.nn.dtypes import dtype_of
 from jaxtts.nn.mixture import MixtureHead, MixtureParams
@@ -276,10 +277,13 @@ def energy_bias_init(cfg: Any) -> float:
 def from_config(cfg: Any, **overrides) -> GMMLM:
   """The model of a ``gmm_lm`` config (``configs/gmm_lm.py``: ``model.*``, ``alignment.*``,
   ``train.compute_dtype``); used by the task and the generator alike. Keys absent from older
-  workdirs' configs take the values those runs trained with."""
+  workdirs' configs take the values those runs trained with. The network's frames are
+  ``model.frames_per_step`` codec frames each (`jaxtts.gmm_lm.stacking`): its
+  ``latent_dim`` is ``frames_per_step * model.latent_dim``."""
   m, a = cfg.model, cfg.alignment
   kwargs = dict(
-      vocab_size=m.vocab_size, latent_dim=m.latent_dim, encoder_layers=m.encoder_layers,
+      vocab_size=m.vocab_size, latent_dim=m.latent_dim * stacking.frames_per_step(cfg),
+      encoder_layers=m.encoder_layers,
       encoder_dim=m.encoder_dim, encoder_ffn_dim=m.encoder_ffn_dim,
       encoder_heads=m.encoder_heads, decoder_layers=m.decoder_layers,
       decoder_dim=m.decoder_dim, decoder_ffn_dim=m.decoder_ffn_dim,

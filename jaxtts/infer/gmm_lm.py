@@ -12,6 +12,10 @@ prompt's phonemes and the new frames speak the target text. The codec decodes pr
 latents together (its non-causal decoder sees the left context, so the join is smooth) and
 the prompt's ``P * hop`` samples are cut off.
 
+A model trained with ``model.frames_per_step = r > 1`` (`jaxtts.gmm_lm.stacking`) decodes
+``r`` frames per step: the prompt keeps its first ``P // r * r`` frames, stacked, and the new
+steps are unstacked; ``alignment`` and ``durations`` are reported per codec frame.
+
 Shapes compile once per bucket: prompt frames are padded to whole seconds, phoneme counts to
 multiples of `PHONEME_BUCKET`, the batch to a power of two; ``max_seconds`` is static (each
 value compiles its own decoder).
@@ -41,7 +45,7 @@ from jaxtts.codec.base import CONTINUOUS
 from jaxtts.codec.registry import load_codec
 from jaxtts.data.source import read_manifest
 from jaxtts.files import round_up
-from jaxtts.gmm_lm import decode
+from jaxtts.gmm_lm import decode, stacking
 from jaxtts.gmm_lm.model import from_config
 from jaxtts.infer.base import (Generator, SynthesisInputError, SynthesisRequest,
                                finish_timings)
@@ -127,6 +131,7 @@ class GMMLMGenerator(Generator):
     self.sample_rate, self.hop = int(self.codec.sample_rate), int(self.codec.hop)
     self.latent_dim = int(self.codec.representation.dim)
     self.frame_rate = self.sample_rate / self.hop
+    self.frames_per_step = stacking.frames_per_step(cfg)
     self.table = (PhonemeTable.from_json(manifest["phoneme_table"])
                   if "phoneme_table" in manifest else default_phoneme_table())
     if len(self.table) > int(cfg.model.vocab_size):
@@ -146,20 +151,23 @@ class GMMLMGenerator(Generator):
 
   # ------------------------------------------------------------------ inputs
   def max_frames(self, max_seconds: Optional[float] = None) -> int:
-    """Decoding buffer ``round(max_seconds * frame_rate)`` (config default)."""
+    """Decoding buffer ``round(max_seconds * frame_rate)`` frames (config default), a whole
+    number of decoder steps."""
     seconds = self.defaults["max_seconds"] if max_seconds is None else float(max_seconds)
     if seconds <= 0:
       raise SynthesisInputError("max_seconds", f"must be positive, got {seconds}")
-    return max(1, int(round(seconds * self.frame_rate)))
+    r = self.frames_per_step
+    return max(1, int(round(seconds * self.frame_rate / r))) * r
 
   def _prepare(self, r: SynthesisRequest) -> Prepared:
     t0 = time.perf_counter()
     phonemes, prompt_ids = self.target_ids(r), self.prompt_ids(r)
     wav = self.load_prompt(r)
-    frames = len(wav) // self.hop
+    step = self.hop * self.frames_per_step
+    frames = len(wav) // step * self.frames_per_step
     if frames < 1:
-      raise SynthesisInputError("prompt_audio", f"{len(wav)} samples is shorter than one latent "
-                                                f"frame ({self.hop} samples at "
+      raise SynthesisInputError("prompt_audio", f"{len(wav)} samples is shorter than one "
+                                                f"decoder step ({step} samples at "
                                                 f"{self.sample_rate} Hz)")
     self._check_length(frames, r.max_seconds, "prompt_audio")
     per_phoneme = frames / len(prompt_ids)
@@ -211,10 +219,11 @@ class GMMLMGenerator(Generator):
         {"max_seconds": max_seconds, **dict(it)}) for it in prepared]
     for k, r in enumerate(reqs):
       self._check_length(len(r.prompt_latents), max_seconds, f"items[{k}].prompt_audio")
-    max_frames = self.max_frames(max_seconds)
+    rf = self.frames_per_step
+    max_steps = self.max_frames(max_seconds) // rf
     n = len(reqs)
     b = 1 << (n - 1).bit_length()
-    p = round_up(max(len(r.prompt_latents) for r in reqs), int(np.ceil(self.frame_rate)))
+    p = round_up(max(len(r.prompt_latents) for r in reqs), int(np.ceil(self.frame_rate)) * rf)
     j = round_up(max(len(r.prompt_phonemes) + len(r.phonemes) for r in reqs), PHONEME_BUCKET)
     prompt = np.zeros((b, p, self.latent_dim), np.float32)
     prompt_len, phoneme_len, prompt_phoneme_len = (np.zeros((b,), np.int32) for _ in range(3))
@@ -226,10 +235,11 @@ class GMMLMGenerator(Generator):
       prompt_len[row], phonemes[row, :len(ids)], phoneme_len[row] = (
           len(r.prompt_latents), ids, len(ids))
       prompt_phoneme_len[row] = len(r.prompt_phonemes)
+    prompt, prompt_len = stacking.stack_frames(prompt, prompt_len, rf)
     t0 = time.perf_counter()
     out = decode.generate(
         self.model, self.params, prompt, prompt_len, phonemes, phoneme_len,
-        jax.random.key(seed), max_frames=max_frames,
+        jax.random.key(seed), max_frames=max_steps,
         weight_temperature=float(options.get("weight_temperature",
                                              self.defaults["weight_temperature"])),
         scale_temperature=float(options.get("scale_temperature",
@@ -242,14 +252,18 @@ class GMMLMGenerator(Generator):
     results = []
     for row, r in enumerate(reqs):
       t1 = time.perf_counter()
-      plen, flen, jp = len(r.prompt_latents), int(out["lengths"][row]), len(r.prompt_phonemes)
-      frames = out["frames"][row, :flen]
+      plen, jp = len(r.prompt_latents), len(r.prompt_phonemes)
+      slen = int(out["lengths"][row])                                   # decoder steps
+      flen = slen * rf                                                  # codec frames
+      frames = stacking.unstack_frames(out["frames"][row, :slen], rf)
       wav = self.codec.decode({"latents": np.concatenate([r.prompt_latents, frames])})
       wav = wav[plen * self.hop:]
       decode_s = time.perf_counter() - t1
-      alignment = np.concatenate([np.argmax(out["prompt_alpha"][row, :plen], axis=-1),
-                                  out["phoneme_index"][row, :flen]]).astype(np.int32)
-      durs = decode.durations(out["phoneme_index"][row:row + 1, :flen], int(phoneme_len[row]))
+      alignment = np.repeat(np.concatenate([
+          np.argmax(out["prompt_alpha"][row, :plen // rf], axis=-1),
+          out["phoneme_index"][row, :slen]]), rf).astype(np.int32)
+      durs = rf * decode.durations(out["phoneme_index"][row:row + 1, :slen],
+                                   int(phoneme_len[row]))
       results.append({
           "wav": wav.astype(np.float32), "sample_rate": self.sample_rate,
           "durations": durs[0, jp:].astype(np.int32),

@@ -15,6 +15,10 @@ of phonemes visited, mean frames per phoneme, rows ending on their last phoneme,
 last phoneme, agreement with the corpus' phoneme durations when the shards carry them), ``s``
 and the energy bias ``r``; samples: alignment and latent images, and audio through the codec named
 by the latent manifest when it is present.
+
+With ``model.frames_per_step = r > 1`` each decoder step is ``r`` stacked codec frames
+(`jaxtts.gmm_lm.stacking`, inside the step, so the pipeline and the shards are unchanged):
+frames, alignment statistics and the NLL above are per step of ``r * D`` dims.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from jaxtts.alignment import monotonic
 from jaxtts.codec.registry import load_codec
 from jaxtts.data.source import read_manifest
 from jaxtts.eval import codec_metrics
+from jaxtts.gmm_lm import stacking
 from jaxtts.gmm_lm.model import GMMLM, from_config
 from jaxtts.nn import mixture as mixture_lib
 from jaxtts.tasks import flops as flops_lib
@@ -76,10 +81,13 @@ class GMMLMTask(CorpusData):
     if cfg.data.mode != "bucket" or cfg.data.features != "latents":
       raise ValueError("config.data: the gmm_lm task trains on latent shards: set "
                        "data.mode='bucket' and data.features='latents'")
-    bad = [int(s) for s in cfg.data.bucket_samples if int(s) % int(cfg.model.latent_hop)]
+    self.frames_per_step = stacking.frames_per_step(cfg)
+    step_samples = int(cfg.model.latent_hop) * self.frames_per_step
+    bad = [int(s) for s in cfg.data.bucket_samples if int(s) % step_samples]
     if bad:
       raise ValueError(f"config.data.bucket_samples {bad} are not multiples of "
-                       f"config.model.latent_hop={cfg.model.latent_hop}")
+                       f"config.model.latent_hop * config.model.frames_per_step = "
+                       f"{step_samples}")
     self.frames_per_bucket = [int(s) // int(cfg.model.latent_hop)
                               for s in cfg.data.bucket_samples]
     # Corpus duration frames -> latent frames, for the alignment's agreement with the corpus'
@@ -104,7 +112,8 @@ class GMMLMTask(CorpusData):
         raise ValueError(f"config.model.{field}={self.cfg.model[field]} but the latent shards "
                          f"in {data_dir} have {key}={info[key]}")
     if manifest.get("hop_length"):
-      self.duration_scale = float(manifest["hop_length"]) / float(self.cfg.model.latent_hop)
+      self.duration_scale = float(manifest["hop_length"]) / float(
+          int(self.cfg.model.latent_hop) * self.frames_per_step)
 
   # ------------------------------------------------------------------ shapes and init
   def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
@@ -125,37 +134,43 @@ class GMMLMTask(CorpusData):
     j = flops_lib.shape_of(batch_shapes, "phonemes")[1]
     return flops_lib.train_step_from_forward(flops_lib.gmm_lm_forward(self.cfg, b, i, j))
 
+  def steps(self, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """The decoder's steps: ``latents [B, I // r, r D]`` and ``latent_len // r``."""
+    return stacking.stack_frames(batch["latents"], batch["latent_len"], self.frames_per_step)
+
   @staticmethod
-  def _masks(batch):
-    frames, phonemes = batch["latents"].shape[1], batch["phonemes"].shape[1]
-    latent_mask = jnp.arange(frames)[None, :] < batch["latent_len"][:, None]
-    phoneme_mask = jnp.arange(phonemes)[None, :] < batch["phoneme_len"][:, None]
+  def _masks(latents, latent_len, phonemes, phoneme_len):
+    latent_mask = jnp.arange(latents.shape[1])[None, :] < latent_len[:, None]
+    phoneme_mask = jnp.arange(phonemes.shape[1])[None, :] < phoneme_len[:, None]
     return latent_mask, phoneme_mask
 
   def init_params(self, rng: jax.Array, batch: Mapping[str, jax.Array]) -> dict[str, Any]:
-    latent_mask, phoneme_mask = self._masks(batch)
+    latents, latent_len = self.steps(batch)
+    latent_mask, phoneme_mask = self._masks(latents, latent_len, batch["phonemes"],
+                                            batch["phoneme_len"])
     p_rng, a_rng = jax.random.split(rng)
-    variables = self.model.init({"params": p_rng, "alignment": a_rng}, batch["latents"],
+    variables = self.model.init({"params": p_rng, "alignment": a_rng}, latents,
                                 latent_mask, batch["phonemes"], phoneme_mask)
     return {"model": variables["params"]}
 
   # ------------------------------------------------------------------ loss
   def losses(self, params: Any, batch: Mapping[str, jax.Array], rng: jax.Array,
              temperature: Any, deterministic: bool) -> tuple[jax.Array, tuple[dict, dict]]:
-    latent_mask, phoneme_mask = self._masks(batch)
+    latents, latent_len = self.steps(batch)
+    latent_mask, phoneme_mask = self._masks(latents, latent_len, batch["phonemes"],
+                                            batch["phoneme_len"])
     a_rng, d_rng = jax.random.split(rng)
-    out = self.model.apply({"params": params}, batch["latents"], latent_mask,
+    out = self.model.apply({"params": params}, latents, latent_mask,
                            batch["phonemes"], phoneme_mask, temperature, deterministic,
                            rngs={"alignment": a_rng, "dropout": d_rng})
     mask = latent_mask.astype(jnp.float32)
-    nll = mixture_lib.mixture_nll(out["mixture"], batch["latents"], mask, per_dim=True)
-    stop = stop_loss(out["stop_logits"], batch["latent_len"], mask,
-                     self.cfg.loss.stop_pos_weight)
+    nll = mixture_lib.mixture_nll(out["mixture"], latents, mask, per_dim=True)
+    stop = stop_loss(out["stop_logits"], latent_len, mask, self.cfg.loss.stop_pos_weight)
     loss = nll + self.cfg.loss.stop_weight * stop
     reference = (batch["durations"] * self.duration_scale
                  if self.duration_scale and "durations" in batch else None)
     stats = monotonic.alignment_stats(out["alpha"], latent_mask, phoneme_mask, reference)
-    resp = mixture_lib.responsibilities(out["mixture"], batch["latents"])   # [B, I, N]
+    resp = mixture_lib.responsibilities(out["mixture"], latents)          # [B, I, N]
     usage = jnp.sum(resp * mask[..., None], axis=(0, 1)) / jnp.maximum(jnp.sum(mask), 1.0)
     metrics = {"loss": loss, "nll_per_dim": nll, "stop_loss": stop,
                "energy_bias": params["energy"]["energy_bias"],
@@ -190,8 +205,9 @@ class GMMLMTask(CorpusData):
     syn = self.cfg.synthesis
     sample = mixture_lib.sample_mixture(jax.random.key(1), out["mixture"],
                                         syn.weight_temperature, syn.scale_temperature)
-    return {"alpha": out["alpha"], "mean": mixture_lib.mixture_mean(out["mixture"]),
-            "sample": sample}
+    r = self.frames_per_step
+    return {"alpha": out["alpha"], "sample": stacking.unstack_frames(sample, r),
+            "mean": stacking.unstack_frames(mixture_lib.mixture_mean(out["mixture"]), r)}
 
   def codec(self):
     """The codec that made the latent shards (manifest ``latents.codec_workdir``), or None."""
@@ -210,11 +226,12 @@ class GMMLMTask(CorpusData):
     codec = self.codec()
     distances = []
     for i in range(min(int(self.cfg.train.num_samples), batch["latents"].shape[0])):
-      f, p = int(batch["latent_len"][i]), int(batch["phoneme_len"][i])
+      r = self.frames_per_step
+      f, p = int(batch["latent_len"][i]) // r * r, int(batch["phoneme_len"][i])
       if f == 0:
         continue
-      writer.image(step, f"sample_{i}/alignment", outputs["alpha"][i, :f, :p].T,
-                   xlabel="frame", ylabel="phoneme")
+      writer.image(step, f"sample_{i}/alignment", outputs["alpha"][i, :f // r, :p].T,
+                   xlabel=f"step ({r} frames)" if r > 1 else "frame", ylabel="phoneme")
       writer.image(step, f"sample_{i}/latents_target", batch["latents"][i, :f].T,
                    xlabel="frame", ylabel="latent dim")
       writer.image(step, f"sample_{i}/latents_teacher_forced_mean", outputs["mean"][i, :f].T,
