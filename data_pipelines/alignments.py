@@ -18,7 +18,9 @@ from typing import Sequence
 
 import numpy as np
 
-from data_pipelines.libri import HOP_LENGTH, SAMPLE_RATE, BadItem, Item
+from data_pipelines.libri_layouts import Item
+from data_pipelines.libri_plan import HOP_LENGTH, SAMPLE_RATE
+from data_pipelines.libri_records import BadItem
 
 SILENCES = frozenset({"", "sil", "sp", "spn", "<eps>"})
 MAX_END_MISMATCH_FRAMES = 2  # TextGrid end vs audio length

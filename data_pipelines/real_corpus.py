@@ -7,20 +7,31 @@
         --cuts train=libriheavy_cuts_small.jsonl.gz --cuts test_zero_shot=...test_clean.jsonl.gz
     jaxtts-corpus librilight --root librilight --out DIR --split train=small   (VAD, no text)
       [--seed 0] [--shard-size 256] [--valid-fraction 0.01] [--workers N]
-      [--shard i --num-shards n] [--f0] [--alignments DIR] [--min-seconds 0.5]
+      [--shard i --num-shards n] [--plan-only] [--f0] [--alignments DIR] [--min-seconds 0.5]
       [--max-seconds 20] [--overwrite] [--no-progress]
 
-Layouts, splits and records: `data_pipelines.libri`. The plan (which utterance goes to which
-split and shard, in which order) depends only on the files and the seed, so the shard bytes
-are the same whatever ``--workers`` and ``--num-shards``. Call i of n (``--shard i
---num-shards n``, e.g. one per host) writes the shards j (of each split) with j % n == i,
-``--workers`` at a time. Each shard goes to ``<shard>.tmp-<tag>`` and is renamed into place,
-then its summary ``<shard>.summary.json`` (counts, hours, filtered, bad files) is written;
-a shard with both is complete and a rerun skips it (``--overwrite`` rewrites). The call that
-finds every shard complete writes ``bad_files.jsonl``, ``<split>.speaker_index.npy`` and
-last ``manifest.json`` (the espeak schema plus ``filtered``, ``bad_files``,
-``bad_alignments`` and ``source_sample_rates``). Prints a JSON summary with the throughput
-(utterances/s per worker process).
+Layouts: `data_pipelines.libri_layouts`; splits and shards: `data_pipelines.libri_plan`;
+records: `data_pipelines.libri_records`. The plan (which utterance goes to which split and
+shard, in which order) depends only on the files and the build arguments, so the shard bytes
+are the same whatever ``--workers`` and ``--num-shards``. The first call lists the corpus,
+plans, and writes the plan to ``DIR/plan.jsonl.gz`` (atomically); later calls (other hosts,
+resumes) whose build arguments match read it instead of listing the corpus again, a plan of
+other arguments is refused (``--overwrite`` plans again), and a truncated or corrupt plan is
+planned again with a warning. ``--plan-only`` writes the plan and stops. Call i of n
+(``--shard i --num-shards n``, e.g. one per host) writes the shards j (of each split) with
+j % n == i, ``--workers`` at a time. Each shard goes to ``<shard>.tmp-<tag>`` and is renamed
+into place, then its summary ``<shard>.summary.json`` (counts, hours, filtered, bad files) is
+written; a shard with both is complete and a rerun skips it (``--overwrite`` rewrites). The
+call that finds every shard complete writes ``bad_files.jsonl``,
+``<split>.speaker_index.npy`` and last ``manifest.json`` (the espeak schema plus
+``filtered``, ``bad_files``, ``bad_alignments`` and ``source_sample_rates``). Prints a JSON
+summary with the throughput (utterances/s per worker process).
+
+Many hosts: plan once, then start the n shard builders with the same arguments (a host that
+starts before the plan exists plans too, writing the same bytes):
+
+    jaxtts-corpus librilight --root R --out DIR --cuts ... --plan-only          # once
+    jaxtts-corpus librilight --root R --out DIR --cuts ... --shard $I --num-shards $N
 """
 
 from __future__ import annotations
@@ -28,35 +39,43 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
+import functools
 import glob
 import json
+import logging
 import multiprocessing
 import os
 import sys
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from data_pipelines import libri
+from data_pipelines import libri_layouts, libri_plan, libri_records
 from jaxtts.data import records
 from jaxtts.data.source import speaker_index_path
 from jaxtts.files import write_json
+from jaxtts.text.symbols import PhonemeTable
 
 SUMMARY_SUFFIX = ".summary.json"
-BUILD_ARGS = "build_args.json"
+PLAN = "plan.jsonl.gz"
+LEGACY_BUILD_ARGS = "build_args.json"  # builds before the plan file recorded their args here
 BAD_FILES = "bad_files.jsonl"
+FLAG_OF_ARG = {"corpus": "corpus", "variant": "--root", "text": "--split/--cuts"}
+
+log = logging.getLogger("jaxtts.real_corpus")
 
 
-def write_shard(out_dir: str, split: str, index: int, items: Sequence[libri.PlannedItem],
-                plan: libri.CorpusPlan, tag: str) -> dict[str, Any]:
+def write_shard(out_dir: str, split: str, index: int,
+                items: Sequence[libri_plan.PlannedItem], plan: libri_plan.CorpusPlan,
+                tag: str) -> dict[str, Any]:
   """Writes one shard (temp name, then rename) and its summary; returns the summary."""
   from array_record.python.array_record_module import ArrayRecordWriter
   t0, c0 = time.time(), time.process_time()
-  name = libri.shard_name(split, index, plan.num_shards[split])
+  name = libri_plan.shard_name(split, index, plan.num_shards[split])
   path = os.path.join(out_dir, name)
   tmp = f"{path}.tmp-{tag}"
-  table = libri.PhonemeTable.from_json(plan.manifest_base["phoneme_table"])
+  table = PhonemeTable.from_json(plan.manifest_base["phoneme_table"])
   filtered: dict[str, int] = {}
   bad: list[dict] = []
   rates: dict[str, int] = {}
@@ -65,11 +84,11 @@ def write_shard(out_dir: str, split: str, index: int, items: Sequence[libri.Plan
   try:
     for p in items:
       try:
-        ex = libri.make_record(p, plan, table=table)
-      except libri.FilteredItem as e:
+        ex = libri_records.make_record(p, plan, table=table)
+      except libri_records.FilteredItem as e:
         filtered[e.reason] = filtered.get(e.reason, 0) + 1
         continue
-      except libri.BadItem as e:
+      except libri_records.BadItem as e:
         bad.append({"id": p.item.id, "path": p.item.audio_path, "reason": e.reason})
         continue
       writer.write(records.encode_example(ex))
@@ -85,7 +104,7 @@ def write_shard(out_dir: str, split: str, index: int, items: Sequence[libri.Plan
     raise
   os.replace(tmp, path)
   summary = {"shard": name, "split": split, "num_examples": len(speaker_ids),
-             "samples": samples, "hours": round(samples / libri.SAMPLE_RATE / 3600, 6),
+             "samples": samples, "hours": round(samples / libri_plan.SAMPLE_RATE / 3600, 6),
              "filtered": dict(sorted(filtered.items())), "bad_files": bad,
              "bad_alignments": sum(b["reason"].startswith("alignment:") for b in bad),
              "source_sample_rates": dict(sorted(rates.items())), "speaker_ids": speaker_ids,
@@ -104,20 +123,48 @@ def _complete(out_dir: str, name: str) -> bool:
   return os.path.isfile(path) and os.path.isfile(path + SUMMARY_SUFFIX)
 
 
-def _check_build_args(out_dir: str, build_args: dict, overwrite: bool) -> None:
-  path = os.path.join(out_dir, BUILD_ARGS)
-  if os.path.isfile(path) and not overwrite:
-    with open(path, encoding="utf-8") as f:
-      old = json.load(f)
-    diff = sorted(k for k in set(old) | set(build_args) if old.get(k) != build_args.get(k))
-    if diff:
-      raise ValueError(f"{path}: --out was built with other arguments ({', '.join(diff)}); "
-                       "pass --overwrite or another --out")
-  if not os.path.isfile(path) or overwrite:
-    write_json(path, build_args)
+def _differing_flags(old: Mapping, new: Mapping) -> list[str]:
+  """The flags (`FLAG_OF_ARG`, else ``--<key>``) whose ``build_args`` values differ."""
+  return sorted({FLAG_OF_ARG.get(k, "--" + k.replace("_", "-"))
+                 for k in set(old) | set(new) if old.get(k) != new.get(k)})
 
 
-def write_manifest(out_dir: str, plan: libri.CorpusPlan) -> dict[str, Any]:
+def _refuse_other_args(path: str, old: Mapping, build_args: Mapping) -> None:
+  diff = _differing_flags(old, build_args)
+  if diff:
+    raise ValueError(f"{path}: --out was built with other arguments ({', '.join(diff)}); "
+                     "pass --overwrite or another --out")
+
+
+def load_or_make_plan(out_dir: str, build_args: Mapping, make: Callable[[], libri_plan.CorpusPlan],
+                      overwrite: bool = False) -> tuple[libri_plan.CorpusPlan, bool]:
+  """(the plan, whether this call made it): the intact `PLAN` in ``out_dir`` made from
+  ``build_args``, else ``make()`` (which lists the corpus), then written there atomically.
+
+  Raises ValueError naming the flags when the plan there (or an older build's
+  `LEGACY_BUILD_ARGS`) was made from other arguments, unless ``overwrite``; a plan that is
+  not intact is made again, with a one-line warning.
+  """
+  path = os.path.join(out_dir, PLAN)
+  legacy = os.path.join(out_dir, LEGACY_BUILD_ARGS)
+  if not overwrite and os.path.isfile(path):
+    try:
+      plan = libri_plan.read_plan(path)
+    except libri_plan.PlanError as e:
+      log.warning("%s; planning again", e)
+    else:
+      _refuse_other_args(path, plan.manifest_base["build_args"], build_args)
+      return plan, False
+  elif not overwrite and os.path.isfile(legacy):
+    with open(legacy, encoding="utf-8") as f:
+      _refuse_other_args(legacy, json.load(f), build_args)
+  plan = make()
+  os.makedirs(out_dir, exist_ok=True)
+  libri_plan.write_plan(path, plan)
+  return plan, True
+
+
+def write_manifest(out_dir: str, plan: libri_plan.CorpusPlan) -> dict[str, Any]:
   """Aggregates the shard summaries into bad_files.jsonl, the speaker indexes and the
   manifest (written last); returns the manifest."""
   manifest = json.loads(json.dumps(plan.manifest_base))
@@ -125,7 +172,7 @@ def write_manifest(out_dir: str, plan: libri.CorpusPlan) -> dict[str, Any]:
   rates: dict[str, int] = {}
   bad = list(plan.listing_bad)
   bad_alignments = 0
-  for split in libri.SPLITS:
+  for split in libri_plan.SPLITS:
     info = manifest["splits"][split]
     ids, n, samples = [], 0, 0
     for name in info["shards"]:
@@ -140,7 +187,7 @@ def write_manifest(out_dir: str, plan: libri.CorpusPlan) -> dict[str, Any]:
         for k, v in src.items():
           dst[k] = dst.get(k, 0) + v
     info["num_examples"] = n
-    info["hours"] = round(samples / libri.SAMPLE_RATE / 3600, 6)
+    info["hours"] = round(samples / libri_plan.SAMPLE_RATE / 3600, 6)
     index = speaker_index_path(out_dir, split)
     if n:  # as write_speaker_index would, without reading the records again
       tmp = index + f".tmp-{os.getpid()}.npy"
@@ -162,10 +209,11 @@ def build(corpus: str, root: str, out_dir: str, *, split_subsets: Mapping[str, S
           split_cuts: Mapping[str, Sequence[str]] | None = None, seed: int = 0,
           shard_size: int = 256, valid_fraction: float = 0.01, workers: int = 1,
           shard: int = 0, num_shards: int = 1, f0: bool = False,
-          alignments: str | None = None, min_seconds: float = libri.DEFAULT_MIN_SECONDS,
-          max_seconds: float = libri.DEFAULT_MAX_SECONDS, overwrite: bool = False,
-          progress: bool = True) -> dict[str, Any]:
-  """Writes this call's shards of the corpus (module docstring); returns the summary."""
+          alignments: str | None = None, min_seconds: float = libri_plan.DEFAULT_MIN_SECONDS,
+          max_seconds: float = libri_layouts.DEFAULT_MAX_SECONDS, overwrite: bool = False,
+          plan_only: bool = False, progress: bool = True) -> dict[str, Any]:
+  """Writes this call's shards of the corpus (module docstring), or with ``plan_only`` only
+  the plan; returns the summary (``planned``: whether this call listed the corpus)."""
   from tqdm import tqdm
   t0 = time.time()
   if workers < 1:
@@ -174,24 +222,28 @@ def build(corpus: str, root: str, out_dir: str, *, split_subsets: Mapping[str, S
     raise ValueError(f"--shard must be in [0, --num-shards={num_shards}), got {shard}")
   if alignments and not os.path.isdir(alignments):
     raise FileNotFoundError(f"--alignments {alignments}: no such directory")
-  plan = libri.plan_corpus(corpus, root, split_subsets=split_subsets, split_cuts=split_cuts,
-                           seed=seed, shard_size=shard_size, valid_fraction=valid_fraction,
-                           min_seconds=min_seconds, max_seconds=max_seconds,
-                           alignments=alignments, f0=f0)
+  kwargs = dict(split_subsets=split_subsets, split_cuts=split_cuts, seed=seed,
+                shard_size=shard_size, valid_fraction=valid_fraction, min_seconds=min_seconds,
+                max_seconds=max_seconds, alignments=alignments, f0=f0)
   out_dir = os.path.abspath(out_dir)
-  os.makedirs(out_dir, exist_ok=True)
-  _check_build_args(out_dir, plan.manifest_base["build_args"], overwrite)
+  plan, planned = load_or_make_plan(
+      out_dir, libri_plan.build_args(corpus, root, **kwargs),
+      functools.partial(libri_plan.plan_corpus, corpus, root, **kwargs), overwrite)
+  if plan_only:
+    return {"out": out_dir, "plan": os.path.join(out_dir, PLAN), "planned": planned,
+            "items": len(plan.items), "num_shards": dict(plan.num_shards),
+            "seconds": round(time.time() - t0, 2)}
   lite = dataclasses.replace(plan, items=[])
-  by_shard: dict[tuple[str, int], list[libri.PlannedItem]] = {}
+  by_shard: dict[tuple[str, int], list[libri_plan.PlannedItem]] = {}
   for p in plan.items:
     by_shard.setdefault((p.split, p.shard), []).append(p)
   tag = f"{shard}-{os.getpid()}"
   tasks, skipped = [], 0
-  for split in libri.SPLITS:
+  for split in libri_plan.SPLITS:
     for j in range(plan.num_shards[split]):
       if j % num_shards != shard:
         continue
-      name = libri.shard_name(split, j, plan.num_shards[split])
+      name = libri_plan.shard_name(split, j, plan.num_shards[split])
       if not overwrite and _complete(out_dir, name):
         skipped += 1
         continue
@@ -212,19 +264,20 @@ def build(corpus: str, root: str, out_dir: str, *, split_subsets: Mapping[str, S
         summaries.append(fut.result())
         bar.update(summaries[-1]["attempted"])
   bar.close()
-  names = [n for s in libri.SPLITS for n in plan.manifest_base["splits"][s]["shards"]]
+  names = [n for s in libri_plan.SPLITS for n in plan.manifest_base["splits"][s]["shards"]]
   manifest = None
   if all(_complete(out_dir, n) for n in names):
     manifest = write_manifest(out_dir, plan)
   attempted = sum(s["attempted"] for s in summaries)
   worker_s = sum(s["seconds"] for s in summaries)
-  audio_s = sum(s["samples"] for s in summaries) / libri.SAMPLE_RATE
-  return {"out": out_dir, "shards_written": len(tasks), "shards_skipped": skipped,
+  audio_s = sum(s["samples"] for s in summaries) / libri_plan.SAMPLE_RATE
+  return {"out": out_dir, "planned": planned, "shards_written": len(tasks),
+          "shards_skipped": skipped,
           "examples_written": sum(s["num_examples"] for s in summaries),
           "filtered": sum(sum(s["filtered"].values()) for s in summaries),
           "bad_files": sum(len(s["bad_files"]) for s in summaries),
           "manifest_written": manifest is not None,
-          "examples": ({s: manifest["splits"][s]["num_examples"] for s in libri.SPLITS}
+          "examples": ({s: manifest["splits"][s]["num_examples"] for s in libri_plan.SPLITS}
                        if manifest else None),
           "utterances_per_s_per_worker": round(attempted / worker_s, 2) if worker_s else None,
           "audio_s_per_s_per_worker": round(audio_s / worker_s, 2) if worker_s else None,
@@ -245,7 +298,7 @@ def main(argv: Sequence[str]) -> int:
   p = argparse.ArgumentParser(prog=f"jaxtts-corpus {argv[0] if argv else ''}".strip(),
                               description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("corpus", choices=libri.CORPORA)
+  p.add_argument("corpus", choices=libri_layouts.CORPORA)
   p.add_argument("--root", required=True, help="directory holding the subsets")
   p.add_argument("--out", required=True, help="output corpus directory")
   p.add_argument("--split", action="append", default=[], metavar="SPLIT=SUBSET[,SUBSET]",
@@ -261,11 +314,13 @@ def main(argv: Sequence[str]) -> int:
   p.add_argument("--shard", type=int, default=0, help="this call's index i: writes shards "
                  "j %% n == i")
   p.add_argument("--num-shards", type=int, default=1, help="number of calls n (e.g. hosts)")
+  p.add_argument("--plan-only", action="store_true", help=f"only write the plan (--out/{PLAN}"
+                 ") that the shard builders then read instead of listing the corpus")
   p.add_argument("--f0", action="store_true", help="also store per-frame f0 / voiced")
   p.add_argument("--alignments", default=None, help="MFA TextGrids <DIR>/<speaker>/<id>."
                  "TextGrid: store durations")
-  p.add_argument("--min-seconds", type=float, default=libri.DEFAULT_MIN_SECONDS)
-  p.add_argument("--max-seconds", type=float, default=libri.DEFAULT_MAX_SECONDS,
+  p.add_argument("--min-seconds", type=float, default=libri_plan.DEFAULT_MIN_SECONDS)
+  p.add_argument("--max-seconds", type=float, default=libri_layouts.DEFAULT_MAX_SECONDS,
                  help="longer utterances are filtered; also the VAD piece length")
   p.add_argument("--overwrite", action="store_true", help="rewrite complete shards and accept "
                  "other build arguments")
@@ -288,4 +343,4 @@ def _build_from_args(args: argparse.Namespace) -> dict[str, Any]:
                workers=args.workers, shard=args.shard, num_shards=args.num_shards,
                f0=args.f0, alignments=args.alignments, min_seconds=args.min_seconds,
                max_seconds=args.max_seconds, overwrite=args.overwrite,
-               progress=not args.no_progress)
+               plan_only=args.plan_only, progress=not args.no_progress)

@@ -3,9 +3,10 @@
 * ``jaxtts_corpus``: converts an existing corpus directory of ours (``manifest.json`` +
   ArrayRecord shards, e.g. `jaxtts.data.synthetic.write_synthetic_corpus` output) into TFDS.
 * ``jaxtts_librispeech``, ``jaxtts_libritts``, ``jaxtts_librilight``: build from the local
-  corpus tree (``manual_dir``, the ``--root`` of ``jaxtts-corpus``) with the planning and
-  records of `data_pipelines.libri`: the same records, order and manifest as
-  ``jaxtts-corpus librispeech|libritts|librilight`` with the same options (`LibriConfig`)::
+  corpus tree (``manual_dir``, the ``--root`` of ``jaxtts-corpus``) with the planning of
+  `data_pipelines.libri_plan` and the records of `data_pipelines.libri_records`: the same
+  records, order and manifest as ``jaxtts-corpus librispeech|libritts|librilight`` with the
+  same options (`LibriConfig`)::
 
     tfds_builders.JaxttsLibrispeech(config="clean100", data_dir=TFDS_DIR).download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir="LibriSpeech"))
@@ -37,10 +38,12 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipelines import libri
+from data_pipelines import libri_layouts, libri_plan, libri_records
 from jaxtts.data import features as features_lib
 from jaxtts.data.source import CorpusError, CorpusSource, read_manifest
 from jaxtts.data.tfds_source import INDEX, INT_FIELDS, TEXT_FIELDS, encode_flac
+from jaxtts.text.symbols import PhonemeTable
+
 
 def tfds_features(specs: Mapping[str, Mapping[str, Any]],
                   scalars: Mapping[str, type] | None = None) -> tfds.features.FeaturesDict:
@@ -200,7 +203,7 @@ class JaxttsCorpus(RecordBuilder):
 
 @dataclasses.dataclass(eq=False)
 class LibriConfig(tfds.core.BuilderConfig):
-  """Options of `data_pipelines.libri.plan_corpus` (the ``jaxtts-corpus <corpus>`` flags).
+  """Options of `data_pipelines.libri_plan.plan_corpus` (the ``jaxtts-corpus <corpus>`` flags).
 
   ``split_subsets`` / ``split_cuts``: ``train`` / ``test_zero_shot`` -> subsets / LibriHeavy
   cut files (relative paths are under ``manual_dir``); ``alignments``: a TextGrid directory
@@ -211,8 +214,8 @@ class LibriConfig(tfds.core.BuilderConfig):
   seed: int = 0
   shard_size: int = 256
   valid_fraction: float = 0.01
-  min_seconds: float = libri.DEFAULT_MIN_SECONDS
-  max_seconds: float = libri.DEFAULT_MAX_SECONDS
+  min_seconds: float = libri_plan.DEFAULT_MIN_SECONDS
+  max_seconds: float = libri_layouts.DEFAULT_MAX_SECONDS
   alignments: str | None = None
   f0: bool = False
 
@@ -233,28 +236,21 @@ class _LibriBuilder(RecordBuilder):
 
   def _layout(self) -> tuple[dict[str, Any], dict[str, type]]:
     cfg = self.builder_config
-    with_text = not (self.CORPUS == "librilight" and not cfg.split_cuts)
-    specs = features_lib.base_specs(libri.SAMPLE_RATE, libri.HOP_LENGTH)
-    if not cfg.alignments or not with_text:
-      del specs["durations"]
-    if not with_text:
-      del specs["phonemes"]
-    if cfg.f0:
-      from jaxtts.audio import f0 as f0_lib  # pylint: disable=g-import-not-at-top
-      specs.update(features_lib.f0_specs(libri.HOP_LENGTH, libri.SAMPLE_RATE, f0_lib.settings()))
+    specs = libri_plan.feature_specs(libri_plan.has_text(self.CORPUS, cfg.split_cuts),
+                                     bool(cfg.alignments), cfg.f0)
     return specs, {"source_sample_rate": int}
 
   def _prepare(self, dl_manager: Any) -> dict[str, Any]:
     cfg = self.builder_config
     root = os.path.abspath(os.fspath(dl_manager.manual_dir))
     under = lambda p: p if os.path.isabs(p) else os.path.join(root, p)
-    self._plan = libri.plan_corpus(
+    self._plan = libri_plan.plan_corpus(
         self.CORPUS, root, split_subsets={k: list(v) for k, v in cfg.split_subsets.items()},
         split_cuts={k: [under(c) for c in v] for k, v in cfg.split_cuts.items()},
         seed=cfg.seed, shard_size=cfg.shard_size, valid_fraction=cfg.valid_fraction,
         min_seconds=cfg.min_seconds, max_seconds=cfg.max_seconds,
         alignments=under(cfg.alignments) if cfg.alignments else None, f0=cfg.f0)
-    self._table = libri.PhonemeTable.from_json(self._plan.manifest_base["phoneme_table"])
+    self._table = PhonemeTable.from_json(self._plan.manifest_base["phoneme_table"])
     self._stats: dict[str, dict[str, Any]] = {}
     self._manifest = json.loads(json.dumps(self._plan.manifest_base))
     self._finish_manifest()
@@ -266,12 +262,12 @@ class _LibriBuilder(RecordBuilder):
     rates: dict[str, int] = {}
     bad = list(self._plan.listing_bad)
     bad_alignments = 0
-    for split in libri.SPLITS:
+    for split in libri_plan.SPLITS:
       stats = self._stats.get(split, {"n": 0, "samples": 0, "filtered": {}, "bad": [],
                                       "rates": {}})
       info = self._manifest["splits"][split]
       info["num_examples"] = stats["n"]
-      info["hours"] = round(stats["samples"] / libri.SAMPLE_RATE / 3600, 6)
+      info["hours"] = round(stats["samples"] / libri_plan.SAMPLE_RATE / 3600, 6)
       bad.extend(stats["bad"])
       bad_alignments += sum(b["reason"].startswith("alignment:") for b in stats["bad"])
       for src, dst in ((stats["filtered"], filtered), (stats["rates"], rates)):
@@ -285,18 +281,18 @@ class _LibriBuilder(RecordBuilder):
 
   def _records(self, split: str) -> Iterator[dict[str, Any]]:
     stats = {"n": 0, "samples": 0, "filtered": {}, "bad": [], "rates": {}}
-    by_shard: dict[int, list[libri.PlannedItem]] = {}
+    by_shard: dict[int, list[libri_plan.PlannedItem]] = {}
     for p in self._plan.items:
       if p.split == split:
         by_shard.setdefault(p.shard, []).append(p)
     for j in range(self._plan.num_shards[split]):
       for p in by_shard.get(j, []):
         try:
-          record = libri.make_record(p, self._plan, table=self._table)
-        except libri.FilteredItem as e:
+          record = libri_records.make_record(p, self._plan, table=self._table)
+        except libri_records.FilteredItem as e:
           stats["filtered"][e.reason] = stats["filtered"].get(e.reason, 0) + 1
           continue
-        except libri.BadItem as e:
+        except libri_records.BadItem as e:
           stats["bad"].append({"id": p.item.id, "path": p.item.audio_path, "reason": e.reason})
           continue
         stats["n"] += 1

@@ -1,17 +1,21 @@
-"""Real-corpus builders (data_pipelines/libri.py, real_corpus.py) on espeak fixture trees in the
-LibriSpeech / LibriTTS(-R) / LibriLight + LibriHeavy layouts (data_pipelines/fixtures.py)."""
+"""Real-corpus builders (data_pipelines/libri_{layouts,plan,records}.py, real_corpus.py) on espeak
+fixture trees in the LibriSpeech / LibriTTS(-R) / LibriLight + LibriHeavy layouts
+(data_pipelines/fixtures.py)."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
+import shutil
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from data_pipelines import alignments, fixtures, libri, real_corpus
+from data_pipelines import alignments, fixtures, libri_layouts, libri_plan, libri_records
+from data_pipelines import real_corpus
 from data_pipelines.espeak_corpus import main as corpus_main
 from jaxtts.audio.io import resample
 from jaxtts.data.source import CorpusSource
@@ -37,12 +41,11 @@ def ls_built(fx, tmp_path_factory):
 def _records(out: str) -> dict[str, list[dict]]:
   splits = _manifest(out)["splits"]
   return {s: [src.example(i) for i in range(len(src))]
-          for s in libri.SPLITS if splits[s]["num_examples"] for src in [CorpusSource(out, s)]}
+          for s in libri_plan.SPLITS if splits[s]["num_examples"] for src in [CorpusSource(out, s)]}
 
 
 def _files(out: str) -> dict[str, bytes]:
-  names = sorted(n for n in os.listdir(out) if not n.endswith(".summary.json")
-                 and n != real_corpus.BUILD_ARGS)
+  names = sorted(n for n in os.listdir(out) if not n.endswith(".summary.json"))
   return {n: open(os.path.join(out, n), "rb").read() for n in names}
 
 
@@ -102,24 +105,66 @@ def test_determinism_hosts_and_resume(fx, ls_built, tmp_path):
   args = dict(split_subsets=LS_SPLITS, alignments=fx["alignments"], **COMMON)
   two = str(tmp_path / "two")
   s0 = real_corpus.build("librispeech", fx["librispeech"], two, shard=0, num_shards=2, **args)
-  assert not s0["manifest_written"]
+  assert not s0["manifest_written"] and s0["planned"]
   s1 = real_corpus.build("librispeech", fx["librispeech"], two, shard=1, num_shards=2,
                          workers=2, **args)
   assert s1["manifest_written"] and s0["shards_written"] + s1["shards_written"] == 7
-  assert _files(two) == want  # same bytes from 2 calls (one with 2 workers) as from one
+  assert not s1["planned"]  # read call 0's plan
+  assert _files(two) == want  # same bytes (plan included) from 2 calls, one with 2 workers
   victim = "train-00001-of-00003.array_record"
   os.remove(os.path.join(two, victim))
   stale = os.path.join(two, victim + ".tmp-0-12345")
   open(stale, "wb").write(b"killed mid-write")
   again = real_corpus.build("librispeech", fx["librispeech"], two, **args)
-  assert again["shards_written"] == 1 and again["shards_skipped"] == 6
+  assert again["shards_written"] == 1 and again["shards_skipped"] == 6 and not again["planned"]
   assert _files(two) == want and not os.path.exists(stale)
   other = str(tmp_path / "seed")
   real_corpus.build("librispeech", fx["librispeech"], other, **dict(args, seed=4))
   assert _files(other)["train-00000-of-00003.array_record"] != want[
       "train-00000-of-00003.array_record"]
-  with pytest.raises(ValueError, match="other arguments"):
+  with pytest.raises(ValueError, match=r"other arguments \(--seed\)"):
     real_corpus.build("librispeech", fx["librispeech"], other, **args)
+
+
+def test_plan_once_then_shards_without_listing(fx, tmp_path, caplog, capsys):
+  """--plan-only plans once; the shard builders read the plan, not the corpus (its cut
+  manifests are gone by then), and write the files of a fresh build. A truncated plan is
+  planned again (with a warning), a plan of other arguments refused naming the flag."""
+  cuts = {}
+  for split, key in (("train", "small"), ("test_zero_shot", "test_clean")):
+    cuts[split] = [str(tmp_path / os.path.basename(fx["cuts"][key]))]
+    shutil.copy(fx["cuts"][key], cuts[split][0])
+  out = str(tmp_path / "c")
+  args = dict(split_subsets={}, split_cuts=cuts, **COMMON)
+  first = real_corpus.build("librilight", fx["librilight"], out, plan_only=True, **args)
+  assert first["planned"] and os.listdir(out) == [real_corpus.PLAN]
+  path = os.path.join(out, real_corpus.PLAN)
+  plan = open(path, "rb").read()
+  open(path, "wb").write(plan[:len(plan) // 2])  # cut short (a copy interrupted, a full disk)
+  with caplog.at_level(logging.WARNING, logger="jaxtts.real_corpus"):
+    again = real_corpus.build("librilight", fx["librilight"], out, plan_only=True, **args)
+  assert again["planned"] and open(path, "rb").read() == plan
+  assert [r.getMessage().count("not an intact plan") for r in caplog.records] == [1]
+  flags = ["--seed", "3", "--shard-size", "2", "--valid-fraction", "0.34", "--max-seconds", "6"]
+  rc = corpus_main(["librilight", "--root", fx["librilight"], "--out", out, "--cuts",
+                    f"train={cuts['train'][0]}", "--cuts",
+                    f"test_zero_shot={cuts['test_zero_shot'][0]}", *flags, "--plan-only"])
+  err = capsys.readouterr().err.strip()
+  assert rc == 2 and "\n" not in err and "other arguments (--shard-size)" in err
+  for files in cuts.values():
+    os.remove(files[0])  # what listing reads is gone: the shards must come from the plan
+  built = [real_corpus.build("librilight", fx["librilight"], out, shard=i, num_shards=2, **args)
+           for i in (0, 1)]
+  assert not any(b["planned"] for b in built) and built[1]["manifest_written"]
+  fresh = str(tmp_path / "fresh")
+  real_corpus.build("librilight", fx["librilight"], fresh, split_subsets={}, split_cuts={
+      "train": [fx["cuts"]["small"]], "test_zero_shot": [fx["cuts"]["test_clean"]]}, **COMMON)
+  same = lambda d: {n: b for n, b in _files(d).items() if n not in ("manifest.json",
+                                                                     real_corpus.PLAN)}
+  assert same(out) == same(fresh) and sum(n.endswith(".array_record") for n in same(out)) >= 3
+  want = _manifest(fresh)
+  want["build_args"]["cuts"] = cuts
+  assert _manifest(out) == want
 
 
 def test_textgrid_durations(tmp_path):
@@ -128,9 +173,9 @@ def test_textgrid_durations(tmp_path):
                                    (0.1, 0.2, "sp"), (0.2, 0.3, "<.>")], 0.3)
   # token starts 0 (leading silence to 'h'), 0.05 s -> frame 4, 0.2 s -> frame 16; 24 frames
   assert alignments.durations(path, ["h", "@", "<.>"], 24).tolist() == [4, 12, 8]
-  with pytest.raises(libri.BadItem, match="alignment:"):
+  with pytest.raises(libri_records.BadItem, match="alignment:"):
     alignments.durations(path, ["h", "@", "<,>"], 24)
-  with pytest.raises(libri.BadItem, match="alignment:.*ends at"):
+  with pytest.raises(libri_records.BadItem, match="alignment:.*ends at"):
     alignments.durations(path, ["h", "@", "<.>"], 40)
 
 
@@ -145,7 +190,7 @@ def test_libritts_resampled_without_durations(fx, tmp_path, variant):
   assert sorted(m["features"]) == ["audio", "phonemes"]
   assert m["build_args"]["variant"] == os.path.basename(fx[variant])
   assert m["filtered"] == {"too_long": 1} and m["bad_files"] == 3
-  n = sum(m["splits"][s]["num_examples"] for s in libri.SPLITS)
+  n = sum(m["splits"][s]["num_examples"] for s in libri_plan.SPLITS)
   assert n == 18 and m["source_sample_rates"] == {"24000": 18}
   for split, rows in _records(out).items():
     subset = "test-clean" if split == "test_zero_shot" else "train-clean-100"
@@ -185,7 +230,7 @@ def test_librilight_cuts_to_the_sample(fx, tmp_path):
       assert r["speaker"] == c["supervisions"][0]["speaker"]
       assert len(r["f0"]) == len(r["audio"]) // 200
   with pytest.raises(FileNotFoundError, match="not found under it"):
-    libri.list_items("librilight", str(tmp_path), [], cuts=[fx["cuts"]["small"]])
+    libri_layouts.list_items("librilight", str(tmp_path), [], cuts=[fx["cuts"]["small"]])
 
 
 def test_librilight_vad_pieces_keep_silences(fx, tmp_path):
@@ -203,7 +248,7 @@ def test_librilight_vad_pieces_keep_silences(fx, tmp_path):
       stem, k = piece.rsplit("_", 1)
       path = os.path.join(fx["librilight"], subset, spk, book, stem)
       vad = json.load(open(path + ".json"))["voice_activity"]
-      a, b = libri.vad_pieces(vad, 6.0)[int(k)]
+      a, b = libri_layouts.vad_pieces(vad, 6.0)[int(k)]
       rec = sf.read(path + ".flac", dtype="int16")[0]
       seg = rec[int(round(a * 16000)):int(round(a * 16000)) + int(round((b - a) * 16000))]
       assert np.array_equal(r["audio"], _trim(seg))
@@ -219,9 +264,9 @@ def test_user_errors_are_one_line(fx, tmp_path, capsys):
   err = capsys.readouterr().err.strip()
   assert rc == 2 and "\n" not in err and "train-other-500" in err
   with pytest.raises(ValueError, match="valid is carved"):
-    libri.plan_corpus("librispeech", fx["librispeech"], split_subsets={"valid": ["test-clean"],
+    libri_plan.plan_corpus("librispeech", fx["librispeech"], split_subsets={"valid": ["test-clean"],
                       "train": ["train-clean-100"]}, seed=0, shard_size=4, valid_fraction=0.1)
   with pytest.raises(ValueError, match="also in train"):
-    libri.plan_corpus("librispeech", fx["librispeech"], split_subsets={
+    libri_plan.plan_corpus("librispeech", fx["librispeech"], split_subsets={
         "train": ["train-clean-100"], "test_zero_shot": ["train-clean-100"]}, seed=0,
         shard_size=4, valid_fraction=0.1)
