@@ -54,7 +54,7 @@ LIBRILIGHT_BOOK = "sea_fairies_0812_librivox_64kb_mp3"
 
 def _speak(text: str, voice: str, sr: int) -> tuple[np.ndarray, list[float]]:
   """int16 audio at ``sr`` and the start time (s) of every phoneme token of the text."""
-  from data_pipelines.espeak_corpus import token_starts  # pylint: disable=import-outside-toplevel
+  from data_pipelines.espeak_synth import token_starts  # pylint: disable=import-outside-toplevel
   table = default_phoneme_table()
   norm = normalize_text(text)
   synth = espeak.synthesize(norm, voice=voice, volume=80, seed=0)

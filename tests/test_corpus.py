@@ -10,6 +10,7 @@ import pytest
 from array_record.python.array_record_module import ArrayRecordReader
 
 from data_pipelines import espeak_corpus as C
+from data_pipelines import espeak_plan, espeak_synth
 from jaxtts.data import records
 from jaxtts.text import PhonemeTable, default_phoneme_table, normalize_text, phonemize
 from jaxtts.text import espeak, phonemize_clauses
@@ -145,9 +146,9 @@ def test_zero_shot_speakers_are_held_out(corpora):
 
 
 def test_default_speaker_plan():
-  spks = C.plan_speakers(12, 3, seed=0)
-  assert spks == C.plan_speakers(12, 3, seed=0)
-  assert spks != C.plan_speakers(12, 3, seed=1)
+  spks = espeak_plan.plan_speakers(12, 3, seed=0)
+  assert spks == espeak_plan.plan_speakers(12, 3, seed=0)
+  assert spks != espeak_plan.plan_speakers(12, 3, seed=1)
   train = [s for s in spks if s.split == "train"]
   assert len(train) == 12 and len({s.name for s in spks}) == 15
   assert len({(s.variant, s.language, s.pitch, s.pitch_range, s.rate) for s in spks}) == 15
@@ -156,7 +157,7 @@ def test_default_speaker_plan():
   variants = set(espeak.list_variants())
   assert all(s.variant in variants for s in spks)
   # Many training speakers reuse variants with new settings, never a held-out family.
-  many = C.plan_speakers(60, 3, seed=0)
+  many = espeak_plan.plan_speakers(60, 3, seed=0)
   held = {s.family for s in many if s.split == "test_zero_shot"}
   assert not held & {s.family for s in many if s.split == "train"}
   assert len({(s.variant, s.language, s.pitch, s.pitch_range, s.rate) for s in many}) == 63
@@ -164,18 +165,19 @@ def test_default_speaker_plan():
 
 def test_grammar_covers_the_phoneme_table():
   """The default build's training sentences cover every symbol of the table, and nothing else."""
-  report = C.coverage_report()  # defaults: 12 + 3 speakers, 40 utterances each, seed 0
+  report = espeak_plan.coverage_report()  # defaults: 12 + 3 speakers, 40 utterances each, seed 0
   assert report["missing"] == [] and report["extra"] == []
   assert set(report["covered"]) == set(default_phoneme_table().symbols[1:])
 
 
 def test_frame_boundaries():
-  b = C.frame_boundaries([0, 10, 11, 5000, 5001, 9000], 22050, num_frames=60, sr_in=22050)
+  b = espeak_synth.frame_boundaries([0, 10, 11, 5000, 5001, 9000], 22050, num_frames=60,
+                                    sr_in=22050)
   assert b[0] == 0 and b[-1] == 60 and np.all(np.diff(b) >= 1)
   # Rounded positions are kept where they do not collide: 5000 samples -> 18.14 frames.
   assert b[3] == 18
-  with pytest.raises(C.AlignmentError):
-    C.frame_boundaries([0, 1, 2], 100, num_frames=2, sr_in=22050)
+  with pytest.raises(espeak_synth.AlignmentError):
+    espeak_synth.frame_boundaries([0, 1, 2], 100, num_frames=2, sr_in=22050)
 
 
 def test_mismatched_events_raise():
@@ -183,12 +185,12 @@ def test_mismatched_events_raise():
   table = default_phoneme_table()
   clauses = phonemize_clauses(text, table=table, normalize=False)
   syn = espeak.synthesize(text, voice="en-us+m1")
-  starts = C.token_starts(clauses, syn, table, text)
+  starts = espeak_synth.token_starts(clauses, syn, table, text)
   assert len(starts) == sum(len(c.symbols) for c in clauses) and starts[0] == 0
   dropped = [e for e in syn.events if not e.symbol.startswith("_")][3]
   broken = dataclasses.replace(syn, events=tuple(e for e in syn.events if e is not dropped))
-  with pytest.raises(C.AlignmentError):
-    C.token_starts(clauses, broken, table, text)
+  with pytest.raises(espeak_synth.AlignmentError):
+    espeak_synth.token_starts(clauses, broken, table, text)
 
 
 def test_cli(tmp_path, capsys):
