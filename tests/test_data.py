@@ -402,6 +402,139 @@ def test_speaker_balanced_sampling(unbalanced_corpus):
   assert len(drawn) == len(set(drawn))
 
 
+def test_epoch_shuffle_matches_numpy_reference(monkeypatch):
+  """The global shuffle: epoch e of N elements is default_rng(_mix(seed, e)).permutation(N),
+  any element reachable in any order (read threads), disjoint host slices, exact resume."""
+  import pickle  # pylint: disable=g-import-not-at-top
+  n, seed = 37, 11
+  ds = pipeline.EpochShuffleMapDataset(grain.MapDataset.range(n), seed=seed).repeat(None)
+  backwards = {i: ds[i] for i in reversed(range(4 * n))}  # Cache filled out of order.
+  order = [ds[i] for i in range(4 * n)]
+  assert order == [backwards[i] for i in range(4 * n)]
+  epochs = [order[e * n:(e + 1) * n] for e in range(4)]
+  for e, epoch in enumerate(epochs):
+    reference = np.random.default_rng(pipeline._mix(seed, e)).permutation(n)
+    assert epoch == reference.tolist()  # Hence a permutation of range(n).
+  assert len({tuple(e) for e in epochs}) == 4
+  other = pipeline.EpochShuffleMapDataset(grain.MapDataset.range(n), seed=seed + 1)
+  assert [other[i] for i in range(n)] != epochs[0]
+  # Workers get the dataset pickled: same order, no cached permutations shipped.
+  clone = pickle.loads(pickle.dumps(ds))
+  assert [clone[i] for i in range(2 * n)] == order[:2 * n]
+  # Host slices of the stream: disjoint, together the epoch.
+  shards = [[ds[i] for i in range(h, n, 3)] for h in range(3)]
+  assert sorted(sum(shards, [])) == list(range(n))
+  # Iterator state: a restored iterator continues exactly.
+  it = iter(ds.to_iter_dataset())
+  _take(it, n - 5)
+  state = it.get_state()
+  expected = _take(it, 12)  # Crosses into epoch 1.
+  fresh = iter(ds.to_iter_dataset())
+  fresh.set_state(state)
+  assert _take(fresh, 12) == expected == order[n - 5:n + 7]
+  # Above max_cached_records: grain's index_shuffle (no memory), still a permutation / epoch.
+  monkeypatch.setattr(pipeline.EpochShuffleMapDataset, "max_cached_records", 8)
+  big = pipeline.EpochShuffleMapDataset(grain.MapDataset.range(n), seed=seed)
+  grain_order = grain.MapDataset.range(n).shuffle(seed=seed)
+  assert [big[i] for i in range(2 * n)] == [grain_order[i] for i in range(2 * n)]
+  assert sorted(big[i] for i in range(n)) == list(range(n))
+
+
+def test_crop_window_helpers():
+  """Crop starts: deterministic, on the step grid, every choice reachable; frame windows of
+  derived labels equal the full labels sliced."""
+  load = pipeline._LoadExample.__new__(pipeline._LoadExample)
+  load.segment_samples, load.crop_step, load.seed = 1000, 200, 5
+  starts = [load.crop_start(i, 1000 + 3 * 200 + 50) for i in range(400)]
+  assert starts == [load.crop_start(i, 1650) for i in range(400)]
+  assert set(starts) == {0, 200, 400, 600}
+  assert load.crop_start(3, 1000) == load.crop_start(3, 10) == 0
+  rng = np.random.default_rng(0)
+  durations = rng.integers(0, 4, 40).astype(np.int32)  # Zero durations included.
+  ex = {"phonemes": rng.integers(1, 50, 40).astype(np.int32), "durations": durations}
+  total = int(durations.sum())
+  for name in ("phone_labels", "phone_index"):
+    field = pipeline._Field(name, 200, (), "int32", derived=True)
+    full = pipeline._full_value(field, ex)
+    assert len(full) == total
+    for first, stop in [(0, 5), (7, 30), (total - 3, total + 10), (total + 2, total + 9)]:
+      window = pipeline._frame_window(field, ex, first, stop)
+      np.testing.assert_array_equal(window, full[first:stop])
+      assert window.dtype == np.int32
+
+
+def _msgpack_reference(data):
+  import msgpack  # pylint: disable=g-import-not-at-top
+  return msgpack.unpackb(data, object_hook=records._unpack, raw=False)
+
+
+def _assert_same_value(a, b):
+  assert type(a) is type(b), (a, b)
+  if isinstance(a, np.ndarray):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(a, b)
+  elif isinstance(a, dict):
+    assert list(a) == list(b)
+    for k in a:
+      _assert_same_value(a[k], b[k])
+  elif isinstance(a, list):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+      _assert_same_value(x, y)
+  else:
+    assert a == b
+
+
+def test_zero_copy_record_decoding_matches_msgpack(corpus):
+  """`decode_example`'s zero-copy path gives msgpack's result (arrays as read-only views of the
+  record); what it does not read falls back to msgpack, errors included."""
+  import msgpack  # pylint: disable=g-import-not-at-top
+  src = source.CorpusSource(corpus[0], "train")
+  for i in range(len(src)):
+    data = src[i]
+    fast = records._decode_zero_copy(data)  # No fallback for the records we write.
+    _assert_same_value(fast, _msgpack_reference(data))
+    assert not fast["audio"].flags.writeable and np.shares_memory(
+        fast["audio"], np.frombuffer(data, np.uint8))
+  rng = np.random.default_rng(1)
+  example = {
+      "id": "s-1", "text": "x" * 40 + "\u00e9" * 200 + "y" * 70000, "sample_rate": 16000,
+      "speaker_id": 3, "speaker": "s", "audio": rng.integers(-2**15, 2**15, 70001, np.int16),
+      "latents": rng.standard_normal((3, 5), np.float32), "codes": np.zeros((0, 8), np.int16),
+      "timbre": np.arange(4, dtype=">f8"), "voiced": np.array([True, False]),
+      "scalar": np.array(7, np.int64), "wide": np.zeros((2, 300, 70000 // 2 // 300), np.uint8),
+      "ints": [0, 127, 128, 255, 256, 65535, 65536, 2**32, 2**63, -1, -32, -33, -129,
+               -2**15 - 1, -2**31 - 1, -2**63],
+      "floats": [1.5, np.float32(0.1)], "none": None, "flags": [True, False],
+      "raw": b"\x00\x01", "nested": {"a": [{"b": np.arange(3)}], "c": {}},
+      "many": {f"k{j}": j for j in range(20)}, "long_list": list(range(20)),
+      "not_an_array": {"__nd__": False, "data": b"zz"},
+  }
+  data = records.encode_example(example)
+  _assert_same_value(records._decode_zero_copy(data), _msgpack_reference(data))
+  ext = msgpack.packb({"id": msgpack.ExtType(5, b"e")})
+  reordered = msgpack.packb({"x": {"data": b"\0" * 4, "dtype": "<i4", "shape": [1],
+                                   "__nd__": True}}, use_bin_type=True)
+  for odd in (ext, reordered):  # Outside the subset: msgpack decides.
+    with pytest.raises(Exception):
+      records._decode_zero_copy(odd)
+  single = msgpack.packb([0.1, -2.5], use_single_float=True)
+  _assert_same_value(records._decode_zero_copy(single), _msgpack_reference(single))
+  bad = [data + b"\x00", data[:-3], msgpack.packb({1: 2}), b"\xc1",
+         records.encode_example({"id": "a"}),
+         msgpack.packb({"a": {"__nd__": True, "dtype": "<i4", "shape": [1], "data": b"\0" * 3}},
+                       use_bin_type=True)]
+  for blob in bad:
+    with pytest.raises(records.RecordError):
+      records.decode_example(blob, source="here")
+
+
+def test_tune_malloc_is_idempotent():
+  first = pipeline.tune_malloc()
+  assert pipeline.tune_malloc() is first
+  assert isinstance(first, bool)
+
+
 # ---------------------------------------------------------------- checkpointing
 
 

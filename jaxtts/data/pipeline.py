@@ -5,7 +5,7 @@ when its element is requested)::
 
   range(N records)                              CorpusSource: manifest + shards checked
   -> SpeakerBalancedMapDataset (train, opt.)    class-balanced speaker sampling
-  -> shuffle(seed) (train)                      a new permutation every epoch
+  -> EpochShuffleMapDataset (train)             a new permutation every epoch
   -> repeat(num_epochs)                         train: forever unless data.num_epochs
   -> map_with_index(_LoadExample)               read + decode + check; crop mode: random crop
                                                   from (seed, global stream index)
@@ -66,7 +66,7 @@ import numpy as np
 from ml_collections import config_dict
 
 from jaxtts.data import features as features_lib
-from jaxtts.data.source import MANIFEST, CorpusSource, open_source
+from jaxtts.data.source import MANIFEST, CorpusSource, RecordLocation, open_source
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,8 @@ def default_data_config() -> ml_collections.ConfigDict:
     worker_buffer_size: batches each worker process keeps ready.
     prefetch_buffer_size: batches a background thread keeps ready in the main process
       (0 disables).
+    tune_malloc: fix glibc's mmap / trim thresholds (`tune_malloc`) in the processes that
+      run the pipeline, so per-element record buffers are not page-faulted in afresh.
   """
   return ml_collections.ConfigDict({
       "dir": config_dict.placeholder(str),
@@ -140,11 +142,61 @@ def default_data_config() -> ml_collections.ConfigDict:
       "worker_count": 0,
       "worker_buffer_size": 2,
       "prefetch_buffer_size": 2,
+      "tune_malloc": True,
   })
 
 
-def _mix(*words: int) -> int:
-  """A 32-bit seed from integers (splitmix64 chain); stable across processes and runs."""
+# glibc malloc settings of `tune_malloc`.
+MALLOC_MMAP_THRESHOLD = 32 << 20
+MALLOC_TRIM_THRESHOLD = 128 << 20
+_malloc_tuned: bool | None = None
+
+
+def tune_malloc() -> bool:
+  """Keeps the buffers the read path frees in the heap instead of handing them back (glibc).
+
+  Every element allocates and frees buffers the size of its record (ArrayRecord's chunk, the
+  record's bytes, decoded arrays): 0.3-1.4 MB for the paper presets. With glibc's defaults
+  those come from mmap (>= 128 KiB, until the per-process dynamic threshold catches up) or
+  from a heap top that is trimmed back to the OS as soon as twice that is free, so the next
+  element faults its pages in again: 40-120 page faults per element at 2-3 us each in this
+  project's VM (ns3:paper: ~0.2 ms of system time per element, a third of its CPU time).
+  Fixing M_MMAP_THRESHOLD at 32 MiB (glibc's ceiling for its dynamic threshold; batches
+  larger than that still get their own zeroed mapping) and M_TRIM_THRESHOLD at 128 MiB keeps
+  them mapped; the cost: up to 128 MiB of freed main-heap memory stays in RSS (thread heaps are
+  at most 64 MiB each). Fixing one threshold turns glibc's dynamic adjustment off, so both are
+  set together.
+
+  Runs once per process (`make_dataset`; Grain worker processes through ``worker_init_fn``).
+  Does nothing when ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` are set (the
+  environment's choice wins), with ``data.tune_malloc=False``, or where there is no glibc
+  ``mallopt``. Returns whether the settings are in place.
+  """
+  global _malloc_tuned
+  if _malloc_tuned is not None:
+    return _malloc_tuned
+  _malloc_tuned = False
+  if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+    return False
+  try:
+    import ctypes  # pylint: disable=g-import-not-at-top
+    mallopt = ctypes.CDLL(None).mallopt
+  except (OSError, AttributeError):
+    return False
+  m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+  _malloc_tuned = bool(mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD)
+                       and mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD))
+  return _malloc_tuned
+
+
+def _worker_init(worker_index: int, worker_count: int) -> None:
+  """``mp_prefetch`` worker start-up: `tune_malloc` in the worker process."""
+  del worker_index, worker_count
+  tune_malloc()
+
+
+def _mix64(*words: int) -> int:
+  """64 well-mixed bits from integers (splitmix64 chain); stable across processes and runs."""
   x = 0x9E3779B97F4A7C15
   mask = (1 << 64) - 1
   for w in words:
@@ -153,7 +205,12 @@ def _mix(*words: int) -> int:
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
     x ^= x >> 31
-  return x & 0xFFFFFFFF
+  return x
+
+
+def _mix(*words: int) -> int:
+  """A 32-bit seed from integers (the low bits of `_mix64`)."""
+  return _mix64(*words) & 0xFFFFFFFF
 
 
 # Seed stream tags.
@@ -223,6 +280,71 @@ class SpeakerBalancedMapDataset(grain.MapDataset):
     return self._parent[self.parent_index(index)]
 
 
+class EpochShuffleMapDataset(grain.MapDataset):
+  """Global shuffle with a new order every epoch, from one NumPy permutation per epoch.
+
+  Element ``e * N + i`` (``N`` parent elements, epoch ``e``) is ``parent[e * N + perm_e[i]]``
+  with ``perm_e = default_rng(_mix(seed, e)).permutation(N)``: the contract of Grain's
+  ``MapDataset.shuffle`` (a pure function of ``seed`` and the index, a different order each
+  epoch, any index reachable at once, so the iterator state stays Grain's element position),
+  at O(1) per element instead of one ``index_shuffle`` call each. ``index_shuffle`` needs no
+  memory but cycle-walks a domain of at least 2**16 indices, ~50 ms / N per call (0.25 ms
+  per element on a 112-record corpus, more than reading and decoding the record).
+
+  The permutation of an epoch is computed on its first element (one ``permutation(N)``:
+  ~50 ms per 1e6 records on this project's CPU) and kept with the previous epoch's (read
+  threads straddle an epoch boundary); memory: 4 bytes per record per kept epoch, in each
+  process (32 MiB at most). Above ``max_cached_records`` (2**22) records the order is Grain's
+  ``index_shuffle`` per element instead (a different order; ~7 us per call at that size, no
+  memory).
+  """
+
+  max_cached_records = 1 << 22
+
+  def __init__(self, parent: grain.MapDataset, *, seed: int):
+    super().__init__(parent)
+    self._seed = int(seed)
+    self._length = len(parent)
+    self._epochs: dict[int, np.ndarray] = {}
+    self._fallback = None
+    if self._length > self.max_cached_records:
+      self._fallback = parent.shuffle(seed=self._seed & 0xFFFFFFFF)
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __str__(self) -> str:
+    return f"EpochShuffleMapDataset(seed={self._seed})"
+
+  def __getstate__(self):
+    state = self.__dict__.copy()
+    state["_epochs"] = {}  # Worker processes recompute what they use.
+    return state
+
+  def permutation(self, epoch: int) -> np.ndarray:
+    """Epoch ``epoch``'s order: ``perm[i]`` is the parent position of element ``i``."""
+    perm = self._epochs.get(epoch)
+    if perm is None:
+      perm = np.random.default_rng(_mix(self._seed, epoch)).permutation(
+          self._length).astype(np.int32)
+      # Keep this epoch and the one before; dict updates are atomic under the read threads
+      # (a race recomputes the same permutation).
+      self._epochs = {e: p for e, p in self._epochs.items() if e == epoch - 1} | {epoch: perm}
+    return perm
+
+  def parent_index(self, index: int) -> int:
+    """The parent index of element ``index`` (any non-negative int)."""
+    if self._fallback is not None:
+      return self._fallback._shuffled_index(int(index))  # pylint: disable=protected-access
+    epoch, i = divmod(int(index), self._length)
+    return epoch * self._length + int(self.permutation(epoch)[i])
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    return self._parent[self.parent_index(index)]
+
+
 @dataclasses.dataclass(frozen=True)
 class _Field:
   """One batch field besides the fixed ones: where it comes from and its per-row geometry.
@@ -266,6 +388,27 @@ def _plan_fields(source: CorpusSource, names: Sequence[str],
   return tuple(out)
 
 
+# int16 PCM -> float32 in [-1, 1).
+_PCM_SCALE = np.float32(1.0 / 32768.0)
+
+
+def _frame_window(field: _Field, ex: dict, first: int, stop: int) -> np.ndarray:
+  """Frames ``[first, stop)`` of a frame-level ``field`` (fewer past the utterance's end), as
+  stored (a view) or, for the derived labels, computed for those frames only; equal to
+  ``_full_value(field, ex)[first:stop]`` up to the dtype cast."""
+  if not field.derived:
+    return np.asarray(ex[field.name])[first:stop]
+  durations = np.asarray(ex["durations"], np.int64)
+  ends = np.cumsum(durations)
+  total = int(ends[-1]) if len(ends) else 0
+  frames = np.arange(min(first, total), min(stop, total))
+  # The phoneme covering frame j: the first whose end is past j (as np.repeat lays them out).
+  pos = np.searchsorted(ends, frames, side="right")
+  if field.name == "phone_labels":
+    return np.asarray(ex["phonemes"], np.int32)[pos]
+  return pos.astype(np.int32)
+
+
 def _full_value(field: _Field, ex: dict) -> np.ndarray:
   """The utterance's whole array of ``field`` in its batch dtype."""
   if field.name == "phone_labels":
@@ -302,38 +445,45 @@ class _LoadExample:
       raise ValueError(f"config.data.extra_features: {phone_level} are phoneme-level fields; "
                        "a crop cuts phonemes, so they are read in bucket mode only")
 
+  def crop_start(self, index: int, length: int) -> int:
+    """The crop's first sample in an utterance of ``length`` samples, for stream element
+    ``index``: uniform over the multiples of ``crop_step`` that leave a whole segment (0 when
+    the utterance is not longer than the segment). 64 bits of `_mix64` (seed, index) scaled to
+    the choices (bias < choices / 2**64); no per-element NumPy generator (~17 us each)."""
+    if length <= self.segment_samples:
+      return 0
+    choices = (length - self.segment_samples) // self.crop_step + 1
+    return self.crop_step * ((_mix64(self.seed, _CROP, index) * choices) >> 64)
+
   def __call__(self, index: int, record_index: int) -> dict[str, Any]:
     ex = self.source.example(record_index)
     if self.stored:
-      path, pos = self.source.locate(int(record_index) % len(self.source))
-      features_lib.check_record(ex, self.stored, f"{path} (record {pos})")
+      features_lib.check_record(ex, self.stored, RecordLocation(self.source, record_index))
     audio = np.asarray(ex["audio"])
     if self.mode == "crop":
       size = self.segment_samples
-      out = np.zeros((size,), np.float32)
-      start = 0
-      if len(audio) > size:
-        rng = np.random.default_rng([_mix(self.seed, _CROP), int(index) & (2**63 - 1)])
-        if self.crop_step == 1:
-          start = int(rng.integers(0, len(audio) - size + 1))
-        else:
-          start = self.crop_step * int(rng.integers(0, (len(audio) - size) // self.crop_step + 1))
-        audio = audio[start:start + size]
-      out[:len(audio)] = audio.astype(np.float32) * (1.0 / 32768.0)
-      element = {"audio": out, "audio_len": np.int32(len(audio)),
+      start = self.crop_start(index, len(audio))
+      audio = audio[start:start + size]
+      n = len(audio)
+      out = np.empty((size,), np.float32) if n == size else np.zeros((size,), np.float32)
+      np.multiply(audio, _PCM_SCALE, out=out[:n])  # int16 -> float32 in one pass
+      element = {"audio": out, "audio_len": np.int32(n),
                  "speaker_id": np.int32(ex["speaker_id"])}
       for f in self.extras:
-        value = _full_value(f, ex)
-        if f.hop:
-          frames = size // f.hop
-          crop = np.zeros((frames,) + f.inner, f.dtype)
-          part = value[start // f.hop:start // f.hop + frames]
-          crop[:len(part)] = part
-          value = crop
-        element[f.name] = value
+        if not f.hop:
+          element[f.name] = _full_value(f, ex)
+          continue
+        frames = size // f.hop
+        first = start // f.hop
+        crop = np.zeros((frames,) + f.inner, f.dtype)
+        part = _frame_window(f, ex, first, first + frames)
+        crop[:len(part)] = part  # casts to the batch dtype
+        element[f.name] = crop
       return element
     if self.features == "audio":
-      out = {"audio": audio.astype(np.float32) * np.float32(1.0 / 32768.0)}
+      # int16 PCM as stored: `_pad_bucket` scales it into the batch (one pass, no float
+      # copy of the whole utterance here).
+      out = {"audio": audio}
     else:
       dtype = _batch_dtype(self.stored[self.features]["dtype"])
       out = {self.features: np.asarray(ex[self.features]).astype(dtype, copy=False)}
@@ -369,7 +519,8 @@ def _pad_bucket(elements: Sequence[dict[str, Any]], batch_size: int, samples: in
   """Bucket-mode batch of ``batch_size`` rows padded to ``samples`` / ``max_phonemes``
   (``durations`` only when the corpus stores them).
 
-  The primary field is ``audio`` [B, samples], or ``primary`` (latents / codes) [B, samples
+  The primary field is ``audio`` [B, samples] (float32; elements may carry it as float32 or
+  as int16 PCM, scaled here), or ``primary`` (latents / codes) [B, samples
   // hop, *inner] (``latent_hop``/``latent_dim``: the latents, kept for callers of the old
   signature); frame-level ``extras`` [B, samples // hop, *inner], per-utterance ones
   [B, *inner].
@@ -394,7 +545,11 @@ def _pad_bucket(elements: Sequence[dict[str, Any]], batch_size: int, samples: in
   })
   for b, e in enumerate(elements):
     t, p = len(e[key]), len(e["phonemes"])
-    batch[key][b, :t] = e[key]
+    value = e[key]
+    if key == "audio" and value.dtype == np.int16:  # PCM as stored (`_LoadExample`)
+      np.multiply(value, _PCM_SCALE, out=batch[key][b, :t])
+    else:
+      batch[key][b, :t] = value
     batch[length_key][b] = t
     for f in extras:
       if f.hop or f.per_phoneme:
@@ -726,6 +881,26 @@ def _check_config(cfg: ml_collections.ConfigDict, hop_length: int) -> None:
       raise ValueError(f"data.max_phonemes must be positive, got {cfg.max_phonemes}")
 
 
+def index_dataset(data_cfg: ml_collections.ConfigDict, source: Any, *, seed: int,
+                  train: bool) -> grain.MapDataset:
+  """The index stage: record indices in stream order (balanced, shuffled, repeated).
+
+  ``range(N)`` -> `SpeakerBalancedMapDataset` (train, ``data.speaker_balanced``) ->
+  `EpochShuffleMapDataset` (train, ``data.shuffle``) -> ``repeat(num_epochs)`` (train:
+  forever unless ``data.num_epochs``; eval: once). Element ``i`` is the record index the
+  ``i``-th element of the global stream reads.
+  """
+  ds = grain.MapDataset.range(len(source))
+  if train and data_cfg.speaker_balanced:
+    ds = SpeakerBalancedMapDataset(ds, source.record_speaker_ids(), seed=_mix(seed, _BALANCE))
+  if train and data_cfg.shuffle:
+    ds = EpochShuffleMapDataset(ds, seed=_mix(seed, _SHUFFLE))
+  num_epochs = data_cfg.num_epochs
+  if num_epochs is None and not train:
+    num_epochs = 1
+  return ds.repeat(num_epochs)
+
+
 def make_dataset(
     data_cfg: ml_collections.ConfigDict,
     split: str,
@@ -763,19 +938,14 @@ def make_dataset(
   batch_size = global_batch_size // process_count
   if batch_size <= 0:
     raise ValueError(f"global_batch_size must be positive, got {global_batch_size}")
+  tune = bool(data_cfg.get("tune_malloc", True))
+  if tune:
+    tune_malloc()
   source = open_source(data_cfg, split)  # data.source: CorpusSource or TfdsSource.
   _check_config(data_cfg, source.hop_length)
   primary, extras = _layout(data_cfg, source)
 
-  ds = grain.MapDataset.range(len(source))
-  if train and data_cfg.speaker_balanced:
-    ds = SpeakerBalancedMapDataset(ds, source.record_speaker_ids(), seed=_mix(seed, _BALANCE))
-  if train and data_cfg.shuffle:
-    ds = ds.shuffle(seed=_mix(seed, _SHUFFLE))
-  num_epochs = data_cfg.num_epochs
-  if num_epochs is None and not train:
-    num_epochs = 1
-  ds = ds.repeat(num_epochs)
+  ds = index_dataset(data_cfg, source, seed=seed, train=train)
   ds = ds.map_with_index(
       _LoadExample(source, data_cfg.mode, data_cfg.segment_samples, seed, data_cfg.features,
                    extras))
@@ -798,7 +968,8 @@ def make_dataset(
     _allow_unparsed_grain_flags()
     it = it.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=int(data_cfg.worker_count),
-        per_worker_buffer_size=int(data_cfg.worker_buffer_size)))
+        per_worker_buffer_size=int(data_cfg.worker_buffer_size)),
+        worker_init_fn=_worker_init if tune else None)
   if int(data_cfg.prefetch_buffer_size) > 0:
     it = grain.experimental.ThreadPrefetchIterDataset(
         it, prefetch_buffer_size=int(data_cfg.prefetch_buffer_size))

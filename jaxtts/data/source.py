@@ -107,6 +107,23 @@ def _open_shard(path: str) -> int:
   return num_records
 
 
+class RecordLocation:
+  """Formats as ``"<shard path> (record <position>)"`` (`CorpusSource.locate`) only when an
+  error message uses it, so decoding a good record does not search the shard offsets."""
+
+  __slots__ = ("_source", "_index")
+
+  def __init__(self, source: "CorpusSource", index: int):
+    self._source, self._index = source, index
+
+  def __str__(self) -> str:
+    path, pos = self._source.locate(int(self._index) % len(self._source))
+    return f"{path} (record {pos})"
+
+  def __format__(self, spec: str) -> str:
+    return format(str(self), spec)
+
+
 class CorpusSource:
   """One split of a corpus as a Grain random-access data source of raw record bytes.
 
@@ -192,6 +209,10 @@ class CorpusSource:
     shard = int(np.searchsorted(self._offsets, index, side="right") - 1)
     return self.shard_paths[shard], index - int(self._offsets[shard])
 
+  def where(self, index: int) -> "RecordLocation":
+    """``"<shard path> (record <position>)"`` of record ``index``, formatted when used."""
+    return RecordLocation(self, index)
+
   def __getitem__(self, index: int) -> bytes:
     """Raw bytes of record ``index``; read errors name the shard and position."""
     index = int(index)
@@ -210,12 +231,12 @@ class CorpusSource:
         the manifest's; the message names the record id and its shard.
     """
     data = self[index]
-    path, pos = self.locate(int(index) % len(self))
     try:
-      ex = records.decode_example(data, source=f"{path} (record {pos})")
+      ex = records.decode_example(data, source=self.where(index))
     except records.RecordError as e:
       raise CorpusError(str(e)) from e
     if int(ex["sample_rate"]) != self.sample_rate:
+      path, pos = self.locate(int(index) % len(self))
       raise CorpusError(f"record {ex['id']!r} in shard {path} (position {pos}) has "
                         f"sample_rate {ex['sample_rate']} Hz, the manifest says "
                         f"{self.sample_rate} Hz")
