@@ -14,7 +14,7 @@ is 6.3M and the listed Conformer stacks 48.3M, so no reading of the table's size
 51.5M; we keep the listed architecture rather than invent a smaller one.
 
 `model.frame_noise_std` (default 0, as in the paper) corrupts the teacher-forced previous
-frames in training against exposure bias. On the `make demo` latents (tiny, 500 steps, CPU,
+frames in training against exposure bias. On the `make demo` latents (tiny, 500 steps, CPU, one frame per step,
 per-decision straight-through; `benchmarks/gmm_lm_free_running.py`, 8 held-out 3 s prompts)
 the free-running alignment spends 1.6 frames per phoneme at 0, 2.5 at 0.3 and 6.0 at 1.0
 against 8.0 in the recordings; 1.0 drowns the frames' content (their per-dimension spread is ~0.08), so the stay decisions fall
@@ -26,7 +26,7 @@ relaxation enters the backward pass. "step" differentiates the hard recursion wi
 gradient per decision, so only the visited phoneme's decision gets a gradient; "sequence"
 keeps the hard (binary) alignment in the forward pass and takes the gradient of the relaxed
 alignment built from the same Gumbel draws (Algorithm 1 step 3's "u_backward for gradient
-computation"). On the `make demo` latents (tiny, seed 0, CPU), teacher-forced alignment of
+computation"). On the `make demo` latents (tiny, seed 0, CPU, one frame per step), teacher-forced alignment of
 the valid split against the espeak durations (last phoneme reached at 89 % of the frames):
 "step" rushes through the text and parks on the last phoneme, reaching it at 20 % / 47 % of
 the frames after 500 / 1500 steps with 16 % / 20 % of frames within one phoneme of the
@@ -34,6 +34,29 @@ reference (free-running: 1.6 frames per phoneme at 500 steps vs 8.0 recorded); "
 reaches it at 56 % / 72 % with 32 % / 38 % within one phoneme (free-running 5.9 / 4.9 frames
 per phoneme); eval NLL/D is the same (-2.07 at 1500). The relaxed modes learn it too
 ("gumbel" 73 %, "expected" 64 % at 500 steps) but are not hard in training.
+
+Frames per decoder step (`model.frames_per_step`, Tacotron's reduction factor; 1 in the
+paper presets). The paper's codec runs at 31.25 frames/s; the espeak codecs at 80, where the
+next frame is nearly the previous one, so the teacher-forced loss barely needs the text and
+the alignment learns slowly. `tiny` and `espeak` stack 2 frames per step (40 steps/s, ~4 per
+espeak phoneme). Measured on the `make demo` latents (`cpu` codec, 24 voices; tiny, 500 steps,
+seed 0, 2 CPU cores shared with other jobs, so steps/s compare only with each other; valid
+split against the espeak durations, free-running over 8 held-out
+3 s prompts with `benchmarks/gmm_lm_free_running.py`, zero-shot through `jaxtts-eval`):
+
+| r | last-phoneme onset (recorded 0.89) | within 1 phoneme | phoneme error | visited | free-running frames/phoneme (recorded 8.0) | steps/s | SIM | WER |
+|---|---|---|---|---|---|---|---|---|
+| 1 | 0.29 | 0.18 | 10.0 | 1.00 | 5.4 | 2.8 | 0.54 | 100 % (silence) |
+| 2 | 0.65 | 0.35 | 3.6 | 1.00 | 5.4 | 6.0 | 0.61 | 149 % |
+| 4 | 0.81 | 0.34 | 3.0 | 0.96 | 7.9 | 7.8 | 0.65 | 962 % (babble) |
+
+(WER over 100 %: Whisper's insertions on unintelligible audio.) At r = 4 a step (50 ms)
+outlasts short phonemes: 4 % of them are skipped and 38 % of the teacher-forced rows never
+reach the last phoneme, so r = 2. The r = 4 row, and an r = 2 run that started phonemes at 8
+steps (200 ms: free-running 7.4 frames per phoneme, SIM 0.63, WER 386 %), ran before the
+energy bias counted the stacking (`energy_bias_init` now divides by the step, so every r
+starts at `phoneme_seconds`). `frame_noise_std=0.3` on top of r = 2 changed the teacher-forced
+figures little (onset 0.65, within 1 0.35). One seed each; run-to-run noise is not measured.
 
 `data.dir` must hold latent shards (`jaxtts-codec encode-dataset`); `model.latent_dim` and
 `model.latent_hop` must match their manifest (checked when training starts).
@@ -83,10 +106,11 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   cfg.alignment = ml_collections.ConfigDict(dict(
       mode="st_gumbel",         # st_gumbel | gumbel | noise | expected | cross_attention
       energy_dim=256,
-      # p = sigmoid(e) is the probability of STAYING; log(d - 1) starts at d frames/phoneme.
-      # None: derived from phoneme_seconds, data.sample_rate and model.latent_hop
-      # (jaxtts.alignment.monotonic.energy_bias_for_duration), so every frame rate starts at
-      # the same phoneme duration; a number overrides it (older workdirs trained with 2.0).
+      # p = sigmoid(e) is the probability of STAYING; log(d - 1) starts at d steps/phoneme.
+      # None: derived from phoneme_seconds, data.sample_rate, model.latent_hop and
+      # model.frames_per_step (jaxtts.alignment.monotonic.energy_bias_for_duration), so every
+      # step rate starts at the same phoneme duration; a number overrides it (older workdirs
+      # trained with 2.0).
       energy_bias_init=None,
       # Expected phoneme duration at init: the espeak corpus' recordings spend 8.0 frames per
       # phoneme at 80 frames/s (100 ms); read English (LibriTTS) is ~80-100 ms per phone.
@@ -127,6 +151,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                      encoder_ffn_dim=128, encoder_heads=2, decoder_layers=2, decoder_dim=96,
                      decoder_ffn_dim=192, decoder_heads=2, kernel_size=7, num_components=3,
                      dropout=0.0)
+    cfg.model.frames_per_step = 2  # 80 frames/s espeak latents (docstring)
     cfg.alignment.energy_dim = 32
     cfg.data.update(bucket_samples=(32000, 64000, 96000), max_phonemes=96)
     cfg.train.update(steps=300, batch_size=8, eval_every_steps=100, sample_every_steps=150,
@@ -137,7 +162,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   elif preset == "espeak":
     cfg.model.update(latent_dim=64, latent_hop=200, encoder_layers=3, encoder_dim=256,
                      encoder_ffn_dim=1024, encoder_heads=4, decoder_layers=6, decoder_dim=384,
-                     decoder_ffn_dim=1536, decoder_heads=6)
+                     decoder_ffn_dim=1536, decoder_heads=6,
+                     frames_per_step=2)  # as tiny: 80 frames/s espeak latents
     cfg.train.update(steps=20_000, batch_size=32, eval_every_steps=1000,
                      sample_every_steps=2000, compute_dtype="bfloat16")
     cfg.train.optimizers.model.update(learning_rate=2e-3, grad_clip_norm=1.0)

@@ -97,12 +97,16 @@ def test_gmm_lm_hand_formula():
       "--config.model.encoder_ffn_dim=8", "--config.model.decoder_ffn_dim=8",
       "--config.model.encoder_heads=2", "--config.model.decoder_heads=2",
       "--config.model.kernel_size=3", "--config.model.latent_dim=2",
-      "--config.model.num_components=1", "--config.alignment.energy_dim=2"])
+      "--config.model.num_components=1", "--config.alignment.energy_dim=2",
+      "--config.model.frames_per_step=1"])
   encoder = 256 * 2 + 96 * 2 + 128 * 2 + 16 * 4
   decoder = 256 * 3 + 96 * 3 + 128 * 3 + 8 * 9
   want = encoder + 80 + 96 + decoder + 144
   assert want == 2856
   assert flops.gmm_lm_forward(cfg, 1, 3, 2) == want
+  # Two 1-dim codec frames per step: the same network on 3 steps of 2 dims.
+  cfg.model.frames_per_step, cfg.model.latent_dim = 2, 1
+  assert flops.gmm_lm_forward(cfg, 1, 6, 2) == want
 
 
 def _xla_flops(fn, *args) -> float:
@@ -172,14 +176,16 @@ def test_gmm_lm_count_equals_traced_products(position, xla_check):
   analysis within [0.8, 1.25]x (+6 % here: layer norms, softmax, Swish, the alignment scan)."""
   cfg = build_config("configs/gmm_lm.py:tiny", [f"--config.model.position={position}"])
   model = build_gmm_lm(cfg)
-  b, i, j, d = 2, 40, 12, int(cfg.model.latent_dim)
+  r = int(cfg.model.frames_per_step)  # the network's steps: r stacked codec frames each
+  assert r == 2
+  b, i, j, d = 2, 40, 12, int(cfg.model.latent_dim) * r
   latents, phonemes = jnp.zeros((b, i, d)), jnp.ones((b, j), jnp.int32)
   lmask, pmask = jnp.ones((b, i), bool), jnp.ones((b, j), bool)
   params = model.init({"params": jax.random.key(0), "alignment": jax.random.key(1)}, latents,
                       lmask, phonemes, pmask)["params"]
   forward = lambda p, x: model.apply({"params": p}, x, lmask, phonemes, pmask, 1.0, True,
                                      rngs={"alignment": jax.random.key(2)})
-  count = flops.gmm_lm_forward(cfg, b, i, j)
+  count = flops.gmm_lm_forward(cfg, b, i * r, j)
   unused_causal = 0.5 * 2 * (2.0 * b * i * i * cfg.model.decoder_dim) * cfg.model.decoder_layers
   traced = matmul_flops(jax.make_jaxpr(forward)(params, latents).jaxpr)
   assert traced == pytest.approx(count + unused_causal, rel=1e-9)

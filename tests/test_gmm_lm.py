@@ -202,7 +202,7 @@ def test_alignment_metrics_score_the_corpus_durations(latent_corpus):
   from jaxtts.tasks.gmm_lm import GMMLMTask
   cfg = build_config("configs/gmm_lm.py:tiny", [
       f"--config.data.dir={latent_corpus}", "--config.model.encoder_layers=1",
-      "--config.model.decoder_layers=1"])
+      "--config.model.decoder_layers=1", "--config.model.frames_per_step=1"])
   task = GMMLMTask(cfg)
   assert task.duration_scale == 1.0  # one latent frame per duration frame (200-sample hop)
   exs = [CorpusSource(str(latent_corpus), "train").example(i) for i in range(2)]
@@ -426,14 +426,17 @@ def test_prompt_prefill_decoding_matches_teacher_forcing():
 
 
 def test_energy_bias_init_follows_the_frame_rate():
-  """With energy_bias_init=None the bias starts every frame rate at alignment.phoneme_seconds:
-  a phoneme's mean stay ``1 / (1 - sigmoid(b))`` is 8 frames at 80 frames/s (the espeak codec,
-  hop 200) and 3.125 at 31.25 frames/s (Table 7, hop 512), both 100 ms; a number overrides."""
+  """With energy_bias_init=None the bias starts every step rate at alignment.phoneme_seconds:
+  a phoneme's mean stay ``1 / (1 - sigmoid(b))`` is 4 steps at 40 steps/s (tiny: the espeak
+  codec's 80 frames/s, 2 frames per step), 8 at 80 (one frame per step) and 3.125 at 31.25
+  (Table 7, hop 512), all 100 ms; a number overrides."""
   from scipy.special import expit
   from jaxtts.gmm_lm.model import energy_bias_init
   from jaxtts.train.config import build_config
-  for preset, frames in (("tiny", 8.0), ("paper", 3.125)):
-    cfg = build_config(f"configs/gmm_lm.py:{preset}", [])
+  for preset, frames, extra in (("tiny", 4.0, []),
+                                ("tiny", 8.0, ["--config.model.frames_per_step=1"]),
+                                ("paper", 3.125, [])):
+    cfg = build_config(f"configs/gmm_lm.py:{preset}", extra)
     assert 1.0 / (1.0 - expit(energy_bias_init(cfg))) == pytest.approx(frames, rel=1e-9)
   cfg = build_config("configs/gmm_lm.py:tiny", ["--config.alignment.energy_bias_init=-1.5"])
   assert energy_bias_init(cfg) == -1.5

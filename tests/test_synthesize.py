@@ -44,8 +44,12 @@ def test_synthesize_one_utterance(synth, chain):
   result = synth.synthesize(text=TEXT, prompt_audio=audio, prompt_text=chain["prompt_text"],
                             max_seconds=MAX_SECONDS, seed=0)
   _check_result(result, len(text_to_ids(TEXT)))
-  assert result["prompt_frames"] == len(audio) // 200
-  assert result["frames"] <= MAX_SECONDS * 80
+  r = synth.frames_per_step  # the tiny preset decodes 2 codec frames per step
+  assert r == 2 and result["prompt_frames"] == len(audio) // (200 * r) * r
+  assert result["frames"] <= MAX_SECONDS * 80 and result["frames"] % r == 0
+  alignment = np.asarray(result["alignment"])
+  np.testing.assert_array_equal(alignment[0::2], alignment[1::2])  # one phoneme per step
+  assert result["durations"].sum() % r == 0
   # The same request from phoneme ids (as prompts carry them) and a float prompt.
   again = synth.synthesize(prompt_audio=audio.astype(np.float32) / 32768.0,
                            prompt_phonemes=text_to_ids(chain["prompt_text"]),
@@ -72,7 +76,7 @@ def test_bad_inputs_name_the_field(synth, chain, tmp_path, caplog):
     with pytest.raises(SynthesisInputError) as err:
       synth.prepare(dict(max_seconds=MAX_SECONDS, **kwargs))
     assert err.value.field == field and str(err.value).startswith(field + ":"), kwargs
-  with pytest.raises(SynthesisInputError, match="shorter than one latent frame"):
+  with pytest.raises(SynthesisInputError, match="shorter than one decoder step"):
     synth.prepare(dict(text=TEXT, prompt_audio=audio[:150], prompt_text=text))
   with pytest.raises(SynthesisInputError, match="limit of 16 s"):
     synth.prepare(dict(text=TEXT, prompt_audio=np.zeros(16000 * 15, np.float32),
@@ -128,7 +132,8 @@ def test_cli_manifest_reports_bad_rows(chain, tmp_path):
     assert {"durations", "phonemes", "alignment", "timings", "stopped_by"} <= set(info)
     assert os.path.exists(out / f"{rid}.alignment.png")
   first = json.load(open(out / f"{rows[0]['id']}.json"))
-  assert first["prompt_frames"] == round(rows[0]["prompt_seconds"] * 80)
+  # 75 frames of prompt at 80 frames/s, cut to whole 2-frame decoder steps
+  assert first["prompt_frames"] == round(rows[0]["prompt_seconds"] * 80) // 2 * 2
   assert len(first["prompt_phonemes"]) == len(rows[0]["prompt_phonemes"])
 
 

@@ -265,13 +265,14 @@ class GMMLM(nn.Module):
 
 def energy_bias_init(cfg: Any) -> float:
   """``alignment.energy_bias_init``, or when None the bias that starts phonemes at
-  ``alignment.phoneme_seconds`` at this config's frame rate (``data.sample_rate /
-  model.latent_hop``; `monotonic.energy_bias_for_duration`)."""
+  ``alignment.phoneme_seconds`` at this config's decoder step rate (``data.sample_rate /
+  (model.latent_hop * model.frames_per_step)``; `monotonic.energy_bias_for_duration`)."""
   a = cfg.alignment
   if a.get("energy_bias_init") is not None:
     return float(a.energy_bias_init)
-  return monotonic.energy_bias_for_duration(a.get("phoneme_seconds", 0.1),
-                                            cfg.data.sample_rate, cfg.model.latent_hop)
+  return monotonic.energy_bias_for_duration(
+      a.get("phoneme_seconds", 0.1), cfg.data.sample_rate,
+      int(cfg.model.latent_hop) * stacking.frames_per_step(cfg))
 
 
 def from_config(cfg: Any, **overrides) -> GMMLM:
