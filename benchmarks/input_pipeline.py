@@ -128,8 +128,9 @@ def profile_stages(data_cfg, split: str, *, batch_size: int, examples: int) -> d
   mapped = _cpu_per_item(lambda i: load(i, i), n)
   elements = [load(i, i) for i in range(n)]
   groups = []
-  for j in range(0, n - batch_size + 1, batch_size):
-    group = elements[j:j + batch_size]
+  step = min(batch_size, n)  # fewer profiled examples than a batch: one padded batch
+  for j in range(0, n - step + 1, step):
+    group = elements[j:j + step]
     if data_cfg.mode == "crop":
       groups.append((group, None))
       continue
