@@ -58,6 +58,14 @@ energy bias counted the stacking (`energy_bias_init` now divides by the step, so
 starts at `phoneme_seconds`). `frame_noise_std=0.3` on top of r = 2 changed the teacher-forced
 figures little (onset 0.65, within 1 0.35). One seed each; run-to-run noise is not measured.
 
+Why none of these speaks: at 500 steps the decoder does not use the text. Eval's
+`text_nll_gain` (the NLL per dim with another utterance's text minus with its own, 16 valid
+utterances) is 0.0006 at r = 1 and 0.002 at r = 2, against 0.9-2.5 for all-blank phonemes:
+it needs *a* phoneme sequence, not *this* one, and two held-out texts from one prompt decode to
+nearly the same audio. Replacing the sampled alignment by the corpus durations for the first
+150 of 500 steps (and training the stay decisions on them; tried, not kept) left it at 0.002.
+Text use has to come from training longer (the paper: 200k steps), which `make quality` is for.
+
 `data.dir` must hold latent shards (`jaxtts-codec encode-dataset`); `model.latent_dim` and
 `model.latent_hop` must match their manifest (checked when training starts).
 """

@@ -271,6 +271,15 @@ def test_frames_per_step_stacks_r_frames_per_decoder_step(latent_corpus):
   assert float(loss) == pytest.approx(float(want), rel=1e-6)
   assert out["alpha"].shape == (2, 5, 4)
   assert task.duration_scale == 0.5  # corpus frames -> decoder steps
+  # eval's text_nll_gain: the NLL with the rows' texts swapped (NumPy roll) minus the NLL.
+  swapped = dict(batch, **{k: np.roll(batch[k], 1, axis=0)
+                           for k in ("phonemes", "phoneme_len", "durations")})
+  s = jnp.float32(cfg.alignment.temperature_end)
+  own = task.losses(params, batch, jax.random.key(0), s, True)[1][0]["nll_per_dim"]
+  other = task.losses(params, swapped, jax.random.key(0), s, True)[1][0]["nll_per_dim"]
+  got = task.eval_step({"model": params}, batch)["text_nll_gain"]
+  assert float(got) == pytest.approx(float(other - own), rel=1e-5, abs=1e-6)
+  assert float(other) != float(own)
 
 
 def test_tiny_training_on_latent_shards_reduces_loss(tmp_path, latent_corpus):

@@ -12,7 +12,9 @@ binary cross-entropy. The Gumbel-softmax temperature ``s`` (eq. 11) is held at
 ``alignment.temperature_start`` and cosine-annealed to ``temperature_end`` from
 ``anneal_start_fraction`` of the run. Logged: NLL, stop loss, alignment statistics (fraction
 of phonemes visited, mean frames per phoneme, rows ending on their last phoneme, onset of the
-last phoneme, agreement with the corpus' phoneme durations when the shards carry them), ``s``
+last phoneme, agreement with the corpus' phoneme durations when the shards carry them), eval's
+``text_nll_gain`` (how much worse the NLL is with another utterance's text: does the decoder
+use the text at all), ``s``
 and the energy bias ``r``; samples: alignment and latent images, and audio through the codec named
 by the latent manifest when it is present.
 
@@ -70,6 +72,16 @@ def stop_loss(logits: jax.Array, lengths: jax.Array, mask: jax.Array, pos_weight
   per = -(pos_weight * target * jax.nn.log_sigmoid(logits)
           + (1.0 - target) * jax.nn.log_sigmoid(-logits))
   return jnp.sum(per * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def mismatched_text(batch: Mapping[str, Any]) -> dict[str, Any]:
+  """``batch`` with row ``b``'s phonemes (and lengths, durations) taken from row ``b - 1``
+  (a roll over the batch): every row's frames with another utterance's text."""
+  out = dict(batch)
+  for key in ("phonemes", "phoneme_len", "durations"):
+    if key in batch:
+      out[key] = jnp.roll(batch[key], 1, axis=0)
+  return out
 
 
 class GMMLMTask(CorpusData):
@@ -190,9 +202,18 @@ class GMMLMTask(CorpusData):
     return state.replace(params=params, opt_state=opt_state), metrics
 
   def eval_step(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array]) -> dict:
-    """Teacher-forced metrics with the training sampler on a fixed key (deterministic)."""
+    """Teacher-forced metrics with the training sampler on a fixed key (deterministic), and
+    ``text_nll_gain``: the NLL per dim with each row's text replaced by the previous row's
+    (`mismatched_text`) minus the NLL with its own. Near 0, the decoder does not use the
+    text (it continues the previous frames whatever the phonemes say), however well the
+    alignment statistics look; free-running it then ignores the target text."""
     s = jnp.float32(self.cfg.alignment.temperature_end)
-    return self.losses(params["model"], batch, jax.random.key(0), s, True)[1][0]
+    metrics = self.losses(params["model"], batch, jax.random.key(0), s, True)[1][0]
+    if batch["phonemes"].shape[0] > 1:
+      other = self.losses(params["model"], mismatched_text(batch), jax.random.key(0), s,
+                          True)[1][0]
+      metrics["text_nll_gain"] = other["nll_per_dim"] - metrics["nll_per_dim"]
+    return metrics
 
   # ------------------------------------------------------------------ samples
   def sample_step(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array]) -> dict:
