@@ -341,3 +341,28 @@ def test_sequence_straight_through_is_hard_forward_relaxed_backward():
                          np.asarray(a_step)[:, :-1]], axis=1)
   assert np.all(np.asarray(g_step)[prev == 0] == 0)
   assert np.abs(np.asarray(g_seq)[(prev == 0) & mask[:, None, :]]).max() > 0
+
+
+def test_reference_phonemes_and_stay_loss_against_numpy():
+  """`reference_phonemes` is ``np.repeat`` of the durations (held on the last phoneme past
+  their end); `reference_stay_loss` is the BCE of ``sigmoid(e[i, ref[i-1]])`` against "the
+  reference stays", over real steps i >= 1 that do not start on the last phoneme."""
+  durations = np.array([[2, 1, 3, 0], [1, 2, 0, 0]], np.float32)
+  pmask = np.array([[1, 1, 1, 0], [1, 1, 0, 0]], bool)
+  ref = np.asarray(mono.reference_phonemes(durations, pmask, 8))
+  np.testing.assert_array_equal(ref[0], [0, 0, 1, 2, 2, 2, 2, 2])
+  np.testing.assert_array_equal(ref[1], [0, 1, 1, 1, 1, 1, 1, 1])
+  e = np.random.default_rng(0).normal(size=(2, 8, 4)).astype(np.float32)
+  fmask = np.array([[1] * 7 + [0], [1] * 5 + [0] * 3], bool)
+  total, count = 0.0, 0
+  for b in range(2):
+    for i in range(1, 8):
+      prev = ref[b, i - 1]
+      if not fmask[b, i] or prev == pmask[b].sum() - 1:
+        continue
+      p = 1 / (1 + np.exp(-e[b, i, prev]))
+      total -= np.log(p) if ref[b, i] == prev else np.log(1 - p)
+      count += 1
+  assert count == 4  # row 0: steps 1, 2, 3; row 1: step 1 (then on its last phoneme)
+  got = float(mono.reference_stay_loss(e, ref, fmask, pmask))
+  assert got == pytest.approx(total / count, rel=1e-5)

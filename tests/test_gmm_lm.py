@@ -280,6 +280,26 @@ def test_frames_per_step_stacks_r_frames_per_decoder_step(latent_corpus):
   got = task.eval_step({"model": params}, batch)["text_nll_gain"]
   assert float(got) == pytest.approx(float(other - own), rel=1e-5, abs=1e-6)
   assert float(other) != float(own)
+  # The alignment warm start: on warm steps the corpus durations (in decoder steps) are the
+  # alignment, and the stay decisions' BCE against them joins the loss with its weight.
+  warm_cfg = build_config("configs/gmm_lm.py:tiny", [
+      f"--config.data.dir={latent_corpus}", "--config.model.encoder_layers=1",
+      "--config.model.decoder_layers=1", "--config.alignment.reference_warmup_steps=10",
+      "--config.alignment.reference_stay_weight=3.0"])
+  warm_task = GMMLMTask(warm_cfg)
+  loss_w, (m_w, out_w) = warm_task.losses(params, batch, jax.random.key(1), s, True, True)
+  ref = monotonic.reference_phonemes(batch["durations"] * 0.5, pmask, 5)
+  np.testing.assert_array_equal(np.asarray(out_w["alpha"]),
+                                np.asarray(jax.nn.one_hot(ref, 4)) * pmask[:, None])
+  assert float(loss_w) == pytest.approx(float(m_w["nll_per_dim"] + cfg.loss.stop_weight
+                                              * m_w["stop_loss"] + 3.0
+                                              * m_w["alignment/reference_stay_loss"]), rel=1e-6)
+  loss_c, (m_c, out_c) = warm_task.losses(params, batch, jax.random.key(1), s, True, False)
+  # the statistics stay those of the model's own (sampled) alignment
+  np.testing.assert_array_equal(np.asarray(out_w["sampled_alpha"]), np.asarray(out_c["alpha"]))
+  assert m_w["alignment/reference_within_1"] == m_c["alignment/reference_within_1"]
+  assert float(loss_c) == pytest.approx(float(m_c["nll_per_dim"] + cfg.loss.stop_weight
+                                              * m_c["stop_loss"]), rel=1e-6)
 
 
 def test_tiny_training_on_latent_shards_reduces_loss(tmp_path, latent_corpus):

@@ -305,6 +305,38 @@ def durations_from_alignment(alpha: jax.Array, frame_mask: jax.Array,
   return jnp.sum(onehot * counted, axis=1)
 
 
+def reference_phonemes(durations: jax.Array, phoneme_mask: jax.Array, num_frames: int
+                       ) -> jax.Array:
+  """Each frame's phoneme ``[B, I]`` int32 under a reference alignment: frame ``i`` lies in
+  phoneme ``j`` when ``sum(d[:j]) <= i < sum(d[:j+1])`` for ``durations [B, J]`` (float
+  frames per phoneme, e.g. the corpus' espeak durations at the alignment's step rate); frames
+  past the last real phoneme stay on it."""
+  pmask = jnp.asarray(phoneme_mask, bool)
+  bounds = jnp.cumsum(jnp.asarray(durations, jnp.float32) * pmask, axis=-1)
+  frames = jnp.arange(num_frames, dtype=jnp.float32)[None, :, None]
+  ref = jnp.sum(frames >= bounds[:, None, :], axis=-1)
+  n_ph = jnp.sum(pmask, axis=-1)
+  return jnp.minimum(ref, jnp.maximum(n_ph - 1, 0)[:, None]).astype(jnp.int32)
+
+
+def reference_stay_loss(e: jax.Array, reference: jax.Array, frame_mask: jax.Array,
+                        phoneme_mask: jax.Array) -> jax.Array:
+  """Binary cross-entropy of eq. 8's stay probabilities against a reference alignment's
+  decisions: at step ``i >= 1`` on the reference's previous phoneme ``j = ref[i-1]``, the
+  target is ``u_ij = [ref[i] == ref[i-1]]`` (stay) and the logit is ``e [B, I, J]`` at
+  ``(i, j)``. Steps from the last real phoneme (held there) and padded steps are not counted.
+  Mean over the counted steps (scalar float32)."""
+  ref = jnp.asarray(reference, jnp.int32)
+  prev = jnp.concatenate([jnp.zeros_like(ref[:, :1]), ref[:, :-1]], axis=1)
+  logit = jnp.take_along_axis(_float(e), prev[..., None], axis=-1)[..., 0]     # [B, I]
+  target = (ref == prev).astype(jnp.float32)
+  n_ph = jnp.sum(jnp.asarray(phoneme_mask, bool), axis=-1)
+  counted = (jnp.asarray(frame_mask, bool) & (jnp.arange(ref.shape[1])[None, :] >= 1)
+             & (prev < (n_ph - 1)[:, None])).astype(jnp.float32)
+  bce = -(target * jax.nn.log_sigmoid(logit) + (1.0 - target) * jax.nn.log_sigmoid(-logit))
+  return jnp.sum(bce * counted) / jnp.maximum(jnp.sum(counted), 1.0)
+
+
 def alignment_stats(alpha: jax.Array, frame_mask: jax.Array, phoneme_mask: jax.Array,
                     reference_durations: Optional[jax.Array] = None) -> Dict[str, jax.Array]:
   """Scalar float32 diagnostics of ``alpha [B, I, J]`` (``frame_mask [B, I]``,
@@ -353,10 +385,7 @@ def alignment_stats(alpha: jax.Array, frame_mask: jax.Array, phoneme_mask: jax.A
       "past_end_fraction": jnp.mean(jnp.sum(past, axis=-1) / jnp.maximum(n_fr, 1)),
   }
   if reference_durations is not None:
-    bounds = jnp.cumsum(jnp.asarray(reference_durations, jnp.float32) * pmask, axis=-1)
-    frames = jnp.arange(alpha.shape[1], dtype=jnp.float32)[None, :, None]
-    ref = jnp.sum(frames >= bounds[:, None, :], axis=-1)            # [B, I] phoneme index
-    ref = jnp.minimum(ref, jnp.maximum(n_ph - 1, 0)[:, None])
+    ref = reference_phonemes(reference_durations, pmask, alpha.shape[1])   # [B, I]
     diff = jnp.abs(pos - ref).astype(jnp.float32)
     w = fmask.astype(jnp.float32)
     total = jnp.maximum(jnp.sum(w), 1.0)

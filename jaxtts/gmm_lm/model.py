@@ -137,7 +137,8 @@ class GMMLM(nn.Module):
   # ------------------------------------------------------------------ training
   def __call__(self, latents: jax.Array, latent_mask: jax.Array, phonemes: jax.Array,
                phoneme_mask: jax.Array, temperature: Any = 1.0, deterministic: bool = True,
-               alignment: Optional[str] = None) -> dict[str, Any]:
+               alignment: Optional[str] = None, reference_alpha: Optional[jax.Array] = None,
+               use_reference: Any = False) -> dict[str, Any]:
     """Teacher-forced pass.
 
     Args:
@@ -147,10 +148,15 @@ class GMMLM(nn.Module):
       temperature: Gumbel-softmax temperature ``s`` of eq. 11 (scalar, may be traced).
       deterministic: disables dropout and the input-frame noise (``frame_noise_std``).
       alignment: overrides ``self.alignment`` (e.g. ``"expected"`` for a noiseless eval).
+      reference_alpha: optional ``[B, I, J]`` alignment (one-hot rows) that replaces the
+        sampled one where ``use_reference`` (a traced bool scalar) is true: the task's
+        alignment warm start (``alignment.reference_warmup_steps``). The energies are still
+        computed (and returned) from the frames.
 
     Returns:
       dict with ``mixture`` (MixtureParams over ``[B, I]``), ``stop_logits`` [B, I],
-      ``alpha`` [B, I, J], ``energies`` [B, I, J]. Needs the ``'alignment'`` rng for the
+      ``alpha`` [B, I, J] (the one the decoder saw), ``sampled_alpha`` (the model's own, the
+      same unless ``reference_alpha`` replaced it), ``energies`` [B, I, J]. Needs the ``'alignment'`` rng for the
       stochastic modes and ``'dropout'`` when not deterministic.
     """
     mode = alignment or self.alignment
@@ -174,8 +180,12 @@ class GMMLM(nn.Module):
       u = self._stay(e, temperature, mode).at[:, 0].set(1.0)
       alpha = monotonic.monotonic_alignment(u, phoneme_mask,
                                             hold_last=self.hold_last_phoneme)
+    sampled = alpha
+    if reference_alpha is not None:
+      alpha = jnp.where(use_reference, jnp.asarray(reference_alpha, alpha.dtype), alpha)
     mixture, stop_logits = self.outputs(frames_in, alpha, y_dec, latent_mask, deterministic)
-    return {"mixture": mixture, "stop_logits": stop_logits, "alpha": alpha, "energies": e}
+    return {"mixture": mixture, "stop_logits": stop_logits, "alpha": alpha, "energies": e,
+            "sampled_alpha": sampled}
 
   # ------------------------------------------------------------------ inference (decode=True)
   def prefill(self, prompt_latents: jax.Array, prompt_len: jax.Array, phonemes: jax.Array,

@@ -94,6 +94,7 @@ class GMMLMTask(CorpusData):
       raise ValueError("config.data: the gmm_lm task trains on latent shards: set "
                        "data.mode='bucket' and data.features='latents'")
     self.frames_per_step = stacking.frames_per_step(cfg)
+    self.warmup_steps = int(cfg.alignment.get("reference_warmup_steps", 0))
     step_samples = int(cfg.model.latent_hop) * self.frames_per_step
     bad = [int(s) for s in cfg.data.bucket_samples if int(s) % step_samples]
     if bad:
@@ -123,6 +124,9 @@ class GMMLMTask(CorpusData):
       if int(info[key]) != int(self.cfg.model[field]):
         raise ValueError(f"config.model.{field}={self.cfg.model[field]} but the latent shards "
                          f"in {data_dir} have {key}={info[key]}")
+    if self.warmup_steps and "durations" not in manifest.get("features", {}):
+      raise ValueError(f"config.alignment.reference_warmup_steps={self.warmup_steps} needs "
+                       f"phoneme durations, and {data_dir}/manifest.json has none; set it to 0")
     if manifest.get("hop_length"):
       self.duration_scale = float(manifest["hop_length"]) / float(
           int(self.cfg.model.latent_hop) * self.frames_per_step)
@@ -167,39 +171,63 @@ class GMMLMTask(CorpusData):
 
   # ------------------------------------------------------------------ loss
   def losses(self, params: Any, batch: Mapping[str, jax.Array], rng: jax.Array,
-             temperature: Any, deterministic: bool) -> tuple[jax.Array, tuple[dict, dict]]:
+             temperature: Any, deterministic: bool, warm: Any = False
+             ) -> tuple[jax.Array, tuple[dict, dict]]:
+    """The loss and (metrics, model outputs). ``warm`` (traced bool): a step of the
+    alignment warm start (``alignment.reference_warmup_steps``), where the corpus durations
+    replace the sampled alignment and supervise the stay decisions."""
     latents, latent_len = self.steps(batch)
     latent_mask, phoneme_mask = self._masks(latents, latent_len, batch["phonemes"],
                                             batch["phoneme_len"])
     a_rng, d_rng = jax.random.split(rng)
+    reference = (batch["durations"] * self.duration_scale
+                 if self.duration_scale and "durations" in batch else None)
+    warm_start = self.warmup_steps != 0 and reference is not None
+    ref_index = (monotonic.reference_phonemes(reference, phoneme_mask, latents.shape[1])
+                 if warm_start else None)
+    ref_alpha = (jax.nn.one_hot(ref_index, phoneme_mask.shape[1]) * phoneme_mask[:, None]
+                 if warm_start else None)
     out = self.model.apply({"params": params}, latents, latent_mask,
                            batch["phonemes"], phoneme_mask, temperature, deterministic,
+                           reference_alpha=ref_alpha, use_reference=warm,
                            rngs={"alignment": a_rng, "dropout": d_rng})
     mask = latent_mask.astype(jnp.float32)
     nll = mixture_lib.mixture_nll(out["mixture"], latents, mask, per_dim=True)
     stop = stop_loss(out["stop_logits"], latent_len, mask, self.cfg.loss.stop_pos_weight)
     loss = nll + self.cfg.loss.stop_weight * stop
-    reference = (batch["durations"] * self.duration_scale
-                 if self.duration_scale and "durations" in batch else None)
-    stats = monotonic.alignment_stats(out["alpha"], latent_mask, phoneme_mask, reference)
+    extra = {}
+    if warm_start:
+      stay = monotonic.reference_stay_loss(out["energies"], ref_index, latent_mask,
+                                           phoneme_mask)
+      loss = loss + jnp.where(warm, self.cfg.alignment.reference_stay_weight, 0.0) * stay
+      extra = {"alignment/reference_stay_loss": stay,
+               "alignment/warm_start": jnp.asarray(warm, jnp.float32)}
+    # The model's own alignment, also on warm-start steps (where the decoder sees the corpus').
+    stats = monotonic.alignment_stats(out["sampled_alpha"], latent_mask, phoneme_mask,
+                                      reference)
     resp = mixture_lib.responsibilities(out["mixture"], latents)          # [B, I, N]
     usage = jnp.sum(resp * mask[..., None], axis=(0, 1)) / jnp.maximum(jnp.sum(mask), 1.0)
     metrics = {"loss": loss, "nll_per_dim": nll, "stop_loss": stop,
                "energy_bias": params["energy"]["energy_bias"],
                "mixture_entropy": -jnp.sum(usage * jnp.log(usage + 1e-12)),
-               **{f"alignment/{k}": v for k, v in stats.items()}}
+               **{f"alignment/{k}": v for k, v in stats.items()}, **extra}
     return loss, (metrics, out)
 
   def train_step(self, state: state_lib.TrainState, batch: Mapping[str, jax.Array],
                  rng: jax.Array, optimizers) -> tuple[state_lib.TrainState, dict]:
     s = gumbel_temperature(self.cfg, state.step)
     grads, (metrics, _) = jax.grad(self.losses, has_aux=True)(
-        state.params["model"], batch, rng, s, False)
+        state.params["model"], batch, rng, s, False, self.warm(state.step))
     params, opt_state = dict(state.params), dict(state.opt_state)
     params["model"], opt_state["model"] = state_lib.apply_group(
         params["model"], opt_state["model"], grads, optimizers["model"])
     metrics.update(grad_norm=optax.tree.norm(grads), gumbel_temperature=s)
     return state.replace(params=params, opt_state=opt_state), metrics
+
+  def warm(self, step: jax.Array) -> jax.Array:
+    """Is ``step`` an alignment warm-start step (``alignment.reference_warmup_steps`` N:
+    the first N steps; N < 0: every step)."""
+    return jnp.logical_or(self.warmup_steps < 0, step < self.warmup_steps)
 
   def eval_step(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array]) -> dict:
     """Teacher-forced metrics with the training sampler on a fixed key (deterministic), and
