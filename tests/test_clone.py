@@ -301,8 +301,14 @@ def test_generator_clones_a_prompt_and_refuses_bad_input(clone_run, chain, tmp_p
                                 speaker_embedding=jnp.asarray(emb[None]), prosody="reference",
                                 reference_z=z)
   np.testing.assert_array_equal(transfer["durations"], np.asarray(direct["durations"])[0, :j])
-  np.testing.assert_allclose(transfer["wav"], np.asarray(direct["wav"])[0, :len(transfer["wav"])],
-                             atol=1e-4)
+  # The same computation in two compiled programs (the generator's jit and this direct call):
+  # float rounding differs, and the wave decoder's accumulated phases amplify it at a few
+  # samples (seen: 2 of 24200 off by 1.9e-4). A different z would change every sample, so the
+  # check is the error energy against the signal's (60 dB) and a loose per-sample bound.
+  want = np.asarray(direct["wav"])[0, :len(transfer["wav"])]
+  err = np.sum((transfer["wav"] - want) ** 2) / np.sum(want ** 2)
+  assert err < 1e-6, err
+  np.testing.assert_allclose(transfer["wav"], want, atol=1e-3)
   with pytest.raises(SynthesisInputError, match="prosody_reference_durations: this workdir"):
     gen.synthesize(**dict(request, prosody_reference_durations=None),
                    options={"prosody": "reference"})
