@@ -110,7 +110,7 @@ _INT = {1: struct.Struct(">b").unpack_from, 2: struct.Struct(">h").unpack_from,
         4: struct.Struct(">i").unpack_from, 8: struct.Struct(">q").unpack_from}
 _F32 = struct.Struct(">f").unpack_from
 _F64 = struct.Struct(">d").unpack_from
-# fixmap(4), "__nd__": true, "dtype": the start of every array `_pack` writes.
+# A 4-entry msgpack map, "__nd__": true, "dtype": the start of every array `_pack` writes.
 _ND_HEAD = b"\x84\xa6__nd__\xc3\xa5dtype"
 _ND_SHAPE = b"\xa5shape"
 _ND_DATA = b"\xa4data"
